@@ -1,0 +1,98 @@
+"""What every stage's ``main(argv)`` shares: events, the one-line error contract, exit codes.
+
+A stage raises ``StageError`` for anything a person can fix (bad input, missing file, no disk space);
+it becomes one ``error`` event and one line on stderr, never a traceback. Anything else is a bug:
+the traceback goes to the log and the error event points there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from w4tui.config import Config, ConfigError, load_config
+from w4tui.events import EventWriter
+from w4tui.fsutil import DiskSpaceError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class StageError(Exception):
+    """A failure a person can act on. ``str()`` is one line; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class Cancelled(Exception):
+    """Raised by a stage that stopped early because it was asked to (SIGINT/SIGTERM)."""
+
+
+class StageArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a StageError (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise StageError(f"{self.prog}: {message}", hint=f"see: python -m stages.{self.prog} --help")
+
+
+def stage_config() -> Config:
+    """The config the runner chose (W4TUI_CONFIG), else the embedded default."""
+    return load_config(None)
+
+
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so stages clean up the same way for both."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: EventWriter | None = None) -> int:
+    """Run ``body(events)``; turn its outcome into the final event and the exit code.
+
+    ``body`` returns the summary fields of the ``done`` event. Raising ``Cancelled`` or
+    KeyboardInterrupt ends the run as cancelled (exit 130).
+    """
+    logging.basicConfig(level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sigterm_as_interrupt()
+    events = events or EventWriter.from_env(name)
+    try:
+        events.emit("start", args=sys.argv[1:], pid=os.getpid())
+        summary = body(events) or {}
+        events.done("succeeded", **summary)
+        return EXIT_OK
+    except (Cancelled, KeyboardInterrupt):
+        events.done("cancelled")
+        print(f"{name}: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (StageError, ConfigError, DiskSpaceError) as exc:
+        hint = getattr(exc, "hint", None)
+        events.error(str(exc), hint=hint)
+        print(f"error: {exc}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    except Exception as exc:  # a bug: keep the traceback for the log, give the person one line
+        traceback.print_exc()
+        events.error(f"internal error in {name}: {exc.__class__.__name__}: {exc}",
+                     hint="the traceback is in the run's output.log; please report it")
+        return EXIT_FAILED
+    finally:
+        events.close()
+
+
+def main_for(name: str, parser: argparse.ArgumentParser,
+             body: Callable[[argparse.Namespace, EventWriter], dict | None]) -> Callable[[Sequence[str] | None], int]:
+    """Build a stage's ``main(argv)``: parse (bad flags become an error event too), then run."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        def run(events: EventWriter) -> dict | None:
+            args = parser.parse_args(argv)
+            return body(args, events)
+
+        return run_stage(name, run)
+
+    return main

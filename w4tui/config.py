@@ -1,0 +1,250 @@
+"""Typed configuration: the embedded default ``config.toml`` overlaid by the user's file.
+
+Every mistake is a ``ConfigError`` whose text is one line naming the file, the key and the problem.
+Standard library only (plus nothing): stages import this too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+ENV_CONFIG = "W4TUI_CONFIG"
+
+QUANT_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConfigError(Exception):
+    """A user mistake in a config file; ``str()`` is the one-line message to show."""
+
+
+def _check(pred: Callable[[Any], bool], what: str) -> dict[str, Any]:
+    return {"check": (pred, what)}
+
+
+def _positive() -> dict[str, Any]:
+    return _check(lambda v: v > 0, "must be greater than 0")
+
+
+def _fraction() -> dict[str, Any]:
+    return _check(lambda v: 0 <= v < 1, "must be at least 0 and less than 1")
+
+
+def _one_of(*options: str) -> dict[str, Any]:
+    return _check(lambda v: v in options, "must be one of " + ", ".join(f'"{o}"' for o in options))
+
+
+def _days_ok(value: str) -> bool:
+    parts = [p.strip() for chunk in value.split(",") for p in chunk.split("-")]
+    return bool(value.strip()) and all(p in DAYS for p in parts)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = field(metadata=_check(lambda v: bool(v.strip()), "must not be empty"))
+    revision: str
+    dir: Path
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data: Path
+    incoming: Path
+    outputs: Path
+    runs: Path
+    state: Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lora_r: int = field(metadata=_positive())
+    lora_alpha: float = field(metadata=_positive())
+    lora_dropout: float = field(metadata=_fraction())
+    target_modules: list[str] = field(metadata=_check(bool, "must list at least one module"))
+    learning_rate: float = field(metadata=_positive())
+    epochs: float = field(metadata=_positive())
+    max_seq_length: int = field(metadata=_check(lambda v: v >= 16, "must be at least 16"))
+    overlong: str = field(metadata=_one_of("truncate", "drop"))
+    batch_size: int = field(metadata=_positive())
+    gradient_accumulation: int = field(metadata=_positive())
+    gradient_checkpointing: bool
+    checkpoint_every: int = field(metadata=_positive())
+    log_every: int = field(metadata=_positive())
+    eval_fraction: float = field(metadata=_fraction())
+    seed: int
+    device: str = field(metadata=_one_of("auto", "mps", "cuda", "cpu"))
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    dataset_glob: str = field(metadata=_check(lambda v: v.endswith(".jsonl"), 'must end in ".jsonl"'))
+    epochs: float = field(metadata=_positive())
+    learning_rate: float = field(metadata=_positive())
+    replay: float = field(metadata=_fraction())
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    enabled: bool
+    time: str = field(metadata=_check(lambda v: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) is not None,
+                                      'must be a 24-hour time like "21:30"'))
+    days: str = field(metadata=_check(_days_ok, 'must be days like "mon-sun" or "mon,wed,fri"'))
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    type: str = field(metadata=_one_of(*QUANT_TYPES))
+    imatrix: str
+
+
+@dataclass(frozen=True)
+class OllamaParameters:
+    temperature: float = field(metadata=_check(lambda v: v >= 0, "must be 0 or more"))
+    top_p: float = field(metadata=_check(lambda v: 0 < v <= 1, "must be greater than 0 and at most 1"))
+    top_k: int = field(metadata=_positive())
+    repeat_penalty: float = field(metadata=_positive())
+    num_ctx: int = field(metadata=_check(lambda v: v >= 256, "must be at least 256"))
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    host: str = field(metadata=_check(lambda v: re.match(r"https?://[^/\s]+", v) is not None,
+                                      'must be a URL like "http://127.0.0.1:11434"'))
+    model: str = field(metadata=_check(lambda v: re.fullmatch(r"[a-z0-9][a-z0-9._/-]*", v) is not None,
+                                       "must be a lowercase model name without a tag (no ':')"))
+    template_from: str
+    system: str
+    parameters: OllamaParameters
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
+    num_predict: int = field(metadata=_positive())
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    llama_quantize: str
+    convert_hf_to_gguf: str
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path  # the file the user's values came from (the default file when none was given)
+    model: ModelConfig
+    paths: PathsConfig
+    train: TrainConfig
+    nightly: NightlyConfig
+    schedule: ScheduleConfig
+    quantize: QuantizeConfig
+    ollama: OllamaConfig
+    verify: VerifyConfig
+    tools: ToolsConfig
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    def stage_env(self) -> dict[str, str]:
+        """Environment for a stage process, so its defaults come from this same file."""
+        return {ENV_CONFIG: str(self.file)}
+
+
+def default_config_path() -> Path:
+    """The embedded default: inside the package when installed from a wheel, else the repo's root."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "config.toml"
+    return packaged if packaged.is_file() else here.parent / "config.toml"
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--config`` wins, then ``W4TUI_CONFIG``, then the embedded default."""
+    chosen = explicit or os.environ.get(ENV_CONFIG)
+    return Path(chosen).expanduser().resolve() if chosen else default_config_path()
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    path = config_path(explicit)
+    defaults = _read_toml(default_config_path())
+    user = _read_toml(path) if path != default_config_path() else {}
+    merged = _overlay(defaults, user)
+    return _build(Config, merged, path, "", base=path.parent)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (create it, or drop --config / W4TUI_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.__class__.__name__}") from None
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _overlay(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", Path: "a path string"}
+
+
+def _build(cls: type, data: dict[str, Any], file: Path, prefix: str, base: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)} - {"file"}
+    for key in data:
+        if key not in known:
+            where = f"[{prefix}]" if prefix else "the top level"
+            raise ConfigError(f"{file}: unknown key '{_join(prefix, key)}' in {where} "
+                              f"(known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {"file": file} if cls is Config else {}
+    for f in fields(cls):
+        if f.name == "file":
+            continue
+        key = _join(prefix, f.name)
+        hint = hints[f.name]
+        value = data[f.name]  # always present: the embedded default has every key
+        if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: '{key}' must be a table ([{key}])")
+            values[f.name] = _build(hint, value, file, key, base)
+            continue
+        value = _coerce(value, hint, file, key, base)
+        check = f.metadata.get("check")
+        if check and not check[0](value):
+            raise ConfigError(f"{file}: '{key}' {check[1]} (got {value!r})")
+        values[f.name] = value
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, file: Path, key: str, base: Path) -> Any:
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{file}: '{key}' must be a list of strings (got {value!r})")
+        return list(value)
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if hint is Path and isinstance(value, str) and value.strip():
+        return (base / Path(value).expanduser()).resolve()
+    if not ok:
+        raise ConfigError(f"{file}: '{key}' must be {_TYPE_NAMES[hint]} (got {value!r})")
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
