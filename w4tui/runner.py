@@ -87,7 +87,7 @@ class Run:
         # The supervisor died without recording an end (killed, machine rebooted): judge by the events.
         from .supervise import final_status
 
-        return final_status(1, self.events(), cancelling)
+        return final_status(None, self.events(), cancelling)
 
     @property
     def live(self) -> bool:
@@ -143,7 +143,8 @@ class Runner:
                 raise RunError(str(exc)) from None
         return self.start_command(stage, [sys.executable, "-m", spec.module, *args])
 
-    def start_command(self, stage: str, command: list[str], cancel_grace_s: float = 120.0) -> Run:
+    def start_command(self, stage: str, command: list[str], cancel_grace_s: float = 120.0,
+                      kill_after_s: float = 15.0) -> Run:
         """Start any command as a detached, supervised run (the tests use small fake stages)."""
         self.root.mkdir(parents=True, exist_ok=True)
         output = _output_of(command)
@@ -157,7 +158,7 @@ class Runner:
             run_dir.mkdir()
             record = {"id": run_id, "stage": stage, "command": command, "cwd": str(Path.cwd()),
                       "output": output, "created": time.time(), "cancel_grace_s": cancel_grace_s,
-                      "env": self.config.stage_env()}
+                      "kill_after_s": kill_after_s, "env": self.config.stage_env()}
             write_record(run_dir, record)
             with open(run_dir / LOG_FILE, "ab") as log:
                 # The supervisor forks and its first process exits at once, so the run is never our

@@ -33,11 +33,14 @@ def write_record(run_dir: Path, record: dict) -> None:
     atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=2) + "\n")
 
 
-def final_status(exit_code: int, events: list[dict], cancel_requested: bool) -> str:
-    """How a run ended: the stage's own final event decides; without one it crashed."""
+def final_status(exit_code: int | None, events: list[dict], cancel_requested: bool) -> str:
+    """How a run ended: the stage's own final event decides; without one it crashed.
+    ``exit_code`` is None when nobody saw the exit (the supervisor itself was killed)."""
     final = next((e for e in reversed(events) if e.get("kind") in ev.FINAL_KINDS), None)
     if final is not None and final["kind"] == "done":
-        return "cancelled" if final.get("status") == "cancelled" else ("succeeded" if exit_code == 0 else "failed")
+        if final.get("status") == "cancelled":
+            return "cancelled"
+        return "succeeded" if exit_code in (0, None) else "failed"
     if final is not None:
         return "cancelled" if cancel_requested else "failed"
     if cancel_requested:
@@ -75,7 +78,8 @@ def supervise(run_dir: Path) -> int:
         record.update(supervisor_pid=os.getpid(), supervisor_ctime=_process_ctime(os.getpid()),
                       pid=child.pid, pid_ctime=_process_ctime(child.pid), started=time.time())
         write_record(run_dir, record)
-        exit_code = _wait(child, run_dir, float(record.get("cancel_grace_s", 120)))
+        exit_code = _wait(child, run_dir, float(record.get("cancel_grace_s", 120)),
+                          float(record.get("kill_after_s", KILL_AFTER_TERM_S)))
     cancelled = (run_dir / CANCEL_FILE).exists()
     status = final_status(exit_code, ev.read_events(run_dir / EVENTS_FILE), cancelled)
     record.update(ended=time.time(), exit_code=exit_code, status=status)
@@ -83,7 +87,7 @@ def supervise(run_dir: Path) -> int:
     return 0
 
 
-def _wait(child: subprocess.Popen, run_dir: Path, grace_s: float) -> int:
+def _wait(child: subprocess.Popen, run_dir: Path, grace_s: float, kill_after_s: float) -> int:
     cancel_at: float | None = None
     sent_term = sent_kill = False
     while True:
@@ -98,7 +102,7 @@ def _wait(child: subprocess.Popen, run_dir: Path, grace_s: float) -> int:
         elif cancel_at is not None and not sent_term and now - cancel_at > grace_s:
             sent_term = True
             _signal_group(child.pid, signal.SIGTERM)
-        elif sent_term and not sent_kill and now - cancel_at > grace_s + KILL_AFTER_TERM_S:
+        elif sent_term and not sent_kill and now - cancel_at > grace_s + kill_after_s:
             sent_kill = True
             _signal_group(child.pid, signal.SIGKILL)
 

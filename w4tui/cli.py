@@ -1,0 +1,210 @@
+"""The `w4tui` command: the TUI by default, and a headless CLI over the same runner.
+
+Exit codes: 0 ok, 1 a stage or action failed, 2 a usage or config mistake, 3 a run crashed,
+130 cancelled / interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import stagespec
+from .config import Config, ConfigError, load_config
+from .runner import Run, RunError, Runner
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: $W4TUI_CONFIG, else the embedded config.toml)")
+    parser = argparse.ArgumentParser(prog="w4tui", parents=[common],
+                                     description="Fine-tune Qwen2.5-Coder into the Web4 agent and serve it with "
+                                                 "Ollama. Without a command, opens the TUI.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="start one stage (detached); follow its progress")
+    run.add_argument("stage", choices=stagespec.NAMES)
+    run.add_argument("--wait", action="store_true", help="follow to the end; exit with the stage's result")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="-- then the stage's own arguments (default: from config)")
+
+    sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    status = sub.add_parser("status", parents=[common], help="what is running and how the last runs ended")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    logs = sub.add_parser("logs", parents=[common], help="print a run's output.log")
+    logs.add_argument("run", nargs="?", default="last", help="run id, unique prefix, stage name or 'last'")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a run (SIGINT, escalating after a grace period)")
+    cancel.add_argument("run")
+    pipe = sub.add_parser("pipeline", parents=[common], help="run the stages in order, in the foreground")
+    pipe.add_argument("--from", dest="start", choices=stagespec.NAMES, help="first stage (default: download)")
+    pipe.add_argument("--to", dest="stop", choices=stagespec.NAMES, help="last stage (default: verify)")
+    demo = sub.add_parser("demo", parents=[common], help="create the offline demo and open the TUI on it")
+    demo.add_argument("action", nargs="?", choices=["init"], help="init: only create it")
+    demo.add_argument("dir", nargs="?", help="where (default: ~/.local/share/w4tui/demo)")
+    sub.add_parser("rollback", parents=[common], help="make the previous Ollama build 'latest' again")
+    sub.add_parser("config", parents=[common], help="check the config and print which file is in use")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return cmd_demo(args)
+        config = load_config(getattr(args, "config", None))
+        handler = COMMANDS.get(args.command or "tui")
+        return handler(config, args)
+    except (ConfigError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_tui(config: Config, args: argparse.Namespace) -> int:
+    from .ui.app import run_tui  # Textual only for the TUI, not for the headless commands
+
+    return run_tui(config)
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .follow import EXIT_CODES, follow
+
+    stage_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+    runner = Runner(config)
+    run = runner.start(args.stage, stage_args or None)
+    print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: w4tui logs {run.id}", flush=True)
+    if not args.wait and not sys.stdout.isatty():
+        return 0
+    try:
+        status = follow(runner, run)
+    except KeyboardInterrupt:
+        print(f"\ndetached; {args.stage} keeps running. Follow again: w4tui logs -f {run.id}; "
+              f"stop it: w4tui cancel {run.id}")
+        return 130 if args.wait else 0
+    _print_end(runner.get(run.id))
+    return EXIT_CODES.get(status, 1) if args.wait else 0
+
+
+def _print_end(run: Run) -> None:
+    print(f"{run.stage} {run.status} ({run.id})")
+    error = run.error()
+    if run.status in ("failed", "crashed"):
+        if error:
+            print(f"error: {error.get('message')}" + (f" ({error['hint']})" if error.get("hint") else ""))
+        print("\n".join(["-- last lines of output.log:", *run.log_tail(10)]))
+
+
+def cmd_runs(config: Config, args: argparse.Namespace) -> int:
+    runs = Runner(config).runs()
+    if not runs:
+        print(f"no runs yet in {config.paths.runs}")
+    for run in runs:
+        took = (run.ended or time.time()) - run.started
+        print(f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
+              f"  {_short(took):>7}  {run.output or ''}")
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    runs = Runner(config).runs()
+    if args.json:
+        print(json.dumps({"config": str(config.file), "runs": [r.summary() for r in runs]}, indent=2))
+        return 0
+    print(f"config: {config.file}")
+    live = [r for r in runs if r.live]
+    for run in live:
+        last = next((e for e in reversed(run.events()) if e.get("kind") in ("progress", "metrics")), None)
+        where = ""
+        if last:
+            done, total = last.get("step", last.get("done")), last.get("total_steps", last.get("total"))
+            where = f" {done}/{total}" + (f" loss {last['loss']:.4f}" if "loss" in last else "")
+        print(f"running: {run.stage} {run.id} (pid {run.pid}){where}")
+    if not live:
+        print("nothing running")
+    for name in stagespec.NAMES:
+        last_run = next((r for r in runs if r.stage == name), None)
+        if last_run:
+            print(f"  {name:<9} {last_run.status:<10} {last_run.id}")
+    return 0
+
+
+def cmd_logs(config: Config, args: argparse.Namespace) -> int:
+    runner = Runner(config)
+    run = runner.get(args.run)
+    if args.follow:
+        from .follow import follow_log
+
+        follow_log(run, runner)
+    else:
+        try:
+            sys.stdout.write(run.log_path.read_text(encoding="utf-8", errors="replace"))
+        except FileNotFoundError:
+            pass
+    return 0
+
+
+def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
+    run = Runner(config).cancel(args.run)
+    grace = run.record.get("cancel_grace_s", 120)
+    print(f"cancelling {run.stage} run {run.id}: SIGINT sent; it is stopped for good after {grace:.0f} s")
+    return 0
+
+
+def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline, stage_range
+
+    return run_pipeline(Runner(config), stage_range(args.start, args.stop))
+
+
+def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
+    from .ollama_client import OllamaError, rollback
+
+    try:
+        print(rollback(config))
+    except OllamaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_config(config: Config, args: argparse.Namespace) -> int:
+    print(f"{config.file}: ok")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import default_demo_dir, init_demo
+
+    directory = Path(args.dir) if args.dir else default_demo_dir()
+    config_file = directory / "config.toml"
+    if args.action == "init":
+        try:
+            path = init_demo(directory)
+        except FileExistsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"demo ready: {path}\n  next: w4tui --config {path}\n        w4tui --config {path} pipeline --to quantize")
+        return 0
+    if not config_file.exists():
+        config_file = init_demo(directory)
+        print(f"demo created in {config_file.parent}")
+    return cmd_tui(load_config(config_file), args)
+
+
+def _short(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+COMMANDS = {"tui": cmd_tui, "run": cmd_run, "runs": cmd_runs, "status": cmd_status, "logs": cmd_logs,
+            "cancel": cmd_cancel, "pipeline": cmd_pipeline, "rollback": cmd_rollback, "config": cmd_config}
