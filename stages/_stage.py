@@ -59,6 +59,8 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     """
     logging.basicConfig(level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "httpcore", "urllib3", "filelock"):  # one line per HTTP request is noise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     sigterm_as_interrupt()
     events = events or EventWriter.from_env(name)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -170,7 +171,7 @@ def _hub_files(repo: str, revision: str) -> tuple[list[RemoteFile], str | None]:
         raise StageError(f"{repo}: no such model on the Hub (or it is private: set HF_TOKEN)") from None
     except RevisionNotFoundError:
         raise StageError(f"{repo}: no revision '{revision}'", hint="check [model] revision in config.toml") from None
-    except (HfHubHTTPError, OSError) as exc:
+    except (HfHubHTTPError, *_transport_errors()) as exc:
         raise StageError(f"cannot reach the Hub for {repo}: {_first_line(exc)}",
                          hint="check the network, HF_ENDPOINT, or give a local directory as --repo") from None
     files = [RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None)
@@ -195,13 +196,24 @@ def _http_range(repo: str, commit: str | None, name: str, part: Path, start: int
             with open(part, mode) as fh:
                 if mode == "wb" and start:
                     yield -start
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as received, so a cut keeps every byte
                     fh.write(chunk)
                     yield len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
     except httpx.HTTPError as exc:
         raise StageError(f"{name}: download interrupted ({_first_line(exc)}); run again to resume") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection errors of whichever HTTP library this huggingface_hub uses (requests' are OSErrors)."""
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(name).HTTPError)
+        except ImportError:
+            pass
+    return tuple(errors)
 
 
 def _first_line(exc: BaseException) -> str:
