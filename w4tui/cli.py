@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="start one stage (detached); follow its progress")
     run.add_argument("stage", choices=stagespec.NAMES)
     run.add_argument("--wait", action="store_true", help="follow to the end; exit with the stage's result")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="-- then the stage's own arguments (default: from config)")
+    run.epilog = "Stage arguments go after --, e.g. w4tui run train -- --epochs 1 (default: from the config)."
 
     sub.add_parser("runs", parents=[common], help="list runs, newest first")
     status = sub.add_parser("status", parents=[common], help="what is running and how the last runs ended")
@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" belongs to the stage, untouched by our parser.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    args.stage_args = argv[split + 1:]
     try:
         if args.command == "demo":
             return cmd_demo(args)
@@ -77,9 +81,8 @@ def cmd_tui(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from .follow import EXIT_CODES, follow
 
-    stage_args = args.args[1:] if args.args[:1] == ["--"] else args.args
     runner = Runner(config)
-    run = runner.start(args.stage, stage_args or None)
+    run = runner.start(args.stage, args.stage_args or None)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: w4tui logs {run.id}", flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0

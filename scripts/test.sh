@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): a venv with the pinned CPU torch, the project with its test
+# extras (llama-cpp-python builds llama.cpp from source the first time, then pip caches the wheel),
+# llama.cpp's own converter as the reference for the GGUF fidelity tests, then the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+
+if [ -z "${W4TUI_LLAMA_CPP_SRC:-}" ]; then
+  version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+  src=.cache/llama-cpp-python-$version
+  if [ ! -f "$src/vendor/llama.cpp/convert_hf_to_gguf.py" ]; then
+    rm -rf "$src" && mkdir -p "$src"
+    .venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$src" "llama-cpp-python==$version"
+    tar -xzf "$src"/llama_cpp_python-*.tar.gz -C "$src" --strip-components=1
+  fi
+  export W4TUI_LLAMA_CPP_SRC="$PWD/$src/vendor/llama.cpp"
+fi
+
+.venv/bin/python -m pytest -q "$@"
