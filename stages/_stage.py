@@ -63,10 +63,13 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
         logging.getLogger(chatty).setLevel(logging.WARNING)
     sigterm_as_interrupt()
     events = events or EventWriter.from_env(name)
+    log = logging.getLogger(f"stages.{name}")
     try:
         events.emit("start", args=sys.argv[1:], pid=os.getpid())
+        log.info("%s started: %s", name, " ".join(sys.argv[1:]))
         summary = body(events) or {}
         events.done("succeeded", **summary)
+        log.info("%s succeeded", name)
         return EXIT_OK
     except (Cancelled, KeyboardInterrupt):
         events.done("cancelled")
