@@ -57,7 +57,8 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     ``body`` returns the summary fields of the ``done`` event. Raising ``Cancelled`` or
     KeyboardInterrupt ends the run as cancelled (exit 130).
     """
-    logging.basicConfig(level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
+    # Log lines go to stdout, so stderr carries only the one-line error a person must read.
+    logging.basicConfig(level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpx2", "httpcore", "urllib3", "filelock"):  # one line per HTTP request is noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
