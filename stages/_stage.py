@@ -90,13 +90,14 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
         events.close()
 
 
-def main_for(name: str, parser: argparse.ArgumentParser,
+def main_for(name: str, parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
              body: Callable[[argparse.Namespace, EventWriter], dict | None]) -> Callable[[Sequence[str] | None], int]:
-    """Build a stage's ``main(argv)``: parse (bad flags become an error event too), then run."""
+    """Build a stage's ``main(argv)``: parse (bad flags become an error event too), then run.
+    ``parser`` may be a function, for parsers whose defaults read the config: no I/O at import."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         def run(events: EventWriter) -> dict | None:
-            args = parser.parse_args(argv)
+            args = (parser if isinstance(parser, argparse.ArgumentParser) else parser()).parse_args(argv)
             return body(args, events)
 
         return run_stage(name, run)

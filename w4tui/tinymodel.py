@@ -115,12 +115,14 @@ def to_bf16_bits(a: np.ndarray) -> np.ndarray:
     return ((u + rounding) >> 16).astype(np.uint16)
 
 
-def _random_tensor(rng: np.random.Generator, name: str, shp: tuple[int, ...], std: float) -> np.ndarray:
+def _random_tensor(rng: np.random.Generator, name: str, shp: tuple[int, ...], std: float,
+                   head_std: float) -> np.ndarray:
     if name.endswith("norm.weight"):  # near 1, not exactly, so a mixed-up norm shows in the logits
         return (1.0 + 0.1 * rng.standard_normal(shp, dtype=np.float32)).astype(np.float32)
     if name.endswith(".bias"):
         return (0.1 * rng.standard_normal(shp, dtype=np.float32)).astype(np.float32)
-    return (std * rng.standard_normal(shp, dtype=np.float32)).astype(np.float32)
+    scale = head_std if name in ("lm_head.weight", "model.embed_tokens.weight") else std
+    return (scale * rng.standard_normal(shp, dtype=np.float32)).astype(np.float32)
 
 
 def write_safetensors_bf16(path: Path, tensors: list[tuple[str, tuple[int, ...]]],
@@ -143,8 +145,12 @@ def write_safetensors_bf16(path: Path, tensors: list[tuple[str, tuple[int, ...]]
 
 
 def build_model(output: str | Path, shape: Shape | str = "tiny", seed: int = 0, shards: int = 2,
-                std: float = 0.02) -> Path:
-    """Write a random Qwen2 model in Hugging Face layout to ``output`` (atomically) and return it."""
+                std: float = 0.02, head_std: float | None = None) -> Path:
+    """Write a random Qwen2 model in Hugging Face layout to ``output`` (atomically) and return it.
+
+    ``head_std`` (embeddings and lm_head) defaults larger for the tiny shape: with hidden size 64 and
+    std 0.02 the logits are nearly flat and no adapter could lower the loss visibly."""
+    head_std = head_std if head_std is not None else (0.25 if shape == "tiny" else std)
     shape = SHAPES[shape] if isinstance(shape, str) else shape
     output = Path(output)
     names = tensor_shapes(shape)
@@ -155,7 +161,7 @@ def build_model(output: str | Path, shape: Shape | str = "tiny", seed: int = 0, 
         weight_map: dict[str, str] = {}
         for index, group in enumerate(groups, start=1):
             fname = "model.safetensors" if len(groups) == 1 else f"model-{index:05d}-of-{len(groups):05d}.safetensors"
-            write_safetensors_bf16(tmp / fname, group, (_random_tensor(rng, n, s, std) for n, s in group))
+            write_safetensors_bf16(tmp / fname, group, (_random_tensor(rng, n, s, std, head_std) for n, s in group))
             weight_map.update({n: fname for n, _ in group})
         if len(groups) > 1:
             total = sum(int(np.prod(s)) * 2 for _, s in names)

@@ -1,0 +1,1 @@
+"""The LoRA trainer behind ``python -m stages.train_lora``: data, device, batching, loop, checkpoints."""

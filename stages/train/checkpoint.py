@@ -1,0 +1,78 @@
+"""Checkpoints: everything an exact resume needs, written atomically.
+
+``<output>/checkpoints/step-<N>/`` holds the LoRA weights, optimizer, scheduler, grad-scaler and RNG
+states, and ``state.json`` (step, epoch, position in the epoch's batch order, counters). The
+directory gets its name only when complete, so a kill -9 mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from w4tui.fsutil import atomic_path
+
+KEEP = 2  # checkpoints kept on disk; older ones are removed once a newer one is complete
+
+
+@dataclass
+class TrainState:
+    step: int = 0             # optimizer steps done
+    epoch: int = 0            # epoch the next micro-batch belongs to
+    batch: int = 0            # index of the next micro-batch in that epoch's order
+    tokens: int = 0           # tokens processed (not padding)
+    samples: int = 0
+    data_key: str = ""        # fingerprint of the tokenized data, so a resume on other data is refused
+    losses: list = field(default_factory=list)  # [step, loss] history, for the record
+
+
+def checkpoint_dir(output: Path, step: int) -> Path:
+    return output / "checkpoints" / f"step-{step:07d}"
+
+
+def save(output: Path, state: TrainState, model, optimizer, scheduler, scaler) -> Path:
+    target = checkpoint_dir(output, state.step)
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(weights, str(tmp / "adapter_model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                            "numpy": np.random.get_state(),
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
+                   tmp / "training_state.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1) + "\n")
+    for old in sorted((output / "checkpoints").glob("step-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest(output: Path) -> Path | None:
+    """The newest complete checkpoint (complete ones are the only ones with their final name)."""
+    found = sorted(p for p in (output / "checkpoints").glob("step-*") if (p / "state.json").exists())
+    return found[-1] if found else None
+
+
+def load(path: Path, model, optimizer, scheduler, scaler, device: str) -> TrainState:
+    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors"), device=device))
+    blob = torch.load(path / "training_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    if scaler is not None and blob["scaler"]:
+        scaler.load_state_dict(blob["scaler"])
+    rng = blob["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return TrainState(**json.loads((path / "state.json").read_text()))

@@ -1,0 +1,88 @@
+"""Train a LoRA adapter on chat data, resumably.
+
+    python -m stages.train_lora --base_model DIR --dataset data/train --output outputs/adapters/NAME
+    python -m stages.train_lora ... --resume                 # continue a crashed or cancelled run
+    python -m stages.train_lora ... --resume_from ADAPTER    # nightly: start from an adapter, fresh optimizer
+
+Defaults come from the [train] section of the config (W4TUI_CONFIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages._stage import StageArgumentParser, StageError, main_for, stage_config
+from w4tui.events import EventWriter
+
+
+def build_parser() -> StageArgumentParser:
+    t = stage_config().train
+    p = StageArgumentParser(prog="train_lora", description=__doc__.split("\n")[0])
+    p.add_argument("--base_model", required=True, type=Path, help="Hugging Face model directory")
+    p.add_argument("--dataset", required=True, type=Path, help=".jsonl file or directory of .jsonl files")
+    p.add_argument("--output", required=True, type=Path, help="adapter directory (checkpoints go inside)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--resume_from", type=Path, help="start from this adapter with a fresh optimizer (nightly)")
+    p.add_argument("--replay", type=float, default=0.0, help="share of samples replayed from --replay_dataset")
+    p.add_argument("--replay_dataset", type=Path, help="main dataset to replay from (default: [paths] data)")
+    p.add_argument("--lora_r", type=int, default=t.lora_r)
+    p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
+    p.add_argument("--lora_dropout", type=float, default=t.lora_dropout)
+    p.add_argument("--target_modules", nargs="+", default=t.target_modules)
+    p.add_argument("--epochs", type=float, default=t.epochs)
+    p.add_argument("--learning_rate", type=float, default=t.learning_rate)
+    p.add_argument("--max_seq_length", type=int, default=t.max_seq_length)
+    p.add_argument("--overlong", choices=["truncate", "drop"], default=t.overlong)
+    p.add_argument("--batch_size", type=int, default=t.batch_size)
+    p.add_argument("--gradient_accumulation", type=int, default=t.gradient_accumulation)
+    p.add_argument("--gradient_checkpointing", action=_BoolFlag, default=t.gradient_checkpointing)
+    p.add_argument("--checkpoint_every", type=int, default=t.checkpoint_every)
+    p.add_argument("--log_every", type=int, default=t.log_every)
+    p.add_argument("--eval_fraction", type=float, default=t.eval_fraction)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--device", choices=["auto", "mps", "cuda", "cpu"], default=t.device)
+    p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache the tokenized data")
+    return p
+
+
+class _BoolFlag(argparse.Action):
+    """--gradient_checkpointing / --no-gradient_checkpointing style switch."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings + [s.replace("--", "--no-") for s in option_strings], dest, nargs=0, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith("--no-"))
+
+
+def check_args(args) -> None:
+    for name in ("lora_r", "batch_size", "gradient_accumulation", "checkpoint_every", "log_every", "max_seq_length"):
+        if getattr(args, name) <= 0:
+            raise StageError(f"--{name} must be greater than 0 (got {getattr(args, name)})")
+    if args.epochs <= 0 or args.learning_rate <= 0:
+        raise StageError("--epochs and --learning_rate must be greater than 0")
+    if not 0 <= args.replay < 1 or not 0 <= args.eval_fraction < 1:
+        raise StageError("--replay and --eval_fraction must be at least 0 and less than 1")
+    if not (args.base_model / "config.json").is_file():
+        raise StageError(f"{args.base_model}: not a Hugging Face model directory (no config.json)",
+                         hint="run the download stage first, or check --base_model")
+    if args.resume_from and not (args.resume_from / "adapter_config.json").is_file():
+        raise StageError(f"{args.resume_from}: not a PEFT adapter (no adapter_config.json)")
+    if args.resume and args.resume_from:
+        raise StageError("--resume continues an interrupted run; --resume_from starts a new one: pick one")
+
+
+def body(args, events: EventWriter) -> dict:
+    check_args(args)
+    from stages.train import setup  # torch and transformers only once the arguments are known to be good
+
+    return setup.train(args, events)
+
+
+main = main_for("train", build_parser, body)
+
+if __name__ == "__main__":
+    sys.exit(main())
