@@ -70,7 +70,8 @@ def train(args, events: EventWriter) -> dict:
     result = run(model, optimizer, scheduler, scaler, train_samples, eval_samples, state, cfg, args.output,
                  precision.device, tokenizer.pad_token_id or 0, events)
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
-    _save_adapter(model, tokenizer, args, report, result, replayed, parent, started)
+    counts = {"train_samples": len(train_samples), "eval_samples": len(eval_samples), "replayed": replayed}
+    _save_adapter(model, args, report, result, counts, parent, started)
     events.artifact(args.output.resolve(), "adapter", parent=parent, base_model=str(args.base_model.resolve()),
                     loss=result["loss"], eval_loss=result["eval_loss"])
     return {"final_loss": result["loss"], "eval_loss": result["eval_loss"], "steps": result["steps"],
@@ -111,7 +112,7 @@ def _mix_replay(args, samples, tokenizer, cache, log):
     return samples + [main[i] for i in picks], want
 
 
-def _save_adapter(model, tokenizer, args, report, result, replayed, parent, started) -> None:
+def _save_adapter(model, args, report, result, counts: dict, parent: str, started: float) -> None:
     """Adapter files land under their final names only once complete; the record is written last."""
     output: Path = args.output
     staging = output / ".final.partial"
@@ -125,7 +126,7 @@ def _save_adapter(model, tokenizer, args, report, result, replayed, parent, star
               "base_model": str(args.base_model.resolve()), **base_info, "parent": parent,
               "data": report.files, "samples": report.samples, "tokens": report.tokens,
               "label_tokens": report.label_tokens, "truncated": report.truncated, "dropped": report.dropped,
-              "skipped": report.skipped, "replayed": replayed, "final_loss": result["loss"],
+              "skipped": report.skipped, **counts, "final_loss": result["loss"],
               "eval_loss": result["eval_loss"], "steps": result["steps"],
               "started": started, "ended": time.time()}
     from w4tui.fsutil import atomic_write_text
