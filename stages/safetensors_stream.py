@@ -1,0 +1,152 @@
+"""Read and write safetensors one bounded chunk at a time (numpy only, no mmap).
+
+Plain ``readinto``-style reads keep the resident memory at the size of one chunk however large the
+model: a memory map would count every touched page of a 15 GB model as resident. bf16 has no
+numpy dtype, so it travels as uint16 bit patterns and is widened to float32 for arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from stages._stage import StageError
+
+DTYPES = {"BF16": (np.uint16, 2), "F16": (np.float16, 2), "F32": (np.float32, 4)}
+CHUNK_BYTES = 16 << 20  # rows are read and written in chunks of about this many bytes
+MAX_HEADER = 100 << 20
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset of the data in the file
+    nbytes: int
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_elems(self) -> int:
+        return int(np.prod(self.shape[1:]))  # 1 for vectors and scalars
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """(header, data start). Raises StageError naming the file for anything truncated or corrupt."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise StageError(f"{path}: truncated safetensors file ({size} bytes)", hint="download it again")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(MAX_HEADER, size - 8):
+            raise StageError(f"{path}: corrupt safetensors header (claims {length} bytes)", hint="download it again")
+        try:
+            header = json.loads(fh.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise StageError(f"{path}: corrupt safetensors header (not JSON)", hint="download it again") from None
+    return header, 8 + length
+
+
+def scan(path: Path) -> list[TensorRef]:
+    header, start = read_header(path)
+    size = path.stat().st_size
+    refs = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, (begin, end) = info.get("dtype"), info.get("data_offsets", (0, -1))
+        if dtype not in DTYPES:
+            raise StageError(f"{path}: tensor {name} has dtype {dtype}; supported: {', '.join(DTYPES)}")
+        shape = tuple(int(d) for d in info["shape"])
+        if end - begin != int(np.prod(shape)) * DTYPES[dtype][1] or start + end > size:
+            raise StageError(f"{path}: truncated or corrupt: tensor {name} lies outside the file ({size} bytes)",
+                             hint="download the model again")
+        refs.append(TensorRef(name, path, dtype, shape, start + begin, end - begin))
+    return sorted(refs, key=lambda r: r.offset)
+
+
+def model_tensors(model_dir: Path) -> list[TensorRef]:
+    """Every tensor of a Hugging Face model directory (sharded or not), in file and offset order."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError):
+            raise StageError(f"{index}: not a valid safetensors index") from None
+    else:
+        files = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if not files:
+        raise StageError(f"{model_dir}: no .safetensors weights", hint="check --model / --base_model")
+    refs = []
+    for name in files:
+        if not (model_dir / name).exists():
+            raise StageError(f"{model_dir / name}: missing shard named in the index", hint="download the model again")
+        refs += scan(model_dir / name)
+    return refs
+
+
+def read_rows(ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) as float32, shape (stop - start, *shape[1:])."""
+    np_dtype, width = DTYPES[ref.dtype]
+    count = (stop - start) * ref.row_elems
+    fh.seek(ref.offset + start * ref.row_elems * width)
+    data = np.fromfile(fh, dtype=np_dtype, count=count)
+    if data.size != count:
+        raise StageError(f"{ref.file}: truncated while reading {ref.name}", hint="download the model again")
+    out = bf16_to_f32(data) if ref.dtype == "BF16" else data.astype(np.float32)
+    return out.reshape((stop - start, *ref.shape[1:]) if ref.shape else ())
+
+
+def row_chunks(ref: TensorRef, out_width: int = 4) -> Iterator[tuple[int, int]]:
+    """Row ranges whose float32 working copy stays near CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // max(1, ref.row_elems * out_width))
+    for start in range(0, ref.rows, step):
+        yield start, min(ref.rows, start + step)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(a: np.ndarray) -> np.ndarray:
+    """Round to nearest even, as torch does (NaN stays NaN)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    rounded = ((u + ((u >> 16) & 1) + np.uint32(0x7FFF)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(a), np.uint16(0x7FC0), rounded)
+
+
+class SafetensorsWriter:
+    """Write a safetensors file whose tensor list is known up front, data streamed in order."""
+
+    def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict | None = None):
+        header: dict = {"__metadata__": metadata or {"format": "pt"}}
+        offset = 0
+        self.sizes: list[int] = []
+        for name, dtype, shape in entries:
+            nbytes = int(np.prod(shape)) * DTYPES[dtype][1]
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self.sizes.append(nbytes)
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self.fh = open(path, "wb")
+        self.fh.write(struct.pack("<Q", len(raw)) + raw)
+
+    def write(self, array: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(array).tobytes())
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
