@@ -101,6 +101,7 @@ class ScheduleConfig:
 class QuantizeConfig:
     type: str = field(metadata=_one_of(*QUANT_TYPES))
     imatrix: str
+    ollama_fallback: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class OllamaConfig:
 class VerifyConfig:
     prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
     num_predict: int = field(metadata=_positive())
+    expect: list[str]
 
 
 @dataclass(frozen=True)
