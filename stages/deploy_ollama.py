@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from stages._stage import StageArgumentParser, StageError, main_for, stage_config
+from stages.quantize import input_type
 from w4tui import ollama_client as oc
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_write_text
@@ -81,16 +82,6 @@ def upload(config, path: Path, digest: str, events: EventWriter) -> bool:
     return True
 
 
-def gguf_file_type(path: Path) -> str:
-    from gguf import GGUFReader
-
-    try:
-        field = GGUFReader(path).fields.get("general.file_type")
-    except (ValueError, OSError) as exc:
-        raise StageError(f"{path}: not a readable GGUF file ({exc})") from None
-    return {0: "F32", 1: "F16", 32: "BF16"}.get(field.contents() if field else -1, "quantized")
-
-
 def body(args, events: EventWriter) -> dict:
     config = stage_config()
     if args.tag in ("latest", "previous") or ":" in args.tag:
@@ -99,7 +90,7 @@ def body(args, events: EventWriter) -> dict:
     if not args.gguf.is_file():
         raise StageError(f"{args.gguf}: no such file", hint="run the quantize stage first")
     quantize = args.quantize
-    if quantize is None and config.quantize.ollama_fallback and gguf_file_type(args.gguf) in ("F16", "BF16"):
+    if quantize is None and config.quantize.ollama_fallback and input_type(args.gguf) in ("F16", "BF16"):
         quantize = config.quantize.type.lower() if config.quantize.type in ("Q4_K_M", "Q4_K_S", "Q8_0") else None
     model = oc.tag(config, args.tag)
     try:

@@ -57,6 +57,7 @@ def has_binding() -> bool:
 
 
 def input_type(path: Path) -> str:
+    """F32, F16, BF16 or "quantized", from the GGUF header."""
     from gguf import GGUFReader
 
     try:
