@@ -5,7 +5,8 @@
 
 Tensors stream from the safetensors shards in row chunks straight into the GGUF file (written under a
 temporary name, fsynced, then renamed), so memory stays at one chunk whatever the model size and the
-nightly loop never writes a merged Hugging Face copy.
+nightly loop never writes a merged Hugging Face copy. ``--converter llama.cpp`` runs llama.cpp's own
+convert_hf_to_gguf.py (``[tools] convert_hf_to_gguf``) instead.
 """
 
 from __future__ import annotations
@@ -14,51 +15,34 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import gguf
-import numpy as np
 
 from stages._stage import StageArgumentParser, StageError, main_for, stage_config
-from stages.gguf_meta import architecture, write_hparams, write_sampling, write_tokenizer
+from stages.gguf_meta import architecture, write_metadata
+from stages.gguf_tensors import TensorPlan, plan_tensors
+from stages.hf_model import Progress, check_model_dir
 from stages.lora_merge import Adapter, merged_rows
-from stages.merge_lora import Progress, check_model_dir
-from stages.safetensors_stream import TensorRef, model_tensors, row_chunks
+from stages.safetensors_stream import model_tensors
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
-Q = gguf.GGMLQuantizationType
-OUTTYPES = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
-            "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)}
+OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 
 
 def build_parser() -> StageArgumentParser:
     p = StageArgumentParser(prog="convert_gguf", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, type=Path, help="Hugging Face model directory (base or merged)")
+    p.add_argument("--model", "--base_model", dest="model", required=True, type=Path,
+                   help="Hugging Face model directory (a merged model, or the base with --adapter)")
     p.add_argument("--output", required=True, type=Path, help="the .gguf file to write")
-    p.add_argument("--outtype", choices=sorted(OUTTYPES), default="f16")
-    p.add_argument("--adapter", type=Path, help="merge this LoRA adapter on the fly")
-    p.add_argument("--name", help="general.name in the GGUF (default: from the output file name)")
+    p.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type of the weights (default f16)")
+    p.add_argument("--adapter", type=Path, help="merge this PEFT LoRA adapter on the fly (no merged copy on disk)")
+    p.add_argument("--name", help="general.name in the GGUF (default: the adapter's or the model's folder name)")
     p.add_argument("--converter", choices=["builtin", "llama.cpp"], default="builtin",
-                   help="llama.cpp: run the converter named in [tools] convert_hf_to_gguf instead")
+                   help="llama.cpp: run the convert_hf_to_gguf.py named in [tools] convert_hf_to_gguf")
     return p
-
-
-def tensor_type(ref: TensorRef, outtype: Q) -> Q:
-    """llama.cpp's rule: vectors (norms, biases) stay F32; Q8_0 needs rows in whole 32-value blocks."""
-    if len(ref.shape) < 2 or outtype == Q.F32:
-        return Q.F32
-    if outtype == Q.Q8_0 and ref.shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
-        return Q.F16
-    return outtype
-
-
-def encode(rows: np.ndarray, qtype: Q) -> np.ndarray:
-    if qtype == Q.F32:
-        return rows.astype(np.float32, copy=False)
-    if qtype == Q.F16:
-        return rows.astype(np.float16)
-    return gguf.quants.quantize(rows, qtype)  # BF16 and Q8_0, exactly as llama.cpp's converter does
 
 
 def body(args, events: EventWriter) -> dict:
@@ -72,59 +56,46 @@ def body(args, events: EventWriter) -> dict:
     refs = model_tensors(args.model)
     if adapter:
         adapter.check_fits({r.name: r for r in refs})
-    qtype, ftype = OUTTYPES[args.outtype]
-    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
-    plan = []
-    for ref in refs:
-        name = names.get_name(ref.name, try_suffixes=(".weight", ".bias"))
-        if name is None:
-            raise StageError(f"{args.model}: tensor {ref.name} has no GGUF name for {gguf.MODEL_ARCH_NAMES[arch]}")
-        plan.append((ref, name, tensor_type(ref, qtype)))
-    out_bytes = sum(_nbytes(ref.shape, t) for ref, _, t in plan)
+    plan = plan_tensors(refs, arch, config, args.outtype, args.model)
+    out_bytes = sum(t.nbytes for t in plan)
     check_free_space(args.output.parent, out_bytes + (64 << 20), "the GGUF file")
-    lineage = _lineage(args, config)
+    lineage = _lineage(args)
     progress = Progress(events, out_bytes, len(plan))
     with atomic_path(args.output) as tmp:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
-        writer.add_type(gguf.GGUFType.MODEL)
-        writer.add_name(args.name or args.output.stem)
-        write_hparams(writer, config)
-        writer.add_file_type(ftype)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        write_sampling(writer, args.model)
-        write_tokenizer(writer, args.model, config["vocab_size"])
-        for key, value in lineage.items():
-            writer.add_string(key, value)
-        if lineage.get("w4tui.base_model"):
-            writer.add_base_model_count(1)
-            writer.add_base_model_name(0, lineage["w4tui.base_model"])
-        for ref, name, t in plan:
-            shape = ref.shape if t in (Q.F32, Q.F16) else gguf.quant_shape_to_byte_shape(ref.shape, t)
-            dtype = {Q.F32: np.float32, Q.F16: np.float16}.get(t, np.uint8)
-            writer.add_tensor_info(name, shape, np.dtype(dtype), _nbytes(ref.shape, t), raw_dtype=t)
+        write_metadata(writer, arch, config, args.model, args.outtype, plan,
+                       name=args.name or (args.adapter or args.model).name, lineage=lineage)
+        for t in plan:
+            writer.add_tensor_info(t.name, t.byte_shape, t.np_dtype, t.nbytes, raw_dtype=t.qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         _write_data(writer, plan, adapter, progress)
-    events.artifact(args.output.resolve(), "gguf", quant=args.outtype.upper(), bytes=args.output.stat().st_size,
-                    parent=str((args.adapter or args.model).resolve()), **{k.split(".", 1)[1]: v for k, v in lineage.items()})
-    return {"tensors": len(plan), "bytes": args.output.stat().st_size, "outtype": args.outtype}
+    size = args.output.stat().st_size
+    events.artifact(args.output.resolve(), "gguf", parent=str((args.adapter or args.model).resolve()),
+                    quant=args.outtype.upper(), bytes=size, converter="builtin", **lineage)
+    return {"tensors": len(plan), "bytes": size, "outtype": args.outtype}
 
 
-def _write_data(writer: gguf.GGUFWriter, plan, adapter: Adapter | None, progress: Progress) -> None:
+def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapter | None, progress: Progress) -> None:
     """Tensor data in the order of the tensor infos, padded as GGUFWriter.write_tensor_data pads."""
     fout = writer.fout[0]
     handles: dict[Path, object] = {}
     try:
-        for ref, name, t in plan:
+        for t in plan:
+            ref = t.ref
             fh = handles.get(ref.file) or handles.setdefault(ref.file, open(ref.file, "rb"))
             writer.write_padding(fout, fout.tell())
-            for start, stop in row_chunks(ref):
-                data = encode(merged_rows(adapter, ref, fh, start, stop), t)
-                fout.write(data.tobytes())
-                progress.add(data.nbytes, name=name)
-            writer.write_padding(fout, _nbytes(ref.shape, t))
-            progress.add(0, tensors=1, name=name)
+            written = 0
+            for start, stop in t.chunks():
+                data = t.encode(merged_rows(adapter, ref, fh, start, stop), start)
+                fout.write(data.data if data.flags.c_contiguous else data.tobytes())
+                written += data.nbytes
+                progress.add(data.nbytes, name=t.name)
+            if written != t.nbytes:  # a mismatch would shift every later tensor: never write such a file
+                raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
+            writer.write_padding(fout, t.nbytes)
+            progress.add(0, tensors=1, name=t.name)
         fout.flush()
         os.fsync(fout.fileno())
     finally:
@@ -133,41 +104,47 @@ def _write_data(writer: gguf.GGUFWriter, plan, adapter: Adapter | None, progress
         writer.close()
 
 
-def _nbytes(shape: tuple[int, ...], t: Q) -> int:
-    block, size = gguf.GGML_QUANT_SIZES[t]
-    return int(np.prod(shape)) // block * size
-
-
-def _lineage(args, config: dict) -> dict[str, str]:
-    """Where the weights came from, recorded in the GGUF (w4tui.* keys; llama.cpp ignores them)."""
-    out: dict[str, str] = {}
-    merge_record = args.model / "w4tui_merge.json"
-    if merge_record.exists():
-        record = json.loads(merge_record.read_text())
-        out["w4tui.base_model"], out["w4tui.adapter"] = record["base_model"], record["adapter"]
-    else:
-        out["w4tui.base_model"] = str(args.model.resolve())
+def _lineage(args) -> dict[str, str]:
+    """Where the weights came from: flat fields for the artifact event, w4tui.* keys in the GGUF."""
+    out = {"base_model": str(args.model.resolve())}
+    record = args.model / "w4tui_merge.json"  # written by the merge stage
+    if record.exists():
+        try:
+            merged = json.loads(record.read_text())
+            out = {"base_model": merged["base_model"], "adapter": merged["adapter"]}
+        except (ValueError, KeyError):
+            pass
     if args.adapter:
-        out["w4tui.adapter"] = str(args.adapter.resolve())
+        out["adapter"] = str(args.adapter.resolve())
     return out
 
 
 def _llama_cpp(args, events: EventWriter) -> dict:
+    """llama.cpp's converter; with --adapter the merge stage's code writes a temporary merged copy first."""
     script = stage_config().tools.convert_hf_to_gguf
     if not script or not Path(script).is_file():
         raise StageError("--converter llama.cpp needs [tools] convert_hf_to_gguf set to llama.cpp's "
-                         f"convert_hf_to_gguf.py (now: {script or 'empty'})")
-    if args.adapter:
-        raise StageError("llama.cpp's converter cannot merge an adapter: run the merge stage first, "
-                         "or use the built-in converter")
-    with atomic_path(args.output) as tmp:
-        proc = subprocess.run([sys.executable, script, str(args.model), "--outfile", str(tmp),
-                               "--outtype", args.outtype], stdout=sys.stdout, stderr=sys.stdout)
+                         f"convert_hf_to_gguf.py (now: {script or 'empty'})", hint="or use --converter builtin")
+    check_model_dir(args.model)
+    lineage = _lineage(args)
+    with tempfile.TemporaryDirectory(prefix=".w4tui-merge-", dir=args.output.parent) as scratch, \
+            atomic_path(args.output) as tmp:
+        model = args.model
+        if args.adapter:
+            from stages.merge_lora import merge_to
+            model = Path(scratch) / "merged"
+            merge_to(args.model, args.adapter, model, "auto", events)
+        cmd = [sys.executable, script, str(model), "--outfile", str(tmp), "--outtype", args.outtype]
+        if args.name:
+            cmd += ["--model-name", args.name]
+        events.log("running " + " ".join(cmd))
+        proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stdout)
         if proc.returncode != 0 or not tmp.exists():
-            raise StageError(f"llama.cpp's converter failed (exit {proc.returncode}); see the run's output.log")
-    events.artifact(args.output.resolve(), "gguf", quant=args.outtype.upper(), parent=str(args.model.resolve()),
-                    converter="llama.cpp", bytes=args.output.stat().st_size)
-    return {"bytes": args.output.stat().st_size, "converter": "llama.cpp"}
+            raise StageError(f"llama.cpp's converter failed (exit {proc.returncode})", hint="see the run's output.log")
+    size = args.output.stat().st_size
+    events.artifact(args.output.resolve(), "gguf", parent=str((args.adapter or args.model).resolve()),
+                    quant=args.outtype.upper(), bytes=size, converter="llama.cpp", **lineage)
+    return {"bytes": size, "outtype": args.outtype, "converter": "llama.cpp"}
 
 
 main = main_for("convert", build_parser(), body)

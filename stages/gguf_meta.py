@@ -1,8 +1,6 @@
-"""What llama.cpp needs to know about a Qwen2 model, read from its Hugging Face files:
-architecture hyper-parameters, the byte-level BPE tokenizer, special tokens, the chat template.
-
-The tokenizer is read straight from ``tokenizer.json`` (no transformers import: the stage starts fast).
-"""
+"""The GGUF key-values llama.cpp needs for a Qwen2 model, read from its Hugging Face files: general
+metadata (name, size label, file type, lineage), architecture hyper-parameters, recommended sampling and
+the tokenizer (stages.gguf_vocab). Keys and values match llama.cpp's convert_hf_to_gguf.py."""
 
 from __future__ import annotations
 
@@ -10,11 +8,13 @@ import json
 from pathlib import Path
 
 import gguf
+import numpy as np
 
 from stages._stage import StageError
+from stages.gguf_tensors import FILE_TYPES, TensorPlan
+from stages.gguf_vocab import write_tokenizer
 
-ARCHITECTURES = {"Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2, "Qwen2Model": gguf.MODEL_ARCH.QWEN2}
-QWEN2_PRE = "qwen2"  # llama.cpp's name for the Qwen2 pre-tokenizer regex
+ARCHITECTURES = {"Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2}
 
 
 def architecture(config: dict, model_dir: Path) -> gguf.MODEL_ARCH:
@@ -22,19 +22,41 @@ def architecture(config: dict, model_dir: Path) -> gguf.MODEL_ARCH:
     for name in names:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]
-    raise StageError(f"{model_dir}: unsupported architecture {', '.join(names) or '(none)'}; "
+    raise StageError(f"{model_dir / 'config.json'}: unsupported architecture {', '.join(names) or '(none)'}; "
                      f"the built-in converter handles {', '.join(ARCHITECTURES)}",
-                     hint="set [tools] convert_hf_to_gguf to llama.cpp's converter for other models")
+                     hint="set [tools] convert_hf_to_gguf to llama.cpp's converter and use --converter llama.cpp")
 
 
-def write_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
-    heads = config["num_attention_heads"]
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_context_length(config.get("max_position_embeddings", 32768))
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_feed_forward_length(config["intermediate_size"])
+def write_metadata(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: dict, model_dir: Path, outtype: str,
+                   plan: list[TensorPlan], name: str, lineage: dict[str, str]) -> None:
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_size_label(gguf.size_label(sum(int(np.prod(t.ref.shape)) for t in plan), 0, 0, 0))
+    write_hparams(writer, config, model_dir)
+    writer.add_file_type(FILE_TYPES[outtype])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    write_sampling(writer, model_dir)
+    write_tokenizer(writer, model_dir, config)
+    # Lineage: a fine-tune names its base in the standard keys; the paths go in w4tui.* keys
+    # (llama.cpp ignores them, the artifact ledger can read them back from the file).
+    if lineage.get("adapter"):
+        writer.add_base_model_count(1)
+        writer.add_base_model_name(0, Path(lineage["base_model"]).name)
+    for key, value in lineage.items():
+        writer.add_string(f"w4tui.{key}", value)
+
+
+def write_hparams(writer: gguf.GGUFWriter, config: dict, model_dir: Path) -> None:
+    try:
+        heads = int(config["num_attention_heads"])
+        writer.add_block_count(int(config["num_hidden_layers"]))
+        writer.add_embedding_length(int(config["hidden_size"]))
+        writer.add_feed_forward_length(int(config["intermediate_size"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StageError(f"{model_dir / 'config.json'}: missing or bad {exc}", hint="download the model again") from None
+    writer.add_context_length(int(config.get("max_position_embeddings", 32768)))
     writer.add_head_count(heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads", heads))
+    writer.add_head_count_kv(int(config.get("num_key_value_heads", heads)))
     writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     scaling = config.get("rope_scaling") or {}
@@ -49,7 +71,10 @@ def write_sampling(writer: gguf.GGUFWriter, model_dir: Path) -> None:
     path = model_dir / "generation_config.json"
     if not path.exists():
         return
-    gen = json.loads(path.read_text())
+    try:
+        gen = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise StageError(f"{path}: not valid JSON", hint="copy it again from the base model") from None
     if "top_k" in gen:
         writer.add_int32(gguf.Keys.General.SAMPLING_TOP_K, int(gen["top_k"]))
     if "top_p" in gen:
@@ -58,73 +83,3 @@ def write_sampling(writer: gguf.GGUFWriter, model_dir: Path) -> None:
         writer.add_float32(gguf.Keys.General.SAMPLING_TEMP, float(gen["temperature"]))
     if "repetition_penalty" in gen:
         writer.add_float32(gguf.Keys.General.SAMPLING_PENALTY_REPEAT, float(gen["repetition_penalty"]))
-
-
-def write_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> None:
-    tokens, types, merges = read_vocab(model_dir, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(QWEN2_PRE)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    tok_config = _json(model_dir / "tokenizer_config.json")
-    ids = {t: i for i, t in enumerate(tokens)}
-    config = _json(model_dir / "config.json")
-    eos = _token_id(tok_config.get("eos_token"), ids) or config.get("eos_token_id")
-    pad = _token_id(tok_config.get("pad_token"), ids)
-    bos = config.get("bos_token_id") or _token_id(tok_config.get("bos_token"), ids)
-    if eos is not None:
-        writer.add_eos_token_id(int(eos))
-    if pad is not None:
-        writer.add_pad_token_id(int(pad))
-    if bos is not None:
-        writer.add_bos_token_id(int(bos))
-    writer.add_add_bos_token(bool(tok_config.get("add_bos_token", False)))
-    writer.add_add_eos_token(bool(tok_config.get("add_eos_token", False)))
-    template = tok_config.get("chat_template")
-    if isinstance(template, str) and template:
-        writer.add_chat_template(template)
-
-
-def read_vocab(model_dir: Path, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
-    """Tokens padded to the embedding size, their llama.cpp types, and the BPE merges."""
-    data = _json(model_dir / "tokenizer.json")
-    model = data.get("model") or {}
-    if model.get("type") != "BPE" or "vocab" not in model:
-        raise StageError(f"{model_dir / 'tokenizer.json'}: not a byte-level BPE tokenizer (Qwen2 uses one)")
-    by_id = {i: t for t, i in model["vocab"].items()}
-    added = {a["id"]: a for a in data.get("added_tokens", [])}
-    by_id.update({i: a["content"] for i, a in added.items()})
-    if max(by_id) >= vocab_size:
-        raise StageError(f"{model_dir}: tokenizer has {max(by_id) + 1} tokens but the model only {vocab_size} embeddings")
-    tokens, types = [], []
-    T = gguf.TokenType
-    for i in range(vocab_size):
-        if i not in by_id:
-            tokens.append(f"[PAD{i}]")
-            types.append(T.UNUSED)
-        elif i in added:
-            text = added[i]["content"]
-            special = added[i].get("special") or (text.startswith("<|") and text.endswith("|>"))
-            tokens.append(text)
-            types.append(T.CONTROL if special else T.USER_DEFINED)
-        else:
-            tokens.append(by_id[i])
-            types.append(T.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return tokens, [int(t) for t in types], merges
-
-
-def _token_id(token, ids: dict[str, int]) -> int | None:
-    if isinstance(token, dict):
-        token = token.get("content")
-    return ids.get(token) if isinstance(token, str) else None
-
-
-def _json(path: Path) -> dict:
-    if not path.exists():
-        raise StageError(f"{path}: missing", hint="copy the tokenizer files from the base model into the model directory")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise StageError(f"{path}: not valid JSON") from None

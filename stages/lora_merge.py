@@ -2,10 +2,13 @@
 
     W' = W + scale · B·A      scale = alpha / r   (alpha / √r with use_rslora)
 
-``fan_in_fan_out`` adapters (Conv1D-style weights stored transposed) add (B·A)ᵀ, ``rank_pattern`` and
-``alpha_pattern`` override r and alpha per module, ``modules_to_save`` replace whole tensors.
+``fan_in_fan_out`` adapters (Conv1D-style weights stored transposed) and embedding LoRA
+(``lora_embedding_A/B``) add (B·A)ᵀ; ``rank_pattern``/``alpha_pattern`` override r and alpha per module;
+``lora_bias`` adds scale · lora_B.bias to the base bias; whole tensors saved with the adapter
+(``modules_to_save``, ``bias="all"``, ``save_embedding_layers``) replace the base's before the delta is added.
 The delta is computed in float32, rounded to the adapter's dtype, added and rounded once to the base
-dtype, as PEFT's ``merge_and_unload`` does, so the result equals PEFT's (up to matmul order).
+dtype, as PEFT's ``merge_and_unload`` does on CPU, so the result equals PEFT's bit for bit in practice
+(a matmul summing in another order could move a value by one unit in the last place).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from typing import BinaryIO
 import numpy as np
 
 from stages._stage import StageError
-from stages.safetensors_stream import TensorRef, f32_to_bf16, bf16_to_f32, read_rows, scan
+from stages.safetensors_stream import TensorRef, bf16_to_f32, f32_to_bf16, read_rows, scan
 
 PREFIX = "base_model.model."
+# Wrapper names PEFT puts into saved keys; the base model's tensor has the name without them.
+WRAPPERS = re.compile(r"\.(base_layer|modules_to_save\.default|modules_to_save|original_module)(?=\.)")
 
 
 @dataclass
@@ -30,102 +35,154 @@ class LoraPair:
     a: np.ndarray  # (r, in) float32
     b: np.ndarray  # (out, r) float32
     scale: float
-    fan_in_fan_out: bool
+    transposed: bool  # the delta is (B·A)ᵀ: fan_in_fan_out weights and embeddings
     dtype: str  # the adapter's own dtype: PEFT rounds the delta to it before adding
+    embedding: bool = False  # PEFT's Embedding.merge also rounds the delta to the base dtype first
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The shape of the base weight this pair fits."""
+        out, inp = self.b.shape[0], self.a.shape[1]
+        return (inp, out) if self.transposed else (out, inp)
+
+
+@dataclass
+class BiasDelta:
+    bias: np.ndarray  # lora_B.bias, float32
+    scale: float
+    dtype: str
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.bias.shape[0],)
 
 
 class Adapter:
+    """A PEFT LoRA adapter directory, its small A/B matrices held in memory as float32."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
-        if not config_file.exists() or not weights.exists():
-            raise StageError(f"{path}: not a PEFT adapter (needs adapter_config.json and adapter_model.safetensors)")
-        self.config = json.loads(config_file.read_text())
+        if not config_file.is_file():
+            raise StageError(f"{path}: not a PEFT adapter (no adapter_config.json)", hint="check --adapter")
+        if not weights.is_file():
+            found = "adapter_model.bin (pickle) found; " if (path / "adapter_model.bin").exists() else ""
+            raise StageError(f"{path}: no adapter_model.safetensors; {found}the merge reads safetensors only",
+                             hint="save the adapter with save_pretrained(..., safe_serialization=True)")
+        try:
+            self.config = json.loads(config_file.read_text())
+        except ValueError:
+            raise StageError(f"{config_file}: not valid JSON") from None
         if self.config.get("peft_type", "LORA") != "LORA":
             raise StageError(f"{path}: a {self.config['peft_type']} adapter; only LoRA can be merged")
         if self.config.get("use_dora"):
             raise StageError(f"{path}: DoRA adapters are not supported by the streaming merge")
-        self.pairs: dict[str, LoraPair] = {}
-        self.replacements: dict[str, TensorRef] = {}
+        self.pairs: dict[str, LoraPair] = {}  # base weight name -> its LoRA pair
+        self.bias_deltas: dict[str, BiasDelta] = {}  # base bias name -> lora_B.bias (lora_bias=True)
+        self.replacements: dict[str, TensorRef] = {}  # base tensor name -> tensor saved in the adapter
+        self._load(weights)
+
+    def _load(self, weights: Path) -> None:
         refs = {r.name: r for r in scan(weights)}
+        fan_in_fan_out = bool(self.config.get("fan_in_fan_out"))
+
+        def rows(ref: TensorRef) -> np.ndarray:
+            return read_rows(ref, fh, 0, ref.rows)
+
         with open(weights, "rb") as fh:
             for name, ref in refs.items():
-                if ".lora_A." in name:
-                    module = name.split(".lora_A.")[0]
-                    b_ref = refs.get(name.replace(".lora_A.", ".lora_B."))
+                module, kind = _split_key(name)
+                if kind in ("lora_A.weight", "lora_embedding_A"):
+                    b_key = name.replace("lora_A.", "lora_B.").replace("lora_embedding_A", "lora_embedding_B")
+                    b_ref = refs.get(b_key)
                     if b_ref is None:
-                        raise StageError(f"{weights}: {name} has no matching lora_B")
-                    a, b = read_rows(ref, fh, 0, ref.rows), read_rows(b_ref, fh, 0, b_ref.rows)
-                    self.pairs[_base_name(module) + ".weight"] = LoraPair(
-                        a, b, self._scale(module, a.shape[0]), bool(self.config.get("fan_in_fan_out")), ref.dtype)
-                elif ".lora_" not in name:
-                    self.replacements[_base_name(name.replace(".modules_to_save.default", ""))] = ref
+                        raise StageError(f"{weights}: {name} has no matching {b_key}", hint="the adapter is damaged")
+                    a, b = rows(ref), rows(b_ref)
+                    embedding = kind == "lora_embedding_A"
+                    self.pairs[module + ".weight"] = LoraPair(a, b, self._scale(module), fan_in_fan_out or embedding,
+                                                              ref.dtype, embedding)
+                elif kind == "lora_B.bias":
+                    self.bias_deltas[module + ".bias"] = BiasDelta(rows(ref), self._scale(module), ref.dtype)
+                elif kind in ("lora_B.weight", "lora_embedding_B"):
+                    continue  # read with its A
+                elif kind:
+                    raise StageError(f"{weights}: {name}: adapter tensor kind {kind} is not supported by the merge",
+                                     hint="merge it with PEFT's merge_and_unload instead")
+                else:
+                    self.replacements[module] = ref
 
-    def _scale(self, module: str, rank: int) -> float:
-        r = _pattern(self.config.get("rank_pattern") or {}, module, self.config.get("r", rank))
+    def _scale(self, module: str) -> float:
+        r = _pattern(self.config.get("rank_pattern") or {}, module, self.config.get("r", 8))
         alpha = _pattern(self.config.get("alpha_pattern") or {}, module, self.config.get("lora_alpha", r))
         return alpha / math.sqrt(r) if self.config.get("use_rslora") else alpha / r
 
-    @property
-    def base_model(self) -> str | None:
-        return self.config.get("base_model_name_or_path")
-
     def check_fits(self, tensors: dict[str, TensorRef]) -> None:
-        """Every adapted weight must exist in the base with the shape the adapter implies."""
-        for name, pair in self.pairs.items():
+        """Every tensor the adapter touches must exist in the base with the shape the adapter implies."""
+        wanted: list[tuple[str, tuple[int, ...]]] = [(n, p.shape) for n, p in self.pairs.items()]
+        wanted += [(n, d.shape) for n, d in self.bias_deltas.items()]
+        wanted += [(n, tuple(r.shape)) for n, r in self.replacements.items()]
+        for name, shape in wanted:
             ref = tensors.get(name)
             if ref is None:
-                raise StageError(f"adapter {self.path} adapts {name}, which the base model does not have",
+                raise StageError(f"adapter {self.path} changes {name}, which the base model does not have",
                                  hint="was it trained on another base model?")
-            expected = (pair.b.shape[0], pair.a.shape[1])
-            if pair.fan_in_fan_out:
-                expected = expected[::-1]
-            if tuple(ref.shape) != expected:
+            if tuple(ref.shape) != tuple(shape):
                 raise StageError(f"adapter does not fit the base: {name} is {list(ref.shape)} in the base but "
-                                 f"{list(expected)} in {self.path}", hint="was it trained on another base model?")
-        for name, ref in self.replacements.items():
-            if name not in tensors or tuple(tensors[name].shape) != tuple(ref.shape):
-                base = list(tensors[name].shape) if name in tensors else "missing"
-                raise StageError(f"adapter does not fit the base: {name} is {base} in the base but "
-                                 f"{list(ref.shape)} in {self.path}")
+                                 f"{list(shape)} in {self.path}", hint="was it trained on another base model?")
+
+    def touches(self, name: str) -> bool:
+        return name in self.pairs or name in self.bias_deltas or name in self.replacements
 
 
-def _base_name(module: str) -> str:
-    return module[len(PREFIX):] if module.startswith(PREFIX) else module
+def _split_key(key: str) -> tuple[str, str]:
+    """'base_model.model.X.q_proj.lora_A.weight' -> ('X.q_proj', 'lora_A.weight');
+    a plain tensor 'base_model.model.X.q_proj.base_layer.bias' -> ('X.q_proj.bias', '')."""
+    key = key[len(PREFIX):] if key.startswith(PREFIX) else key
+    match = re.search(r"\.(lora_\w+(?:\.\w+)?)$", key)
+    if match:
+        return key[:match.start()], match.group(1)
+    return WRAPPERS.sub("", key), ""
 
 
 def _pattern(patterns: dict, module: str, default):
-    """PEFT matches pattern keys against the end of the module name."""
+    """PEFT's get_pattern_key: the first key that matches the end of the module name."""
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?{key}$", _base_name(module)):
+        if re.match(rf"(.*\.)?({key})$", module):
             return value
     return default
 
 
-def merged_rows(adapter: Adapter | None, ref: TensorRef, fh: BinaryIO, start: int, stop: int,
-                adapter_fh: BinaryIO | None = None) -> np.ndarray:
+def merged_rows(adapter: Adapter | None, ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of a base tensor with the adapter merged in, as float32 holding values of the
     base dtype (bf16 rows hold exactly representable bf16 values)."""
-    if adapter is not None and ref.name in adapter.replacements:
+    if adapter is None or not adapter.touches(ref.name):
+        return read_rows(ref, fh, start, stop)
+    if ref.name in adapter.replacements:
         repl = adapter.replacements[ref.name]
         with open(repl.file, "rb") as rfh:
-            return _as_base_dtype(read_rows(repl, rfh, start, stop), ref.dtype)
-    rows = read_rows(ref, fh, start, stop)
-    pair = adapter.pairs.get(ref.name) if adapter is not None else None
-    if pair is None:
-        return rows
-    if pair.fan_in_fan_out:
-        delta = (pair.b @ pair.a[:, start:stop]).T * pair.scale
+            rows = _as_dtype(read_rows(repl, rfh, start, stop), ref.dtype)
     else:
-        delta = (pair.b[start:stop] @ pair.a) * pair.scale
-    # PEFT: the delta comes out in the adapter's dtype (fp32 for adapters trained here); the in-place
-    # add then computes in the wider type and rounds once to the weight's dtype.
-    return _as_base_dtype(rows + _as_base_dtype(delta.astype(np.float32), pair.dtype), ref.dtype)
+        rows = read_rows(ref, fh, start, stop)
+    if (pair := adapter.pairs.get(ref.name)) is not None:
+        if pair.transposed:
+            delta = (pair.b @ pair.a[:, start:stop]).T * pair.scale
+        else:
+            delta = (pair.b[start:stop] @ pair.a) * pair.scale
+        # PEFT: the delta comes out in the adapter's dtype (fp32 for adapters trained here); the in-place
+        # add then computes in the wider type and rounds once to the weight's dtype.
+        delta = _as_dtype(delta.astype(np.float32), pair.dtype)
+        if pair.embedding:
+            delta = _as_dtype(delta, ref.dtype)
+    elif (bias := adapter.bias_deltas.get(ref.name)) is not None:
+        delta = _as_dtype(bias.bias[start:stop] * bias.scale, bias.dtype)
+    else:
+        return rows
+    return _as_dtype(rows + delta, ref.dtype)
 
 
-def _as_base_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+def _as_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         return bf16_to_f32(f32_to_bf16(values))
     if dtype == "F16":
         return values.astype(np.float16).astype(np.float32)
-    return values.astype(np.float32)
+    return values.astype(np.float32, copy=False)

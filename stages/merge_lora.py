@@ -2,28 +2,31 @@
 
     python -m stages.merge_lora --adapter outputs/adapters/NAME --base_model DIR --output outputs/merged/NAME
 
-The merged model keeps the base's dtype and shard layout; tokenizer and generation files are carried
-over (a merged folder without them is a classic source of broken GGUFs). Peak memory is one row chunk.
+The merged model keeps the base's shard layout and (by default) its dtype; tokenizer and generation
+files are carried over (a merged folder without them is a classic source of broken GGUFs). The result
+equals PEFT's ``merge_and_unload()`` + ``save_pretrained()``; peak memory is one row chunk.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 
+import numpy as np
+
 from stages._stage import StageArgumentParser, StageError, main_for
+from stages.hf_model import CARRIED, Progress, missing_tokenizer_files, read_config
 from stages.lora_merge import Adapter, merged_rows
-from stages.safetensors_stream import SafetensorsWriter, f32_to_bf16, model_tensors, row_chunks
+from stages.safetensors_stream import DTYPES, SafetensorsWriter, f32_to_bf16, model_tensors, row_chunks
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
-CARRIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-           "merges.txt", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
-           "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+log = logging.getLogger(__name__)
+OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
+TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
 def build_parser() -> StageArgumentParser:
@@ -31,76 +34,93 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--adapter", required=True, type=Path, help="PEFT LoRA adapter directory")
     p.add_argument("--base_model", required=True, type=Path, help="Hugging Face model directory")
     p.add_argument("--output", required=True, type=Path, help="directory for the merged model")
+    p.add_argument("--dtype", choices=["auto", *OUT_DTYPES], default="auto",
+                   help="dtype of the merged weights (auto: each tensor keeps the base's dtype)")
     return p
 
 
-def check_model_dir(model: Path) -> dict:
-    config_file = model / "config.json"
-    if not config_file.is_file():
-        raise StageError(f"{model}: not a Hugging Face model directory (no config.json)")
-    missing = [name for name in TOKENIZER_FILES if not (model / name).is_file()]
-    if missing:
-        raise StageError(f"{model}: missing tokenizer files: {', '.join(missing)}",
-                         hint="copy them from the base model; without them the GGUF cannot tokenize")
-    return json.loads(config_file.read_text())
-
-
-class Progress:
-    """Tensor and byte progress, a few events a second at most."""
-
-    def __init__(self, events: EventWriter, total_bytes: int, total_tensors: int) -> None:
-        self.events, self.total_bytes, self.total_tensors = events, total_bytes, total_tensors
-        self.bytes = self.tensors = 0
-        self.last = 0.0
-
-    def add(self, nbytes: int, tensors: int = 0, name: str | None = None) -> None:
-        self.bytes += nbytes
-        self.tensors += tensors
-        now = time.monotonic()
-        if now - self.last > 0.25 or self.tensors == self.total_tensors:
-            self.last = now
-            self.events.progress(self.bytes, self.total_bytes, "bytes", message=name,
-                                 tensors_done=self.tensors, tensors_total=self.total_tensors)
-
-
 def body(args, events: EventWriter) -> dict:
-    check_model_dir(args.base_model)
-    adapter = Adapter(args.adapter)
-    refs = model_tensors(args.base_model)
-    adapter.check_fits({r.name: r for r in refs})
-    total = sum(r.nbytes for r in refs)
-    check_free_space(args.output.parent, total + (64 << 20), "the merged model")
-    progress = Progress(events, total, len(refs))
+    if args.output.resolve() in (args.base_model.resolve(), args.adapter.resolve()):
+        raise StageError(f"--output {args.output} would overwrite an input", hint="choose a new directory")
     with atomic_path(args.output) as tmp:
-        tmp.mkdir(parents=True)
-        by_file: dict[Path, list] = {}
-        for ref in refs:
-            by_file.setdefault(ref.file, []).append(ref)
-        for shard, shard_refs in by_file.items():
-            writer = SafetensorsWriter(tmp / shard.name, [(r.name, r.dtype, r.shape) for r in shard_refs])
-            with open(shard, "rb") as fh:
-                for ref in shard_refs:
-                    for start, stop in row_chunks(ref):
-                        rows = merged_rows(adapter, ref, fh, start, stop)
-                        writer.write(_encode(rows, ref.dtype))
-                        progress.add(ref.nbytes * (stop - start) // ref.rows, name=ref.name)
-                    progress.add(0, tensors=1, name=ref.name)
-            writer.close()
-        for name in CARRIED:
-            if (args.base_model / name).is_file():
-                shutil.copyfile(args.base_model / name, tmp / name)
-        (tmp / "w4tui_merge.json").write_text(json.dumps(
-            {"base_model": str(args.base_model.resolve()), "adapter": str(args.adapter.resolve()),
-             "lora_modules": len(adapter.pairs), "replaced": sorted(adapter.replacements)}, indent=2) + "\n")
+        summary = merge_to(args.base_model, args.adapter, tmp, args.dtype, events)
     events.artifact(args.output.resolve(), "merged", parent=str(args.adapter.resolve()),
-                    base_model=str(args.base_model.resolve()), bytes=total)
+                    base_model=str(args.base_model.resolve()), bytes=summary["bytes"])
+    return summary
+
+
+def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events: EventWriter) -> dict:
+    """Write the merged model into the new directory ``out``; the caller makes it appear atomically."""
+    config = read_config(base_model)
+    adapter = Adapter(adapter_dir)
+    missing = missing_tokenizer_files(base_model, adapter_dir)
+    if missing:
+        raise StageError(f"{base_model}: missing tokenizer files: {', '.join(missing)}",
+                         hint="download the base model again; without them the merged model cannot be converted")
+    _warn_other_base(adapter, base_model)
+    refs = model_tensors(base_model)
+    adapter.check_fits({r.name: r for r in refs})
+    out_dtype = {r.name: OUT_DTYPES.get(dtype, r.dtype) for r in refs}
+    sizes = {r.name: r.nbytes // DTYPES[r.dtype][1] * DTYPES[out_dtype[r.name]][1] for r in refs}
+    total = sum(sizes.values())
+    check_free_space(out.parent, total + (64 << 20), "the merged model")
+    progress = Progress(events, total, len(refs))
+    out.mkdir(parents=True)
+    by_file: dict[Path, list] = {}
+    for ref in refs:
+        by_file.setdefault(ref.file, []).append(ref)
+    for shard, shard_refs in by_file.items():
+        writer = SafetensorsWriter(out / shard.name, [(r.name, out_dtype[r.name], r.shape) for r in shard_refs])
+        with open(shard, "rb") as fh:
+            for ref in shard_refs:
+                for start, stop in row_chunks(ref):
+                    writer.write(encode(merged_rows(adapter, ref, fh, start, stop), out_dtype[ref.name]))
+                    progress.add(sizes[ref.name] * (stop - start) // ref.rows, name=ref.name)
+                progress.add(0, tensors=1, name=ref.name)
+        writer.close()
+    _carry_files(base_model, adapter_dir, out)
+    _write_config(config, dtype, base_model, out)
+    if len(by_file) > 1:
+        _write_index(out, refs, sizes, total)
+    (out / "w4tui_merge.json").write_text(json.dumps(
+        {"base_model": str(base_model.resolve()), "adapter": str(adapter_dir.resolve()),
+         "lora_modules": len(adapter.pairs), "replaced": sorted(adapter.replacements)}, indent=2) + "\n")
     return {"tensors": len(refs), "bytes": total, "lora_modules": len(adapter.pairs)}
 
 
-def _encode(rows, dtype: str):
+def encode(rows: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         return f32_to_bf16(rows)
-    return rows.astype("float16" if dtype == "F16" else "float32")
+    return rows.astype(np.float16 if dtype == "F16" else np.float32, copy=False)
+
+
+def _warn_other_base(adapter: Adapter, base: Path) -> None:
+    """A different path is fine (a copied model); the shape check decides whether it fits."""
+    named = adapter.config.get("base_model_name_or_path")
+    if named and Path(named).name != base.name and Path(named).resolve() != base.resolve():
+        log.warning("adapter %s was trained on %s; merging into %s", adapter.path, named, base)
+
+
+def _carry_files(base: Path, adapter: Path, out: Path) -> None:
+    for name in CARRIED:
+        source = base / name if (base / name).is_file() else adapter / name
+        if source.is_file() and name != "config.json":
+            shutil.copyfile(source, out / name)
+
+
+def _write_config(config: dict, dtype: str, base: Path, out: Path) -> None:
+    if dtype == "auto":
+        shutil.copyfile(base / "config.json", out / "config.json")
+        return
+    for key in ("torch_dtype", "dtype"):  # say which dtype the weights now have (transformers reads either)
+        if key in config or key == "torch_dtype":
+            config[key] = TORCH_NAMES[OUT_DTYPES[dtype]]
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _write_index(out: Path, refs, sizes: dict[str, int], total: int) -> None:
+    index = {"metadata": {"total_size": total}, "weight_map": {r.name: r.file.name for r in refs}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 main = main_for("merge", build_parser(), body)

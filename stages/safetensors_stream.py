@@ -59,17 +59,23 @@ def read_header(path: Path) -> tuple[dict, int]:
 
 
 def scan(path: Path) -> list[TensorRef]:
+    """The tensors of one safetensors file, each checked to lie inside the file (so truncation or a
+    damaged header is found before anything is written)."""
     header, start = read_header(path)
     size = path.stat().st_size
+    if not isinstance(header, dict):
+        raise StageError(f"{path}: corrupt safetensors header (not an object)", hint="download it again")
     refs = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype, (begin, end) = info.get("dtype"), info.get("data_offsets", (0, -1))
+        try:
+            dtype, (begin, end), shape = info["dtype"], info["data_offsets"], tuple(int(d) for d in info["shape"])
+        except (TypeError, KeyError, ValueError):
+            raise StageError(f"{path}: corrupt safetensors header at tensor {name}", hint="download it again") from None
         if dtype not in DTYPES:
             raise StageError(f"{path}: tensor {name} has dtype {dtype}; supported: {', '.join(DTYPES)}")
-        shape = tuple(int(d) for d in info["shape"])
-        if end - begin != int(np.prod(shape)) * DTYPES[dtype][1] or start + end > size:
+        if begin < 0 or end - begin != int(np.prod(shape)) * DTYPES[dtype][1] or start + end > size:
             raise StageError(f"{path}: truncated or corrupt: tensor {name} lies outside the file ({size} bytes)",
                              hint="download the model again")
         refs.append(TensorRef(name, path, dtype, shape, start + begin, end - begin))
@@ -88,11 +94,16 @@ def model_tensors(model_dir: Path) -> list[TensorRef]:
         files = sorted(p.name for p in model_dir.glob("*.safetensors"))
     if not files:
         raise StageError(f"{model_dir}: no .safetensors weights", hint="check --model / --base_model")
-    refs = []
+    refs: list[TensorRef] = []
     for name in files:
         if not (model_dir / name).exists():
             raise StageError(f"{model_dir / name}: missing shard named in the index", hint="download the model again")
         refs += scan(model_dir / name)
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.name in seen:
+            raise StageError(f"{model_dir}: tensor {ref.name} appears in two shards", hint="download the model again")
+        seen.add(ref.name)
     return refs
 
 
