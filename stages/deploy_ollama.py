@@ -2,45 +2,50 @@
 
     python -m stages.deploy_ollama --gguf model-Q4_K_M.gguf --tag build-20261126-2130
 
-The model is ``[ollama] model:<tag>``; ``latest`` moves only when `verify --promote` passes. The blob is
-uploaded once (skipped when the server has its digest) and the Modelfile is written next to the GGUF,
-so `ollama create web4-agent:TAG -f FILE.Modelfile` reproduces the build by hand.
+The model is ``[ollama] model:<tag>``; ``latest`` moves only when `verify --promote` passes. The GGUF is
+uploaded as a blob once (skipped when the server has its digest), then created with TEMPLATE, SYSTEM and
+PARAMETERs through the official client (files-based create, Ollama >= 0.5.5). The Modelfile is written
+next to the GGUF, so `ollama create web4-agent:TAG -f FILE.Modelfile` reproduces the build by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from pathlib import Path
 
+from stages import modelfile
 from stages._stage import StageArgumentParser, StageError, main_for, stage_config
-from stages.quantize import input_type
+from stages.gguf_info import UNQUANTIZED, NotGGUF, read_info
 from w4tui import ollama_client as oc
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_write_text
 
-CHUNK = 1 << 20
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
+RESERVED = ("latest", "previous")  # moved by promotion and rollback only
+
+
+def quantize_choice(text: str) -> str:
+    choices = {"auto": "auto", "none": "none", **{k.lower(): v for k, v in oc.SERVER_QUANTIZE.items()}}
+    if text.lower() not in choices:
+        raise ValueError(text)
+    return choices[text.lower()]
 
 
 def build_parser() -> StageArgumentParser:
     p = StageArgumentParser(prog="deploy_ollama", description=__doc__.split("\n")[0])
     p.add_argument("--gguf", required=True, type=Path, help="the GGUF to serve")
-    p.add_argument("--tag", required=True, help="build tag, e.g. build-20261126-2130 (not 'latest')")
-    p.add_argument("--quantize", help="let Ollama quantize (q4_K_M, q4_K_S, q8_0); default: when the GGUF is "
-                                      "F16/BF16 and [quantize] ollama_fallback is on")
+    p.add_argument("--tag", required=True, help="build tag, e.g. build-20261126-2130 (not latest/previous)")
+    p.add_argument("--quantize", type=quantize_choice, default="auto", metavar="{auto,none,q4_K_M,q4_K_S,q8_0}",
+                   help="let Ollama quantize an F16/BF16 GGUF; auto: [quantize] type when ollama_fallback is on")
+    p.add_argument("--modelfile", type=Path, help="where to write the Modelfile (default: next to the GGUF)")
     return p
 
 
-def modelfile(gguf: Path, template: str, stops: list[str], system: str, parameters: dict) -> str:
-    lines = [f"FROM {gguf.resolve()}", f'TEMPLATE """{template}"""', f'SYSTEM """{system}"""']
-    lines += [f"PARAMETER {k} {v}" for k, v in parameters.items()]
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
-    return "\n".join(lines) + "\n"
-
-
 class Throttled:
-    """Byte progress for one phase, at most two events a second."""
+    """Byte progress for one phase, at most two events a second (and always the last)."""
 
     def __init__(self, events: EventWriter, total: int, message: str) -> None:
         self.events, self.total, self.message, self.done, self.last = events, total, message, 0, 0.0
@@ -55,70 +60,127 @@ class Throttled:
 def sha256_digest(path: Path, events: EventWriter) -> str:
     digest, progress = hashlib.sha256(), Throttled(events, path.stat().st_size, "hashing")
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK * 8):
+        while chunk := fh.read(8 << 20):
             digest.update(chunk)
             progress.add(len(chunk))
     return "sha256:" + digest.hexdigest()
 
 
-def upload(config, path: Path, digest: str, events: EventWriter) -> bool:
-    """Upload the blob unless the server has it; True when it was sent."""
-    c = oc.client(config, timeout=None)
-    head = oc.call(config, c._client.head, f"/api/blobs/{digest}")
-    if head.status_code == 200:
-        events.log(f"the server already has {digest[:19]}…; not uploading")
-        return False
-    progress = Throttled(events, path.stat().st_size, "uploading")
+def server_quantize(choice: str, gguf: Path, file_type: str, config) -> str | None:
+    """What to ask Ollama to quantize to (None: serve the file as it is)."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if file_type not in UNQUANTIZED:
+            raise StageError(f"--quantize {choice}: {gguf} is already {file_type}; Ollama quantizes only "
+                             "F16, BF16 and F32 files")
+        return choice
+    if file_type not in UNQUANTIZED or not config.quantize.ollama_fallback:
+        return None
+    if config.quantize.type not in oc.SERVER_QUANTIZE:
+        raise StageError(f"{gguf} is {file_type} and Ollama cannot quantize to {config.quantize.type} "
+                         f"(only {', '.join(oc.SERVER_QUANTIZE)})",
+                         hint="install llama.cpp and run the quantize stage, or pass --quantize none")
+    return oc.SERVER_QUANTIZE[config.quantize.type]
 
-    def chunks():
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK * 4):
-                progress.add(len(chunk))
-                yield chunk
 
-    response = oc.call(config, c._client.post, f"/api/blobs/{digest}", content=chunks())
-    if response.status_code not in (200, 201):
-        raise StageError(f"Ollama refused the upload of {path.name}: HTTP {response.status_code} {response.text[:200]}")
-    return True
+def check_tag(tag: str) -> None:
+    if tag in RESERVED or not TAG.fullmatch(tag):
+        raise StageError(f"--tag {tag}: give a build tag like build-20261126-2130 (letters, digits, _ . -); "
+                         "'latest' and 'previous' move only by verified promotion and rollback")
 
 
 def body(args, events: EventWriter) -> dict:
     config = stage_config()
-    if args.tag in ("latest", "previous") or ":" in args.tag:
-        raise StageError(f"--tag {args.tag}: give a build tag like build-20261126-2130; "
-                         "'latest' moves only by verified promotion")
+    check_tag(args.tag)
     if not args.gguf.is_file():
         raise StageError(f"{args.gguf}: no such file", hint="run the quantize stage first")
-    quantize = args.quantize
-    if quantize is None and config.quantize.ollama_fallback and input_type(args.gguf) in ("F16", "BF16"):
-        quantize = config.quantize.type.lower() if config.quantize.type in ("Q4_K_M", "Q4_K_S", "Q8_0") else None
+    try:
+        info = read_info(args.gguf, tensors=False)
+    except NotGGUF as exc:
+        raise StageError(f"{exc} (deploy needs a GGUF file)") from None
+    quantize = server_quantize(args.quantize, args.gguf, info.file_type, config)
+    if info.file_type in UNQUANTIZED and not quantize:
+        events.log(f"{args.gguf.name} is {info.file_type}: Ollama will serve it unquantized", level="warning")
     model = oc.tag(config, args.tag)
     try:
-        server = oc.require_files_api(config)
-        events.log(f"Ollama {server} at {oc.host(config)}")
-        template, stops, source = oc.base_template(config)
-        events.log(f"TEMPLATE and {len(stops)} stop tokens from {source}")
-        params = {k: v for k, v in vars(config.ollama.parameters).items()}
-        text = modelfile(args.gguf, template, stops, config.ollama.system, params)
-        modelfile_path = args.gguf.with_suffix(".Modelfile")
-        atomic_write_text(modelfile_path, text)
-        digest = sha256_digest(args.gguf, events)
-        uploaded = upload(config, args.gguf, digest, events)
-        c = oc.client(config, timeout=None)
-        stream = oc.call(config, c.create, model=model, files={args.gguf.name: digest}, template=template,
-                         system=config.ollama.system, parameters={**params, "stop": stops}, quantize=quantize,
-                         stream=True)
-        started = time.monotonic()
-        for part in oc.iterate(config, stream):  # an error inside the stream raises here
-            if part.total:
-                events.progress(part.completed or 0, part.total, "bytes", message=part.status)
-            else:
-                events.log(f"ollama: {part.status}")
+        return _deploy(args, config, model, quantize, info.file_type, events)
     except oc.OllamaError as exc:
-        raise StageError(str(exc).replace(" (HTTP 200)", "")) from None
-    events.artifact(model, "ollama", digest=digest, parent=str(args.gguf.resolve()), modelfile=str(modelfile_path),
-                    quantize=quantize, template_from=source, server=server)
-    return {"model": model, "uploaded": uploaded, "create_s": round(time.monotonic() - started, 2)}
+        raise StageError(exc.message, hint=exc.hint or "latest was not touched") from None
+
+
+def _deploy(args, config, model: str, quantize: str | None, file_type: str, events: EventWriter) -> dict:
+    server = oc.require_files_api(config)
+    events.log(f"Ollama {server} at {oc.host(config)}")
+    existing = oc.digests(config).get(model)
+    template, stops, source = oc.base_template(config)
+    events.log(f"TEMPLATE and stop tokens {stops} from {source}",
+               level="warning" if source.startswith("built-in") else "info")
+    params = modelfile.parameters(config, stops)
+    modelfile_path = args.modelfile or args.gguf.with_suffix(".Modelfile")
+    try:
+        text = modelfile.render(model, args.gguf, template, config.ollama.system, params, quantize, source,
+                                modelfile_path.name)
+        atomic_write_text(modelfile_path, text)
+    except ValueError as exc:
+        events.log(f"no Modelfile written: {exc}", level="warning")
+        modelfile_path = None
+    digest = sha256_digest(args.gguf, events)
+    started, uploaded = time.monotonic(), False
+    if existing:  # build tags are immutable: only the very same build may be deployed again
+        same = oc.show(config, model)
+        if quantize or same["weights"] != digest or same.get("template") != template:
+            raise StageError(f"{model} already exists on the server with other weights or template; build tags "
+                             "are immutable", hint=f"choose another --tag, or remove it first: ollama rm {model}")
+        events.log(f"{model} is already deployed from this GGUF; nothing to do")
+    else:
+        uploaded = _upload(config, args.gguf, digest, events)
+        _create(config, model, args.gguf.name, digest, template, params, quantize, events)
+    _check_deployed(config, model)
+    size = args.gguf.stat().st_size
+    events.artifact(model, "ollama", parent=str(args.gguf.resolve()), digest=oc.digests(config).get(model),
+                    gguf_digest=digest, quant=(quantize or file_type).upper(), server_quantize=quantize,
+                    modelfile=str(modelfile_path) if modelfile_path else None, template_from=source,
+                    server=server, host=oc.host(config), bytes=size)
+    return {"model": model, "uploaded": uploaded, "quantize": quantize, "seconds": round(time.monotonic() - started, 2)}
+
+
+def _upload(config, path: Path, digest: str, events: EventWriter) -> bool:
+    if oc.has_blob(config, digest):
+        events.log(f"the server already has {digest[:19]}…; not uploading")
+        return False
+    oc.push_blob(config, path, digest, Throttled(events, path.stat().st_size, "uploading").add)
+    return True
+
+
+def _create(config, model: str, filename: str, digest: str, template: str, params: dict,
+            quantize: str | None, events: EventWriter) -> None:
+    events.log(f"creating {model}" + (f" (Ollama quantizes to {quantize})" if quantize else ""))
+    last = 0.0
+    try:
+        for part in oc.create(config, model, files={filename: digest}, template=template, system=config.ollama.system,
+                              parameters=params, quantize=quantize):
+            status = part.get("status", "")
+            if part.get("total"):
+                if time.monotonic() - last > 0.5 or part.get("completed") == part["total"]:
+                    last = time.monotonic()
+                    events.progress(part.get("completed") or 0, part["total"], "bytes", message=status)
+            else:
+                events.log(f"ollama: {status}")
+    except oc.OllamaError as exc:
+        detail = exc.message.split(": ", 1)[-1]
+        hint = ("Ollama quantizes only F16/BF16/F32 GGUFs" if "quantiz" in detail else
+                "see the server's log (ollama serve, or ~/.ollama/logs/server.log)")
+        raise StageError(f"Ollama could not create {model}: {detail}", hint=hint) from None
+
+
+def _check_deployed(config, model: str) -> None:
+    """Never leave a build without a chat template: Ollama would serve it with a bare prompt."""
+    info = oc.show(config, model)
+    if not (info.get("template") or "").strip() or "stop" not in oc.parse_parameters(info.get("parameters")):
+        oc.delete(config, model)
+        raise StageError(f"{model} came out without a TEMPLATE or stop tokens; it was removed again",
+                         hint="is the server older than the client? upgrade Ollama")
 
 
 main = main_for("deploy", build_parser, body)

@@ -3,23 +3,26 @@
     python -m stages.verify --model web4-agent:build-20261126-2130 --promote
 
 Each prompt streams: time to first token, tokens/s (eval_count / eval_duration), load time and the
-answer are recorded. A build fails on an empty answer, an answer cut off by the token limit (the model
-does not stop: usually a template or stop-token problem), degenerate repetition ("GGGG…"), chat-template
-tokens in the text, or a missing expected substring ([verify] expect). A failure never touches latest.
+answer are recorded (events, and a JSON report beside the run's events). A build fails on an empty
+answer, an answer cut off by the token limit (the model does not stop: usually a template or stop-token
+problem), degenerate repetition ("GGGG…"), chat-template tokens in the text, or a missing expected
+substring ([verify.expect], --expect). A failure is an error event and exit 1, and never touches latest.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import time
+from pathlib import Path
 
 from stages._stage import StageArgumentParser, StageError, main_for, stage_config
+from stages.verify_checks import problems
 from w4tui import ollama_client as oc
-from w4tui.events import EventWriter
-
-TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|fim_prefix|>")
-REPEAT = re.compile(r"(.{1,16}?)\1{11,}", re.DOTALL)  # one short unit 12+ times in a row
+from w4tui.events import ENV_EVENTS, EventWriter
+from w4tui.fsutil import atomic_write_text
 
 
 def build_parser() -> StageArgumentParser:
@@ -27,74 +30,100 @@ def build_parser() -> StageArgumentParser:
     p = StageArgumentParser(prog="verify", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="the build to verify, e.g. web4-agent:build-20261126-2130")
     p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable; default: [verify] prompts)")
-    p.add_argument("--expect", action="append", default=None, help="a substring every answer must contain")
-    p.add_argument("--num_predict", type=int, default=v.num_predict)
+    p.add_argument("--expect", action="append", default=[], help="a substring every answer must contain (repeatable)")
+    p.add_argument("--num_predict", "--num-predict", type=int, default=v.num_predict,
+                   help=f"token limit per answer (default: [verify] num_predict, {v.num_predict})")
     p.add_argument("--promote", action="store_true", help="make the build latest if it passes")
+    p.add_argument("--report", type=Path, help="write the answers and figures here as JSON "
+                                               "(default: verify.json beside the run's events)")
     return p
 
 
-def problems(text: str, done: dict, expect: list[str], num_predict: int) -> list[str]:
-    """What is wrong with one answer (empty list: it passes)."""
-    found = []
-    if not text.strip():
-        found.append("empty answer")
-    if done.get("done_reason") == "length" or (done.get("eval_count") or 0) >= num_predict:
-        found.append(f"ran into the token limit ({num_predict}) without stopping: check the TEMPLATE and stop tokens")
-    if m := REPEAT.search(text):
-        found.append(f"degenerate repetition: {m.group(0)[:24]!r}…")
-    leaked = [t for t in TEMPLATE_TOKENS if t in text]
-    if leaked:
-        found.append(f"template tokens in the answer: {', '.join(leaked)}")
-    found += [f"expected text missing: {e!r}" for e in expect if e not in text]
-    return found
+def keep_alive(text: str) -> str | int:
+    """Ollama takes a Go duration ("5m") or a number of seconds; a bare "0" or "-1" must be a number."""
+    return int(text) if re.fullmatch(r"-?\d+", text) else text
 
 
-def run_prompt(config, model: str, prompt: str, num_predict: int, events: EventWriter) -> tuple[str, dict, float]:
+def run_prompt(config, model: str, prompt: str, num_predict: int) -> dict:
+    """One streamed answer and its figures."""
     started = time.monotonic()
-    first, text, done = None, [], {}
-    for part in oc.generate_stream(config, model, prompt, options={"num_predict": num_predict}):
+    first, pieces, final = None, [], {}
+    for part in oc.generate_stream(config, model, prompt, options={"num_predict": num_predict},
+                                   keep_alive=keep_alive(config.verify.keep_alive)):
         if part.get("response"):
-            first = first or time.monotonic() - started
-            text.append(part["response"])
+            first = first if first is not None else time.monotonic() - started
+            pieces.append(part["response"])
         if part.get("done"):
-            done = part
-    return "".join(text), done, first if first is not None else time.monotonic() - started
+            final = part
+    eval_s = (final.get("eval_duration") or 0) / 1e9
+    prompt_s = (final.get("prompt_eval_duration") or 0) / 1e9
+    return {"prompt": prompt, "answer": "".join(pieces), "done_reason": final.get("done_reason"),
+            "ttft_s": round(first, 3) if first is not None else None,
+            "tokens_per_s": round(final.get("eval_count", 0) / eval_s, 1) if eval_s else None,
+            "prompt_tokens_per_s": round(final.get("prompt_eval_count", 0) / prompt_s, 1) if prompt_s else None,
+            "load_s": round((final.get("load_duration") or 0) / 1e9, 3),
+            "eval_count": final.get("eval_count"), "total_s": round(time.monotonic() - started, 3)}
+
+
+def expectations(config, prompts: list[str], extra: list[str]) -> list[list[str]]:
+    table = config.verify.expect
+    unknown = [key for key in table if key not in config.verify.prompts]
+    if unknown:
+        raise StageError(f"{config.file}: [verify.expect] names a prompt that is not in [verify] prompts: "
+                         f"{unknown[0]!r}", hint="the keys must be the prompts, word for word")
+    return [list(table.get(prompt, [])) + extra for prompt in prompts]
 
 
 def body(args, events: EventWriter) -> dict:
     config = stage_config()
     prompts = args.prompts or config.verify.prompts
-    expect = args.expect if args.expect is not None else config.verify.expect
-    failures, results = [], {}
+    expect = expectations(config, prompts, args.expect)
+    results, failures = [], []
     try:
+        oc.show(config, args.model)  # a clear "not found" before any prompt
         for i, prompt in enumerate(prompts):
             events.progress(i, len(prompts), "prompts", message=prompt[:60])
-            text, done, ttft = run_prompt(config, args.model, prompt, args.num_predict, events)
-            eval_s = (done.get("eval_duration") or 0) / 1e9
-            tps = round(done.get("eval_count", 0) / eval_s, 1) if eval_s else None
-            found = problems(text, done, expect, args.num_predict)
-            events.log(f"prompt {i + 1}: {len(text)} chars, first token {ttft:.2f}s, {tps} tok/s"
-                       + (f" — FAILED: {'; '.join(found)}" if found else " — ok"))
-            print(f"--- {prompt}\n{text}\n", flush=True)  # the answers, for the log
-            results.update({f"p{i + 1}_ttft_s": round(ttft, 3), f"p{i + 1}_tokens_per_s": tps,
-                            f"p{i + 1}_load_s": round((done.get("load_duration") or 0) / 1e9, 3),
-                            f"p{i + 1}_eval_count": done.get("eval_count"), f"p{i + 1}_chars": len(text)})
-            failures += [f"prompt {i + 1}: {p}" for p in found]
+            result = run_prompt(config, args.model, prompt, args.num_predict)
+            result["problems"] = problems(result["answer"], result, args.num_predict, expect[i])
+            results.append(result)
+            failures += [f"prompt {i + 1}: {p}" for p in result["problems"]]
+            events.metrics(prompt=i + 1, ttft_s=result["ttft_s"], tokens_per_second=result["tokens_per_s"],
+                           load_s=result["load_s"], eval_count=result["eval_count"])
+            events.log(f"prompt {i + 1}: {len(result['answer'])} chars, first token {result['ttft_s']} s, "
+                       f"{result['tokens_per_s']} tok/s" + (f" — FAILED: {'; '.join(result['problems'])}"
+                                                           if result["problems"] else " — ok"))
+            print(f"--- {prompt}\n{result['answer']}\n", flush=True)  # the answers, for output.log
         events.progress(len(prompts), len(prompts), "prompts")
         passed = not failures
-        promoted = None
-        if passed and args.promote:
-            promoted = oc.promote(config, args.model)
+        promoted = oc.promote(config, args.model) if passed and args.promote else None
+        if promoted:
             events.log(promoted)
     except oc.OllamaError as exc:
-        raise StageError(str(exc)) from None
-    events.artifact(args.model, "verified", passed=passed, promoted=bool(promoted), prompts=len(prompts),
-                    failures=" | ".join(failures) or None, **results)
+        raise StageError(exc.message, hint=exc.hint or "latest was not touched") from None
+    report = _write_report(args, results, passed, bool(promoted))
+    figures = {f"p{i + 1}_{key}": r[key] for i, r in enumerate(results)
+               for key in ("ttft_s", "tokens_per_s", "load_s", "eval_count")}
+    first = results[0]
+    events.artifact(args.model, "verified", parent=args.model, passed=passed, promoted=bool(promoted),
+                    prompts=len(prompts), failures=" | ".join(failures) or None, report=report,
+                    ttft_s=first["ttft_s"], tokens_per_second=first["tokens_per_s"], load_s=first["load_s"],
+                    **figures)
     if not passed:
         raise StageError(f"{args.model} failed verification: {failures[0]}"
                          + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
                          hint="latest was not touched")
-    return {"passed": True, "promoted": bool(promoted), **results}
+    return {"passed": True, "promoted": bool(promoted), **figures}
+
+
+def _write_report(args, results: list[dict], passed: bool, promoted: bool) -> str | None:
+    path = args.report
+    if path is None and os.environ.get(ENV_EVENTS):
+        path = Path(os.environ[ENV_EVENTS]).parent / "verify.json"
+    if path is None:
+        return None
+    atomic_write_text(path, json.dumps({"model": args.model, "passed": passed, "promoted": promoted,
+                                        "num_predict": args.num_predict, "results": results}, indent=2) + "\n")
+    return str(path)
 
 
 main = main_for("verify", build_parser, body)

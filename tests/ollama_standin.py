@@ -1,9 +1,20 @@
-"""A stand-in Ollama server on 127.0.0.1 that follows Ollama's REST API (docs/api.md): status codes,
-``{"error": ...}`` bodies, NDJSON streams with in-stream errors, sha256 blob digests, timing fields.
-
+"""A stand-in Ollama server on 127.0.0.1 that follows Ollama's REST API (docs/api.md, and the server's
+routes where the docs are silent): status codes with ``{"error": ...}`` bodies, NDJSON streams sent as
+they are made (an error before any output is an HTTP error, one after it an ``{"error"}`` line), sha256
+blob digests checked on upload, GGUF headers parsed at create, the timing fields of /api/generate.
 The code under test talks to it through the official ``ollama`` client, exactly as to a real server.
-Scriptable: ``behaviour[model]`` picks what /api/generate answers ("normal", "empty", "repeat", "leak",
-"length"), ``fail_create`` makes the next create stream end in an error, ``version`` plays an old server.
+
+    with OllamaStandIn() as ollama:                  # then OLLAMA_HOST=ollama.url
+        ollama.add_library_model()                   # qwen2.5-coder:7b-instruct-q4_K_M, library template
+        ollama.add_model("web4-agent:build-1")       # any model, preloaded
+        ollama.behaviour[name] = "repeat"            # normal | empty | repeat | leak | length | literal text
+        ollama.fail_create = "unsupported architecture"   # the next create stream ends in this error
+        ollama.http_errors["/api/copy"] = (500, "disk full")  # the next call to a path fails so
+        ollama.version = "0.5.4"                     # an old server: no files-based create
+        ollama.load(name)                            # shows in /api/ps
+
+Answers are deterministic. A created model with no TEMPLATE answers like a fine-tune served with a bare
+prompt (template tokens leak); one with no stop tokens never stops (runs into num_predict).
 """
 
 from __future__ import annotations
@@ -11,194 +22,294 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 import threading
 import time
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-PDCA = ("# PDCA: component creation\n\n## Plan\n- Define the component boundary.\n\n## Do\n- Write the scenario.\n\n"
-        "## Check\n- Run the tests.\n\n## Act\n- Keep what worked.\n")
-OUTPUTS = {"normal": PDCA, "empty": "", "repeat": "G" * 200, "leak": PDCA + "<|im_start|>user\nmore",
-           "length": PDCA}
-LIBRARY_TEMPLATE = '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n'
+from ollama_http import serve
+from stages.gguf_info import NotGGUF, read_info
+
+LIBRARY = "qwen2.5-coder:7b-instruct-q4_K_M"
+LIBRARY_TEMPLATE = (Path(__file__).resolve().parent.parent / "w4tui" / "data" / "qwen2.5-coder.template").read_text()
+QUANT_OK = {"F32", "F16", "Q8_0", "Q4_K_S", "Q4_K_M", "Q4_K", "BF16"}  # ggml.ParseFileType
+BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q8_0": 8.5, "F16": 16, "BF16": 16, "F32": 32}
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def now(delta: float = 0) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=delta)).isoformat()
+
+
+def pdca(prompt: str) -> str:
+    topic = prompt.strip().rstrip(".?!") or "the task"
+    return (f"# PDCA: {topic}\n\n## Plan\n- Scope one Web4 component.\n\n## Do\n1. Create the component.\n"
+            "2. Write its test.\n\n## Check\n- The tests are green.\n\n## Act\n- Keep what worked.\n")
+
+
+def answer(kind: str, prompt: str) -> str:
+    if kind == "normal":
+        return pdca(prompt)
+    if kind == "empty":
+        return ""
+    if kind == "repeat":
+        return "## Plan\n" + "G" * 400
+    if kind == "leak":
+        return pdca(prompt) + "<|im_end|>\n<|im_start|>user\nThank you!<|im_end|>\n<|im_start|>assistant\n"
+    if kind == "length":  # never stops: numbered steps, no two alike
+        return "".join(f"{i}. Step {i} of the plan: refine part {i} of the component.\n" for i in range(1, 2000))
+    return kind  # literal text
+
+
+def go_value(value) -> str:
+    """A parameter value as ``ollama show`` prints it (Go's %#v)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
 
 
 class OllamaStandIn:
     def __init__(self, version: str = "0.12.6") -> None:
         self.version = version
-        self.blobs: dict[str, bytes] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="ollama-standin-"))
+        self.blobs: dict[str, Path] = {}
         self.models: dict[str, dict] = {}
-        self.loaded: set[str] = set()
+        self.loaded: dict[str, str] = {}  # model -> expires_at
         self.behaviour: dict[str, str] = {}
         self.fail_create: str | None = None
+        self.http_errors: dict[str, tuple[int, str]] = {}
+        self.first_token_delay = 0.0
         self.requests: list[tuple[str, str]] = []
         self.creates: list[dict] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.generates: list[dict] = []
+        self.lock = threading.RLock()
+        self.server = serve(self.route)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> "OllamaStandIn":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
-    def add_library_model(self, name: str = "qwen2.5-coder:7b-instruct-q4_K_M") -> None:
-        self.models[name] = {"template": LIBRARY_TEMPLATE, "system": "", "quantize": "Q4_K_M", "digest": "ab" * 32,
-                             "parameters": {"stop": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]},
-                             "size": 4683087332, "modified_at": now(), "family": "qwen2"}
+    # -- scripting ------------------------------------------------------------------------------
+    def add_model(self, name: str, template: str = LIBRARY_TEMPLATE, parameters: dict | None = None,
+                  system: str = "", quantize: str = "Q4_K_M", size: int = 4683087332, family: str = "qwen2",
+                  parameter_size: str = "7.6B") -> dict:
+        blob = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+        parameters = {"stop": ["<|im_start|>", "<|im_end|>"]} if parameters is None else parameters
+        return self._store(self.full(name), blob, template, system, parameters, quantize, size, family, parameter_size)
+
+    def add_library_model(self, name: str = LIBRARY) -> dict:
+        return self.add_model(name)
+
+    def load(self, name: str, keep_alive: float = 300) -> None:
+        self.loaded[self.full(name)] = now(keep_alive)
 
     @staticmethod
     def full(name: str) -> str:
-        return name if ":" in name else f"{name}:latest"
+        return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
-    # -- the API ---------------------------------------------------------------------------
+    def _store(self, name, blob, template, system, parameters, quantize, size, family, parameter_size) -> dict:
+        layers = {"model": blob, "template": template, "system": system, "params": parameters}
+        digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()  # the manifest's
+        self.models[name] = {"template": template, "system": system, "parameters": parameters, "quantize": quantize,
+                             "digest": digest, "blob": blob, "size": size, "modified_at": now(), "family": family,
+                             "parameter_size": parameter_size}
+        return self.models[name]
+
+    # -- the API --------------------------------------------------------------------------------
     def route(self, method: str, path: str, body: dict, raw: bytes):
-        """(status, JSON body) or (status, [NDJSON objects]) or (status, None)."""
-        self.requests.append((method, path))
-        if m := re.fullmatch(r"/api/blobs/(sha256:[0-9a-f]{64})", path):
-            digest = m.group(1)
-            if method == "HEAD":
-                return (200 if digest in self.blobs else 404), None
-            if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
-                return 400, {"error": "digest mismatch"}
-            self.blobs[digest] = raw
-            return 201, None
-        if path == "/api/version":
+        """(status, JSON object | None) or (status, iterator of objects) for a stream."""
+        with self.lock:
+            self.requests.append((method, path))
+            if path in self.http_errors:
+                status, message = self.http_errors.pop(path)
+                return status, {"error": message}
+        if m := re.fullmatch(r"/api/blobs/([^/]+)", path):
+            return self._blob(method, m.group(1), raw)
+        if path == "/api/version" and method == "GET":
             return 200, {"version": self.version}
-        if path == "/api/tags":
-            return 200, {"models": [self._listing(n) for n in self.models]}
-        if path == "/api/ps":
-            return 200, {"models": [{**self._listing(n), "expires_at": now(), "size_vram": 0, "context_length": 4096}
-                                    for n in self.loaded]}
-        if path == "/api/create":
+        if path == "/api/tags" and method == "GET":
+            return 200, {"models": [self._listing(n) for n in sorted(self.models)]}
+        if path == "/api/ps" and method == "GET":
+            return 200, {"models": [{**self._listing(n), "expires_at": exp, "size_vram": self.models[n]["size"],
+                                     "context_length": 4096} for n, exp in self.loaded.items() if n in self.models]}
+        if path == "/api/create" and method == "POST":
             return self._create(body)
-        name = self.full(body.get("model") or body.get("source") or "")
-        if path in ("/api/show", "/api/copy", "/api/delete", "/api/generate") and name not in self.models:
-            return 404, {"error": f"model '{body.get('model') or body.get('source')}' not found"}
-        if path == "/api/show":
-            m = self.models[name]
-            params = "\n".join(f'{k} "{v}"' if isinstance(v, str) else f"{k} {v}"
-                               for k, vs in m["parameters"].items() for v in (vs if isinstance(vs, list) else [vs]))
-            return 200, {"modelfile": f"FROM {name}\n", "parameters": params, "template": m["template"],
-                         "system": m["system"], "details": self._details(m), "modified_at": m["modified_at"],
-                         "model_info": {"general.architecture": "qwen2"}, "capabilities": ["completion"]}
-        if path == "/api/copy":
-            self.models[self.full(body["destination"])] = dict(self.models[name], modified_at=now())
+        if path == "/api/copy" and method == "POST":
+            source = self.full(body.get("source", ""))
+            if source not in self.models:
+                return 404, {"error": f'model "{body.get("source")}" not found'}
+            with self.lock:
+                self.models[self.full(body["destination"])] = dict(self.models[source], modified_at=now())
             return 200, None
-        if path == "/api/delete":
-            del self.models[name]
+        name = self.full(body.get("model") or "")
+        if path in ("/api/show", "/api/delete", "/api/generate") and not body.get("model"):
+            return 400, {"error": "model is required"}
+        if path in ("/api/show", "/api/delete", "/api/generate") and name not in self.models:
+            return 404, {"error": f"model '{body['model']}' not found"}
+        if path == "/api/show" and method == "POST":
+            return 200, self._show(name)
+        if path == "/api/delete" and method == "DELETE":
+            with self.lock:
+                del self.models[name]
+                self.loaded.pop(name, None)
             return 200, None
-        if path == "/api/generate":
+        if path == "/api/generate" and method == "POST":
             return self._generate(name, body)
         return 404, {"error": "404 page not found"}
 
-    def _details(self, m: dict) -> dict:
-        return {"parent_model": "", "format": "gguf", "family": m["family"], "families": [m["family"]],
-                "parameter_size": "7.6B", "quantization_level": m["quantize"]}
+    def _blob(self, method: str, digest: str, raw: bytes):
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            return 400, {"error": "invalid digest format"}
+        if method == "HEAD":
+            return (200 if digest in self.blobs else 404), None
+        if digest in self.blobs:
+            return 200, None
+        got = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if got != digest:
+            return 400, {"error": f'digest mismatch, expected "{digest}", got "{got}"'}
+        path = self._dir / digest.replace(":", "-")
+        path.write_bytes(raw)
+        self.blobs[digest] = path
+        return 201, None
 
     def _listing(self, name: str) -> dict:
         m = self.models[name]
         return {"name": name, "model": name, "modified_at": m["modified_at"], "size": m["size"],
                 "digest": m["digest"], "details": self._details(m)}
 
+    @staticmethod
+    def _details(m: dict) -> dict:
+        return {"parent_model": "", "format": "gguf", "family": m["family"], "families": [m["family"]],
+                "parameter_size": m["parameter_size"], "quantization_level": m["quantize"]}
+
+    def _show(self, name: str) -> dict:
+        m = self.models[name]
+        params = [(k, v) for k, vs in sorted(m["parameters"].items()) for v in (vs if isinstance(vs, list) else [vs])]
+        modelfile = [f'# Modelfile generated by "ollama show"', "# To build a new Modelfile based on this, "
+                     "replace FROM with:", f"# FROM {name}", "",
+                     f"FROM /root/.ollama/models/blobs/{m['blob'].replace(':', '-')}", f'TEMPLATE """{m["template"]}"""']
+        modelfile += [f'SYSTEM """{m["system"]}"""'] if m["system"] else []
+        modelfile += [f"PARAMETER {k} {go_value(v)}" for k, v in params]
+        return {"license": "", "modelfile": "\n".join(modelfile) + "\n", "template": m["template"],
+                "parameters": "\n".join(f"{k:<30} {go_value(v)}" for k, v in params), "system": m["system"],
+                "details": self._details(m), "modified_at": m["modified_at"],
+                "model_info": {"general.architecture": m["family"], "general.file_type": m["quantize"]},
+                "capabilities": ["completion"] + (["tools"] if ".Tools" in m["template"] else [])}
+
     def _create(self, body: dict):
-        if tuple(int(n) for n in self.version.split(".")) < (0, 5, 5) and "files" in body:
+        if tuple(int(n) for n in re.findall(r"\d+", self.version)[:3]) < (0, 5, 5):
+            return 400, {"error": "path or Modelfile are required"}  # what 0.5.4 and older answer
+        files = body.get("files")
+        if any(not d for d in (files or {}).values()):
+            return 400, {"error": "invalid digest format"}
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)*(:[\w][\w.-]{0,79})?", body.get("model") or ""):
+            return 400, {"error": "invalid model name"}
+        if not files and not body.get("from"):
             return 400, {"error": "neither 'from' or 'files' was specified"}
+        with self.lock:
+            self.creates.append(body)
+        return 200, self._create_stream(body)
+
+    def _create_stream(self, body: dict):
         files = body.get("files") or {}
-        missing = [d for d in files.values() if d not in self.blobs]
-        if missing:
-            return 400, {"error": f"invalid digest: {missing[0]} (blob not found)"}
-        self.creates.append(body)
-        lines = [{"status": "parsing GGUF"}] + [{"status": f"using existing layer {d}"} for d in files.values()]
-        if body.get("quantize"):
-            lines += [{"status": f"quantizing F16 model to {body['quantize'].upper()}", "digest": "0",
-                       "total": 100, "completed": c} for c in (0, 50, 100)]
+        if body.get("from"):
+            base = self.models.get(self.full(body["from"]))
+            if base is None:
+                yield {"error": f"model '{body['from']}' not found", "status": 404}
+                return
+            blob, info_type, size, params_size = base["blob"], base["quantize"], base["size"], base["parameter_size"]
+        else:
+            yield {"status": "parsing GGUF"}
+            digest = next(iter(files.values()))
+            if digest not in self.blobs:
+                yield {"error": f"open /root/.ollama/models/blobs/{digest.replace(':', '-')}: no such file or directory"}
+                return
+            try:
+                info = read_info(self.blobs[digest])
+            except NotGGUF:
+                yield {"error": "supplied file was not in GGUF format"}
+                return
+            blob, info_type, size = digest, info.file_type, self.blobs[digest].stat().st_size
+            params_size = f"{info.parameters / 1e6:.2f}M"
+        quant = (body.get("quantize") or "").upper()
+        if quant:
+            if quant not in QUANT_OK:
+                yield {"error": f"unsupported quantization type {quant} - supported types are F32, F16, Q4_K_S, "
+                                "Q4_K_M, Q8_0"}
+                return
+            if info_type not in ("F16", "BF16", "F32"):
+                yield {"error": "quantization is only supported for F16, BF16 and F32 models"}
+                return
+            for done in (0, size // 2, size):
+                yield {"status": f"quantizing {info_type} model to {quant}", "digest": "0", "total": size,
+                       "completed": done}
+            yield {"status": "verifying conversion"}
+            blob = "sha256:" + hashlib.sha256(f"{blob}{quant}".encode()).hexdigest()
+            size = int(size * BITS.get(quant, 8) / BITS.get(info_type, 16))
+            info_type = "Q4_K_M" if quant == "Q4_K" else quant
+            yield {"status": f"creating new layer {blob}"}
+        else:
+            yield {"status": f"using existing layer {blob}"}
+        for layer in ("template", "system", "parameters"):
+            if body.get(layer):
+                yield {"status": f"creating new layer sha256:{hashlib.sha256(repr(body[layer]).encode()).hexdigest()}"}
         if self.fail_create:
             message, self.fail_create = self.fail_create, None
-            return 200, lines + [{"error": message}]
-        digest = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        size = sum(len(self.blobs[d]) for d in files.values())
-        self.models[self.full(body["model"])] = {
-            "template": body.get("template", ""), "system": body.get("system", ""),
-            "parameters": body.get("parameters") or {}, "quantize": (body.get("quantize") or "F16").upper(),
-            "digest": digest.split(":")[1], "size": size, "modified_at": now(), "family": "qwen2"}
-        return 200, lines + [{"status": "writing manifest"}, {"status": "success"}]
+            yield {"error": message}
+            return
+        yield {"status": "writing manifest"}
+        with self.lock:
+            self._store(self.full(body["model"]), blob, body.get("template", ""), body.get("system", ""),
+                        body.get("parameters") or {}, info_type, size, "qwen2", params_size)
+        yield {"status": "success"}
 
     def _generate(self, name: str, body: dict):
-        if not body.get("prompt") and body.get("keep_alive") == 0:
-            self.loaded.discard(name)
-            return 200, {"model": name, "created_at": now(), "response": "", "done": True, "done_reason": "unload"}
-        self.loaded.add(name)
-        kind = self.behaviour.get(name, "normal")
-        limit = (body.get("options") or {}).get("num_predict", 128)
-        words = re.findall(r"\S+\s*|\s+", OUTPUTS[kind]) if kind != "repeat" else ["G"] * 200
-        if kind == "length":
-            words = (words * 50)[:limit]
-        words = words[:limit]
-        parts = [{"model": name, "created_at": now(), "response": w, "done": False} for w in words]
-        reason = "length" if kind == "length" or len(words) >= limit else "stop"
-        parts.append({"model": name, "created_at": now(), "response": "", "done": True, "done_reason": reason,
-                      "total_duration": 900_000_000, "load_duration": 300_000_000, "prompt_eval_count": 12,
-                      "prompt_eval_duration": 100_000_000, "eval_count": len(words),
-                      "eval_duration": max(1, len(words)) * 20_000_000})
-        return 200, parts if body.get("stream", True) else parts[-1]
+        with self.lock:
+            self.generates.append(body)
+        keep_alive = body.get("keep_alive")
+        if not body.get("prompt"):  # load or unload, one object
+            if keep_alive == 0:
+                self.loaded.pop(name, None)
+                return 200, {"model": name, "created_at": now(), "response": "", "done": True, "done_reason": "unload"}
+            self.load(name)
+            return 200, {"model": name, "created_at": now(), "response": "", "done": True, "done_reason": "load"}
+        m = self.models[name]
+        default = ("normal" if m["parameters"].get("stop") else "length") if m["template"].strip() else "leak"
+        text = answer(self.behaviour.get(name, default), body["prompt"])
+        limit = (body.get("options") or {}).get("num_predict", -1)
+        pieces = re.findall(r"\S+\s*|\s+", text)
+        stop = limit < 0 or len(pieces) <= limit
+        pieces = pieces if stop else pieces[:limit]
+        was_loaded = name in self.loaded
+        self.load(name, 300 if keep_alive is None else 0)
+        if keep_alive == 0:
+            self.loaded.pop(name, None)
+        prompt_tokens = len(body["prompt"].split()) + 20
+        final = {"model": name, "created_at": now(), "response": "", "done": True,
+                 "done_reason": "stop" if stop else "length", "context": [1, 2, 3],
+                 "load_duration": 5_000_000 if was_loaded else 1_500_000_000, "prompt_eval_count": prompt_tokens,
+                 "prompt_eval_duration": prompt_tokens * 2_000_000, "eval_count": len(pieces),
+                 "eval_duration": max(1, len(pieces)) * 25_000_000}
+        final["total_duration"] = final["load_duration"] + final["prompt_eval_duration"] + final["eval_duration"]
+        if body.get("stream") is False:
+            return 200, {**final, "response": "".join(pieces)}
 
-    def _handler(self):
-        standin = self
+        def stream():
+            time.sleep(self.first_token_delay)
+            for piece in pieces:
+                yield {"model": name, "created_at": now(), "response": piece, "done": False}
+            yield final
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self, method):
-                raw = self._body()
-                try:
-                    body = json.loads(raw) if raw and not self.path.startswith("/api/blobs") else {}
-                except ValueError:
-                    body = {}
-                status, payload = standin.route(method, self.path.split("?")[0], body, raw)
-                if isinstance(payload, list):
-                    data = b"".join(json.dumps(p).encode() + b"\n" for p in payload)
-                    content_type = "application/x-ndjson"
-                else:
-                    data = json.dumps(payload).encode() if payload is not None else b""
-                    content_type = "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if method != "HEAD":
-                    self.wfile.write(data)
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # a streamed upload
-                    out = b""
-                    while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                    self.rfile.readline()
-                    return out
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def do_HEAD(self):
-                self._serve("HEAD")
-
-            def do_DELETE(self):
-                self._serve("DELETE")
-
-        return Handler
+        return 200, stream()

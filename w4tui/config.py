@@ -102,6 +102,7 @@ class QuantizeConfig:
     type: str = field(metadata=_one_of(*QUANT_TYPES))
     imatrix: str
     ollama_fallback: bool
+    threads: int = field(metadata=_check(lambda v: v >= 0, "must be 0 (all cores) or more"))
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ class OllamaConfig:
 class VerifyConfig:
     prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
     num_predict: int = field(metadata=_positive())
-    expect: list[str]
+    keep_alive: str = field(metadata=_check(lambda v: re.fullmatch(r"-?\d+|(\d+(\.\d+)?(ms|s|m|h))+", v) is not None,
+                                            'must be a duration like "5m", "30s", "1h" or "0"'))
+    expect: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,10 @@ def _build(cls: type, data: dict[str, Any], file: Path, prefix: str, base: Path)
 
 
 def _coerce(value: Any, hint: Any, file: Path, key: str, base: Path) -> Any:
+    if typing.get_origin(hint) is dict:  # a table of string lists: [verify.expect]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: '{key}' must be a table ([{key}])")
+        return {k: _coerce(v, list[str], file, f"{key}.{k}", base) for k, v in value.items()}
     if typing.get_origin(hint) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{file}: '{key}' must be a list of strings (got {value!r})")
