@@ -158,15 +158,15 @@ def _create(config, model: str, filename: str, digest: str, template: str, param
     events.log(f"creating {model}" + (f" (Ollama quantizes to {quantize})" if quantize else ""))
     last = 0.0
     try:
-        for part in oc.create(config, model, files={filename: digest}, template=template, system=config.ollama.system,
-                              parameters=params, quantize=quantize):
+        for step, part in enumerate(oc.create(config, model, files={filename: digest}, template=template,
+                                              system=config.ollama.system, parameters=params, quantize=quantize)):
             status = part.get("status", "")
-            if part.get("total"):
+            if part.get("total"):  # server-side quantization reports bytes
                 if time.monotonic() - last > 0.5 or part.get("completed") == part["total"]:
                     last = time.monotonic()
                     events.progress(part.get("completed") or 0, part["total"], "bytes", message=status)
-            else:
-                events.log(f"ollama: {status}")
+            else:  # "parsing GGUF", "using existing layer sha256:…", "writing manifest", "success"
+                events.progress(step + 1, None, "steps", message=f"ollama: {status}")
     except oc.OllamaError as exc:
         detail = exc.message.split(": ", 1)[-1]
         hint = ("Ollama quantizes only F16/BF16/F32 GGUFs" if "quantiz" in detail else

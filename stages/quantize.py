@@ -180,8 +180,10 @@ def _run(backend: Backend, args, tmp: Path, total: int, events: EventWriter) -> 
             except subprocess.TimeoutExpired:
                 proc.kill()
     if rc != 0 or not tmp.exists():
-        reason = next((t for t in reversed(tail) if re.search(r"error|failed|invalid", t, re.I)), tail[-1] if tail else "")
-        raise StageError(f"{backend.name} failed (exit {rc}): {reason[:200]}", hint="its output is in the run's output.log")
+        reason = next((t for t in reversed(tail) if re.search(r"error|failed|invalid", t, re.I)),
+                      tail[-1] if tail else "")
+        raise StageError(f"{backend.name} failed (exit {rc}): {reason[:200]}",
+                         hint="its output is in the run's output.log")
     return fallbacks
 
 

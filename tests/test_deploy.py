@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ollama_fixtures import ollama, run_stage, tiny_f16_gguf, tiny_q8_gguf  # noqa: F401
+pytest_plugins = ["ollama_fixtures"]
 from ollama_standin import LIBRARY, LIBRARY_TEMPLATE
 from w4tui.ollama_client import builtin_template
 
@@ -56,7 +56,7 @@ def test_deploy_creates_the_build_with_the_live_template_and_writes_its_modelfil
     assert artifact["quant"] == "Q8_0" and artifact["template_from"] == LIBRARY and artifact["server"] == "0.12.6"
     messages = [e["message"] for e in result.of("progress") if e.get("message")]
     assert "hashing" in messages and "uploading" in messages
-    assert any(e["message"] == "ollama: success" for e in result.of("log"))
+    assert messages[-1] == "ollama: success" and "ollama: writing manifest" in messages  # the create stream
     assert "web4-agent:latest" not in ollama.models  # only verification promotes
     # The Modelfile beside the GGUF reproduces the same create by hand
     modelfile = parse_modelfile(gguf.with_suffix(".Modelfile").read_text())

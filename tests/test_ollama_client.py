@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ollama_fixtures import ollama  # noqa: F401
+pytest_plugins = ["ollama_fixtures"]
 from ollama_standin import LIBRARY, OllamaStandIn
 from w4tui import ollama_client as oc
 from w4tui.config import load_config
@@ -78,7 +78,8 @@ def test_unreachable_or_old_servers(config_file, monkeypatch):
     assert oc.unload_all(load_config()) == []  # nothing running is nothing to unload
     with pytest.raises(oc.OllamaError) as failure:
         oc.rollback(load_config())
-    assert failure.value.message == "Ollama is not reachable at http://127.0.0.1:9" and "ollama serve" in failure.value.hint
+    assert failure.value.message == "Ollama is not reachable at http://127.0.0.1:9"
+    assert "ollama serve" in failure.value.hint
     with OllamaStandIn(version="0.5.4") as old:
         monkeypatch.setenv("OLLAMA_HOST", old.url)
         with pytest.raises(oc.OllamaError, match="Ollama 0.5.4 at .* is too old: deploying a GGUF needs 0.5.5"):

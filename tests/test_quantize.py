@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ollama_fixtures import k_quant_f16_gguf, run_stage, tiny_f16_gguf, tiny_q8_gguf  # noqa: F401
+pytest_plugins = ["ollama_fixtures"]
 from stages import quantize
 from stages.gguf_info import read_info
 
@@ -108,6 +108,29 @@ def test_an_importance_matrix_reaches_llama_quantize(tmp_path, config_file, run_
     assert weighted.artifact["imatrix"] == str(imatrix) and "imatrix" not in plain.artifact
     assert read_info(tmp_path / "weighted.gguf").file_type == "Q4_K_M"
     assert (tmp_path / "plain.gguf").read_bytes() != (tmp_path / "weighted.gguf").read_bytes()
+
+
+@needs_llama_cpp
+def test_sigterm_stops_the_quantizer_and_leaves_nothing(tmp_path, config_file, k_quant_f16_gguf):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from w4tui.events import read_events
+
+    events, out = tmp_path / "events.jsonl", tmp_path / "q.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.quantize", "--input", str(k_quant_f16_gguf), "--output",
+                             str(out)], env={**os.environ, "W4TUI_EVENTS": str(events)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(e.get("done", 0) >= 1 for e in read_events(events) if e["kind"] == "progress"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # while llama.cpp works on the 152k-row embedding
+    assert proc.wait(30) == 130 and proc.stderr.read().strip() == "quantize: cancelled"
+    assert read_events(events)[-1]["status"] == "cancelled"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "events.jsonl"]  # no output, no temp
 
 
 def executable(path: Path, text: str) -> Path:

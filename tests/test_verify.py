@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ollama_fixtures import ollama, run_stage  # noqa: F401
+pytest_plugins = ["ollama_fixtures"]
 from stages.verify_checks import problems, repetition
 
 GOOD = ("# PDCA: component creation\n\n## Plan\n- Define the boundary.\n\n## Do\n```ts\nexport class Button {\n"
@@ -124,7 +124,8 @@ def test_verify_without_promote_and_its_errors(ollama, run_stage, config_file):
     assert missing.rc == 1 and "model 'web4-agent:nope' not found" in missing.stderr
     config_file.write_text('[verify.expect]\n"Create a PDCA" = ["x"]\n')
     typo = run_stage("verify", "--model", build)
-    assert typo.rc == 1 and "[verify.expect] names a prompt that is not in [verify] prompts: 'Create a PDCA'" in typo.stderr
+    assert typo.rc == 1
+    assert "[verify.expect] names a prompt that is not in [verify] prompts: 'Create a PDCA'" in typo.stderr
 
 
 def w4tui(*args):
