@@ -148,6 +148,8 @@ def _defer(args, source_type: str, allowed: bool, events: EventWriter) -> dict:
     """No quantizer here: hand the unquantized file on; deploy asks Ollama to quantize it."""
     if not allowed:
         raise StageError(HOW_TO_GET, hint="or set [quantize] ollama_fallback = true to let Ollama quantize")
+    if args.imatrix:
+        raise StageError(f"{HOW_TO_GET}; Ollama cannot use an importance matrix", hint="or clear [quantize] imatrix")
     if args.type not in OLLAMA_TYPES:
         raise StageError(f"{HOW_TO_GET}; Ollama cannot make {args.type} itself (only {', '.join(OLLAMA_TYPES)})")
     events.log(f"{HOW_TO_GET}; Ollama will quantize to {args.type} at deploy", level="warning")

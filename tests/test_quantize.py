@@ -172,6 +172,9 @@ def test_without_a_quantizer_it_says_how_or_defers_to_ollama(tmp_path, config_fi
     assert "Ollama will quantize to Q4_K_M at deploy" in deferred.of("log")[-1]["message"]
     q6 = run_stage("quantize", "--input", tiny_f16_gguf, "--output", out, "--type", "Q6_K")
     assert q6.rc == 1 and "Ollama cannot make Q6_K itself" in q6.stderr
+    (tmp_path / "m.dat").write_bytes(b"\0" * 16)
+    weighted = run_stage("quantize", "--input", tiny_f16_gguf, "--output", out, "--imatrix", tmp_path / "m.dat")
+    assert weighted.rc == 1 and "Ollama cannot use an importance matrix" in weighted.stderr
     config_file.write_text("[quantize]\nollama_fallback = false\n")
     refused = run_stage("quantize", "--input", tiny_f16_gguf, "--output", out)
     assert refused.rc == 1 and len(refused.stderr.strip().splitlines()) == 1
