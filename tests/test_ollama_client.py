@@ -93,3 +93,16 @@ def test_importable_without_torch_or_textual():
             "print(sorted(m for m in ('torch', 'transformers', 'textual') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_starting_a_training_run_unloads_ollama_first(ollama, config_file, tmp_path):
+    """Through the runner, as `w4tui run train`, the TUI and the pipeline start it."""
+    from w4tui.runner import Runner
+
+    ollama.load(LIBRARY)
+    run = Runner(load_config()).start("train", ["--base_model", str(tmp_path / "none"), "--dataset", "x",
+                                               "--output", str(tmp_path / "o")])
+    assert oc.running(load_config()) == []
+    proc = subprocess.run([sys.executable, "-m", "w4tui", "unload"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "nothing loaded"
+    assert run.stage == "train"

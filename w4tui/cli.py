@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("action", nargs="?", choices=["init"], help="init: only create it")
     demo.add_argument("dir", nargs="?", help="where (default: ~/.local/share/w4tui/demo)")
     sub.add_parser("rollback", parents=[common], help="make the previous Ollama build 'latest' again")
+    sub.add_parser("unload", parents=[common], help="unload every model Ollama has in memory (keep_alive=0)")
     sub.add_parser("config", parents=[common], help="check the config and print which file is in use")
     return parser
 
@@ -178,6 +179,18 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unload(config: Config, args: argparse.Namespace) -> int:
+    from .ollama_client import OllamaError, unload_all
+
+    try:
+        unloaded = unload_all(config)
+    except OllamaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("unloaded: " + ", ".join(unloaded) if unloaded else "nothing loaded")
+    return 0
+
+
 def cmd_config(config: Config, args: argparse.Namespace) -> int:
     print(f"{config.file}: ok")
     return 0
@@ -210,4 +223,5 @@ def _short(seconds: float) -> str:
 
 
 COMMANDS = {"tui": cmd_tui, "run": cmd_run, "runs": cmd_runs, "status": cmd_status, "logs": cmd_logs,
-            "cancel": cmd_cancel, "pipeline": cmd_pipeline, "rollback": cmd_rollback, "config": cmd_config}
+            "cancel": cmd_cancel, "pipeline": cmd_pipeline, "rollback": cmd_rollback, "unload": cmd_unload,
+            "config": cmd_config}

@@ -141,7 +141,18 @@ class Runner:
                 args = stagespec.default_args(stage, self.config, input_path, build or stagespec.stamp())
             except LookupError as exc:
                 raise RunError(str(exc)) from None
+        if stage == "train":
+            self._free_memory_for_training()
         return self.start_command(stage, [sys.executable, "-m", spec.module, *args])
+
+    def _free_memory_for_training(self) -> None:
+        """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""
+        from .ollama_client import OllamaError, unload_all  # the ollama client only when training starts
+
+        try:
+            unload_all(self.config)
+        except OllamaError:
+            pass  # a server that cannot unload is no reason not to train
 
     def start_command(self, stage: str, command: list[str], cancel_grace_s: float = 120.0,
                       kill_after_s: float = 15.0) -> Run:
