@@ -11,21 +11,29 @@ convert_hf_to_gguf.py (``[tools] convert_hf_to_gguf``) instead.
 
 from __future__ import annotations
 
-import json
 import os
+
+# Before numpy loads: the chunk workers already use every core, and OpenBLAS's own threads competing
+# with them made the merge 2-3x slower on 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import gguf
+import numpy as np
 
 from stages._stage import StageArgumentParser, StageError, main_for, stage_config
 from stages.gguf_meta import architecture, write_metadata
 from stages.gguf_tensors import TensorPlan, plan_tensors
-from stages.hf_model import Progress, check_model_dir
+from stages.gguf_writer import StreamingGGUFWriter
+from stages.hf_model import check_model_dir
 from stages.lora_merge import Adapter, merged_rows
 from stages.safetensors_stream import model_tensors
+from stages.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
@@ -62,7 +70,7 @@ def body(args, events: EventWriter) -> dict:
     lineage = _lineage(args)
     progress = Progress(events, out_bytes, len(plan))
     with atomic_path(args.output) as tmp:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
+        writer = StreamingGGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
         write_metadata(writer, arch, config, args.model, args.outtype, plan,
                        name=args.name or (args.adapter or args.model).name, lineage=lineage)
         for t in plan:
@@ -80,22 +88,27 @@ def body(args, events: EventWriter) -> dict:
 def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapter | None, progress: Progress) -> None:
     """Tensor data in the order of the tensor infos, padded as GGUFWriter.write_tensor_data pads."""
     fout = writer.fout[0]
-    handles: dict[Path, object] = {}
+    handles = {ref.file: open(ref.file, "rb") for ref in {t.ref for t in plan}}
+
+    def chunk(job: tuple[TensorPlan, int, int]) -> np.ndarray:
+        t, start, stop = job
+        return t.encode(merged_rows(adapter, t.ref, handles[t.ref.file], start, stop))
+
+    jobs = ((t, start, stop) for t in plan for start, stop in t.chunks())
+    written = 0
     try:
-        for t in plan:
-            ref = t.ref
-            fh = handles.get(ref.file) or handles.setdefault(ref.file, open(ref.file, "rb"))
-            writer.write_padding(fout, fout.tell())
-            written = 0
-            for start, stop in t.chunks():
-                data = t.encode(merged_rows(adapter, ref, fh, start, stop), start)
-                fout.write(data.data if data.flags.c_contiguous else data.tobytes())
-                written += data.nbytes
-                progress.add(data.nbytes, name=t.name)
-            if written != t.nbytes:  # a mismatch would shift every later tensor: never write such a file
-                raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
-            writer.write_padding(fout, t.nbytes)
-            progress.add(0, tensors=1, name=t.name)
+        for (t, start, stop), data in ordered_map(chunk, jobs):
+            if start == 0:
+                writer.write_padding(fout, fout.tell())
+                written = 0
+            fout.write(np.ascontiguousarray(data).data)
+            written += data.nbytes
+            progress.add(data.nbytes, name=t.name)
+            if stop == t.ref.rows:
+                if written != t.nbytes:  # would shift every later tensor: never write such a file
+                    raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
+                writer.write_padding(fout, t.nbytes)
+                progress.add(0, tensors=1, name=t.name)
         fout.flush()
         os.fsync(fout.fileno())
     finally:

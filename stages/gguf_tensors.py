@@ -12,10 +12,12 @@ import gguf
 import numpy as np
 
 from stages._stage import StageError
+from stages.halfprec import convert, to_f32
 from stages.safetensors_stream import TensorRef, row_chunks
 
 Q = gguf.GGMLQuantizationType
 OUTTYPE_QTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+SAME_AS = {Q.F32: "F32", Q.F16: "F16", Q.BF16: "BF16"}  # GGUF types that are plain arrays
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 
@@ -45,13 +47,12 @@ class TensorPlan:
     def chunks(self) -> Iterator[tuple[int, int]]:
         return row_chunks(self.ref)
 
-    def encode(self, rows: np.ndarray, start: int = 0) -> np.ndarray:
-        """A row chunk (float32) in this tensor's GGUF encoding."""
-        if self.qtype == Q.F32:
-            return rows.astype(np.float32, copy=False)
-        if self.qtype == Q.F16:
-            return rows.astype(np.float16)
-        return gguf.quants.quantize(rows, self.qtype)  # BF16 and Q8_0, exactly as llama.cpp's converter does
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        """A row chunk, raw in the source dtype (stages.halfprec), in this tensor's GGUF encoding."""
+        if self.qtype in SAME_AS:
+            return convert(raw, self.ref.dtype, SAME_AS[self.qtype])
+        # Q8_0 exactly as llama.cpp's converter computes it
+        return gguf.quants.quantize(to_f32(raw, self.ref.dtype), self.qtype)
 
 
 def tensor_type(shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:

@@ -11,6 +11,7 @@ from pathlib import Path
 import gguf
 
 from stages._stage import StageError
+from stages.gguf_writer import packed_strings
 
 # llama.cpp picks the pre-tokenizer by name; Qwen2's splitting regex, as tokenizer.json spells it.
 QWEN2_PRE = "qwen2"
@@ -23,9 +24,11 @@ def write_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, config: dict) -> N
     tokens, types, merges = read_vocab(data, model_dir, config["vocab_size"])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre_tokenizer(data, model_dir))
-    writer.add_token_list(tokens)
+    del data  # tens of MB of Python objects: gone before the weights stream through
+    writer.add_token_list(packed_strings(tokens))
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
+    writer.add_token_merges(packed_strings(merges))
+    del merges
     tok_config = _json(model_dir / "tokenizer_config.json")
     ids = {t: i for i, t in enumerate(tokens)}
     # The order llama.cpp's SpecialVocab uses: tokenizer_config.json names the token, config.json the id.

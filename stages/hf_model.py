@@ -1,14 +1,12 @@
-"""What the streaming stages (merge, convert) share about a Hugging Face model directory:
-the files that must come along with the weights, the checks on them, and byte/tensor progress."""
+"""What the merge and convert stages need to know about a Hugging Face model directory: its config,
+the files that must come along with the weights, and the checks on them."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from stages._stage import StageError
-from w4tui.events import EventWriter
 
 # Tokenizer and generation files: a merged folder without them is a classic source of broken GGUFs.
 CARRIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
@@ -45,22 +43,3 @@ def check_model_dir(model: Path) -> dict:
         raise StageError(f"{model}: missing tokenizer files: {', '.join(missing)}",
                          hint="copy them from the base model; without them the GGUF cannot tokenize")
     return config
-
-
-class Progress:
-    """Tensor and byte progress as ``progress`` events, a few a second at most (and always the last)."""
-
-    def __init__(self, events: EventWriter, total_bytes: int, total_tensors: int) -> None:
-        self.events, self.total_bytes, self.total_tensors = events, total_bytes, total_tensors
-        self.bytes = self.tensors = 0
-        self.last = 0.0
-
-    def add(self, nbytes: int, tensors: int = 0, name: str | None = None) -> None:
-        self.bytes += nbytes
-        self.tensors += tensors
-        now = time.monotonic()
-        if now - self.last > 0.25 or self.tensors == self.total_tensors:
-            self.last = now
-            self.events.progress(self.bytes, self.total_bytes, "bytes",
-                                 message=f"tensor {self.tensors}/{self.total_tensors}" + (f" {name}" if name else ""),
-                                 tensors_done=self.tensors, tensors_total=self.total_tensors)

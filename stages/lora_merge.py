@@ -6,9 +6,10 @@
 (``lora_embedding_A/B``) add (B·A)ᵀ; ``rank_pattern``/``alpha_pattern`` override r and alpha per module;
 ``lora_bias`` adds scale · lora_B.bias to the base bias; whole tensors saved with the adapter
 (``modules_to_save``, ``bias="all"``, ``save_embedding_layers``) replace the base's before the delta is added.
-The delta is computed in float32, rounded to the adapter's dtype, added and rounded once to the base
-dtype, as PEFT's ``merge_and_unload`` does on CPU, so the result equals PEFT's bit for bit in practice
-(a matmul summing in another order could move a value by one unit in the last place).
+The delta is computed in float32 (PeftModel.from_pretrained upcasts bf16/fp16 adapters to float32),
+added in float32 and rounded once to the base dtype, as PEFT's ``merge_and_unload`` does, so the result
+equals PEFT's bit for bit in practice (a matmul summing in another order could move a value by one
+unit in the last place).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import BinaryIO
 import numpy as np
 
 from stages._stage import StageError
-from stages.safetensors_stream import TensorRef, bf16_to_f32, f32_to_bf16, read_rows, scan
+from stages.halfprec import from_f32, round_to
+from stages.safetensors_stream import TensorRef, read_raw, read_rows, scan
 
 PREFIX = "base_model.model."
 # Wrapper names PEFT puts into saved keys; the base model's tensor has the name without them.
@@ -32,11 +34,12 @@ WRAPPERS = re.compile(r"\.(base_layer|modules_to_save\.default|modules_to_save|o
 
 @dataclass
 class LoraPair:
-    a: np.ndarray  # (r, in) float32
-    b: np.ndarray  # (out, r) float32
+    """One adapted weight. A and B stay on disk: each row chunk reads what it needs (all of A, its rows
+    of B), so the adapter's size does not add to the merge's memory."""
+    a: TensorRef  # (r, in)
+    b: TensorRef  # (out, r)
     scale: float
     transposed: bool  # the delta is (B·A)ᵀ: fan_in_fan_out weights and embeddings
-    dtype: str  # the adapter's own dtype: PEFT rounds the delta to it before adding
     embedding: bool = False  # PEFT's Embedding.merge also rounds the delta to the base dtype first
 
     @property
@@ -45,20 +48,28 @@ class LoraPair:
         out, inp = self.b.shape[0], self.a.shape[1]
         return (inp, out) if self.transposed else (out, inp)
 
+    def delta(self, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of scale · B·A (transposed where PEFT transposes), float32."""
+        a = read_rows(self.a, fh, 0, self.a.rows)
+        if self.transposed:
+            return (read_rows(self.b, fh, 0, self.b.rows) @ a[:, start:stop]).T * np.float32(self.scale)
+        out = read_rows(self.b, fh, start, stop) @ a
+        out *= np.float32(self.scale)
+        return out
+
 
 @dataclass
 class BiasDelta:
-    bias: np.ndarray  # lora_B.bias, float32
+    bias: TensorRef  # lora_B.bias
     scale: float
-    dtype: str
 
     @property
-    def shape(self) -> tuple[int]:
-        return (self.bias.shape[0],)
+    def shape(self) -> tuple[int, ...]:
+        return self.bias.shape
 
 
 class Adapter:
-    """A PEFT LoRA adapter directory, its small A/B matrices held in memory as float32."""
+    """A PEFT LoRA adapter directory: what it changes in which base tensor (the data stays on disk)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -80,36 +91,34 @@ class Adapter:
         self.pairs: dict[str, LoraPair] = {}  # base weight name -> its LoRA pair
         self.bias_deltas: dict[str, BiasDelta] = {}  # base bias name -> lora_B.bias (lora_bias=True)
         self.replacements: dict[str, TensorRef] = {}  # base tensor name -> tensor saved in the adapter
+        self.fh = open(weights, "rb")  # read chunk by chunk, from several threads (pread)
         self._load(weights)
 
     def _load(self, weights: Path) -> None:
         refs = {r.name: r for r in scan(weights)}
         fan_in_fan_out = bool(self.config.get("fan_in_fan_out"))
-
-        def rows(ref: TensorRef) -> np.ndarray:
-            return read_rows(ref, fh, 0, ref.rows)
-
-        with open(weights, "rb") as fh:
-            for name, ref in refs.items():
-                module, kind = _split_key(name)
-                if kind in ("lora_A.weight", "lora_embedding_A"):
-                    b_key = name.replace("lora_A.", "lora_B.").replace("lora_embedding_A", "lora_embedding_B")
-                    b_ref = refs.get(b_key)
-                    if b_ref is None:
-                        raise StageError(f"{weights}: {name} has no matching {b_key}", hint="the adapter is damaged")
-                    a, b = rows(ref), rows(b_ref)
-                    embedding = kind == "lora_embedding_A"
-                    self.pairs[module + ".weight"] = LoraPair(a, b, self._scale(module), fan_in_fan_out or embedding,
-                                                              ref.dtype, embedding)
-                elif kind == "lora_B.bias":
-                    self.bias_deltas[module + ".bias"] = BiasDelta(rows(ref), self._scale(module), ref.dtype)
-                elif kind in ("lora_B.weight", "lora_embedding_B"):
-                    continue  # read with its A
-                elif kind:
-                    raise StageError(f"{weights}: {name}: adapter tensor kind {kind} is not supported by the merge",
-                                     hint="merge it with PEFT's merge_and_unload instead")
-                else:
-                    self.replacements[module] = ref
+        for name, ref in refs.items():
+            module, kind = _split_key(name)
+            if kind in ("lora_A.weight", "lora_embedding_A"):
+                b_key = name.replace("lora_A.", "lora_B.").replace("lora_embedding_A", "lora_embedding_B")
+                if b_key not in refs:
+                    raise StageError(f"{weights}: {name} has no matching {b_key}", hint="the adapter is damaged")
+                b = refs[b_key]
+                if len(ref.shape) != 2 or len(b.shape) != 2 or ref.shape[0] != b.shape[1]:
+                    raise StageError(f"{weights}: {name} is {list(ref.shape)} but {b_key} is {list(b.shape)}",
+                                     hint="the adapter is damaged")
+                embedding = kind == "lora_embedding_A"
+                self.pairs[module + ".weight"] = LoraPair(ref, b, self._scale(module), fan_in_fan_out or embedding,
+                                                          embedding)
+            elif kind == "lora_B.bias":
+                self.bias_deltas[module + ".bias"] = BiasDelta(ref, self._scale(module))
+            elif kind in ("lora_B.weight", "lora_embedding_B"):
+                continue  # read with its A
+            elif kind:
+                raise StageError(f"{weights}: {name}: adapter tensor kind {kind} is not supported by the merge",
+                                 hint="merge it with PEFT's merge_and_unload instead")
+            else:
+                self.replacements[module] = ref
 
     def _scale(self, module: str) -> float:
         r = _pattern(self.config.get("rank_pattern") or {}, module, self.config.get("r", 8))
@@ -153,36 +162,22 @@ def _pattern(patterns: dict, module: str, default):
 
 
 def merged_rows(adapter: Adapter | None, ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a base tensor with the adapter merged in, as float32 holding values of the
-    base dtype (bf16 rows hold exactly representable bf16 values)."""
+    """Rows [start, stop) of a base tensor with the adapter merged in, as a raw array of the base's dtype
+    (stages.halfprec: bf16 as uint16 bits). Safe to call from several threads."""
     if adapter is None or not adapter.touches(ref.name):
-        return read_rows(ref, fh, start, stop)
+        return read_raw(ref, fh, start, stop)
     if ref.name in adapter.replacements:
         repl = adapter.replacements[ref.name]
-        with open(repl.file, "rb") as rfh:
-            rows = _as_dtype(read_rows(repl, rfh, start, stop), ref.dtype)
+        rows = round_to(read_rows(repl, adapter.fh, start, stop), ref.dtype)
     else:
         rows = read_rows(ref, fh, start, stop)
     if (pair := adapter.pairs.get(ref.name)) is not None:
-        if pair.transposed:
-            delta = (pair.b @ pair.a[:, start:stop]).T * pair.scale
-        else:
-            delta = (pair.b[start:stop] @ pair.a) * pair.scale
-        # PEFT: the delta comes out in the adapter's dtype (fp32 for adapters trained here); the in-place
-        # add then computes in the wider type and rounds once to the weight's dtype.
-        delta = _as_dtype(delta.astype(np.float32), pair.dtype)
-        if pair.embedding:
-            delta = _as_dtype(delta, ref.dtype)
+        delta = pair.delta(adapter.fh, start, stop)
+        if pair.embedding:  # PEFT's Embedding.merge adds delta.to(weight dtype): two roundings
+            delta = round_to(delta, ref.dtype)
     elif (bias := adapter.bias_deltas.get(ref.name)) is not None:
-        delta = _as_dtype(bias.bias[start:stop] * bias.scale, bias.dtype)
+        delta = read_rows(bias.bias, adapter.fh, start, stop) * np.float32(bias.scale)
     else:
-        return rows
-    return _as_dtype(rows + delta, ref.dtype)
-
-
-def _as_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "BF16":
-        return bf16_to_f32(f32_to_bf16(values))
-    if dtype == "F16":
-        return values.astype(np.float16).astype(np.float32)
-    return values.astype(np.float32, copy=False)
+        return from_f32(rows, ref.dtype)
+    rows = rows + delta if not rows.flags.writeable else np.add(rows, delta, out=rows)
+    return from_f32(rows, ref.dtype)

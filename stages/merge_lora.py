@@ -9,18 +9,24 @@ equals PEFT's ``merge_and_unload()`` + ``save_pretrained()``; peak memory is one
 
 from __future__ import annotations
 
+import os
+
+# Before numpy loads: the chunk workers already use every core, and OpenBLAS's own threads competing
+# with them made the merge 2-3x slower on 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import json
 import logging
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from stages._stage import StageArgumentParser, StageError, main_for
-from stages.hf_model import CARRIED, Progress, missing_tokenizer_files, read_config
+from stages.halfprec import convert
+from stages.hf_model import CARRIED, missing_tokenizer_files, read_config
 from stages.lora_merge import Adapter, merged_rows
-from stages.safetensors_stream import DTYPES, SafetensorsWriter, f32_to_bf16, model_tensors, row_chunks
+from stages.safetensors_stream import DTYPES, SafetensorsWriter, model_tensors, row_chunks
+from stages.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
@@ -72,11 +78,14 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
     for shard, shard_refs in by_file.items():
         writer = SafetensorsWriter(out / shard.name, [(r.name, out_dtype[r.name], r.shape) for r in shard_refs])
         with open(shard, "rb") as fh:
-            for ref in shard_refs:
-                for start, stop in row_chunks(ref):
-                    writer.write(encode(merged_rows(adapter, ref, fh, start, stop), out_dtype[ref.name]))
-                    progress.add(sizes[ref.name] * (stop - start) // ref.rows, name=ref.name)
-                progress.add(0, tensors=1, name=ref.name)
+            def chunk(job):
+                ref, start, stop = job
+                return convert(merged_rows(adapter, ref, fh, start, stop), ref.dtype, out_dtype[ref.name])
+
+            jobs = ((ref, start, stop) for ref in shard_refs for start, stop in row_chunks(ref))
+            for (ref, start, stop), data in ordered_map(chunk, jobs):
+                writer.write(data)
+                progress.add(data.nbytes, tensors=int(stop == ref.rows), name=ref.name)
         writer.close()
     _carry_files(base_model, adapter_dir, out)
     _write_config(config, dtype, base_model, out)
@@ -86,12 +95,6 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
         {"base_model": str(base_model.resolve()), "adapter": str(adapter_dir.resolve()),
          "lora_modules": len(adapter.pairs), "replaced": sorted(adapter.replacements)}, indent=2) + "\n")
     return {"tensors": len(refs), "bytes": total, "lora_modules": len(adapter.pairs)}
-
-
-def encode(rows: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "BF16":
-        return f32_to_bf16(rows)
-    return rows.astype(np.float16 if dtype == "F16" else np.float32, copy=False)
 
 
 def _warn_other_base(adapter: Adapter, base: Path) -> None:

@@ -1,8 +1,8 @@
 """Read and write safetensors one bounded chunk at a time (numpy only, no mmap).
 
-Plain ``readinto``-style reads keep the resident memory at the size of one chunk however large the
-model: a memory map would count every touched page of a 15 GB model as resident. bf16 has no
-numpy dtype, so it travels as uint16 bit patterns and is widened to float32 for arithmetic.
+Plain ``pread`` reads keep the resident memory at the size of the chunks in flight however large the
+model (a memory map would count every touched page of a 15 GB model as resident), and they are safe
+to issue from several threads on one file. Arrays are "raw" (see stages.halfprec: bf16 as uint16 bits).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from stages._stage import StageError
+from stages.halfprec import to_f32
 
 DTYPES = {"BF16": (np.uint16, 2), "F16": (np.float16, 2), "F32": (np.float32, 4)}
-CHUNK_BYTES = 16 << 20  # rows are read and written in chunks of about this many bytes
+CHUNK_BYTES = 4 << 20  # rows are processed in chunks whose float32 working copy is about this size
 MAX_HEADER = 100 << 20
 
 
@@ -107,34 +108,26 @@ def model_tensors(model_dir: Path) -> list[TensorRef]:
     return refs
 
 
-def read_rows(ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) as float32, shape (stop - start, *shape[1:])."""
+def read_raw(ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) in the stored dtype (bf16 as uint16 bits), shape (stop - start, *shape[1:])."""
     np_dtype, width = DTYPES[ref.dtype]
-    count = (stop - start) * ref.row_elems
-    fh.seek(ref.offset + start * ref.row_elems * width)
-    data = np.fromfile(fh, dtype=np_dtype, count=count)
-    if data.size != count:
+    nbytes = (stop - start) * ref.row_elems * width
+    data = os.pread(fh.fileno(), nbytes, ref.offset + start * ref.row_elems * width)
+    if len(data) != nbytes:
         raise StageError(f"{ref.file}: truncated while reading {ref.name}", hint="download the model again")
-    out = bf16_to_f32(data) if ref.dtype == "BF16" else data.astype(np.float32)
-    return out.reshape((stop - start, *ref.shape[1:]) if ref.shape else ())
+    return np.frombuffer(data, dtype=np_dtype).reshape((stop - start, *ref.shape[1:]) if ref.shape else ())
 
 
-def row_chunks(ref: TensorRef, out_width: int = 4) -> Iterator[tuple[int, int]]:
+def read_rows(ref: TensorRef, fh: BinaryIO, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) as float32."""
+    return to_f32(read_raw(ref, fh, start, stop), ref.dtype)
+
+
+def row_chunks(ref: TensorRef) -> Iterator[tuple[int, int]]:
     """Row ranges whose float32 working copy stays near CHUNK_BYTES."""
-    step = max(1, CHUNK_BYTES // max(1, ref.row_elems * out_width))
+    step = max(1, CHUNK_BYTES // max(1, ref.row_elems * 4))
     for start in range(0, ref.rows, step):
         yield start, min(ref.rows, start + step)
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def f32_to_bf16(a: np.ndarray) -> np.ndarray:
-    """Round to nearest even, as torch does (NaN stays NaN)."""
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    rounded = ((u + ((u >> 16) & 1) + np.uint32(0x7FFF)) >> 16).astype(np.uint16)
-    return np.where(np.isnan(a), np.uint16(0x7FC0), rounded)
 
 
 class SafetensorsWriter:
@@ -143,11 +136,9 @@ class SafetensorsWriter:
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict | None = None):
         header: dict = {"__metadata__": metadata or {"format": "pt"}}
         offset = 0
-        self.sizes: list[int] = []
         for name, dtype, shape in entries:
             nbytes = int(np.prod(shape)) * DTYPES[dtype][1]
             header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            self.sizes.append(nbytes)
             offset += nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
@@ -155,7 +146,7 @@ class SafetensorsWriter:
         self.fh.write(struct.pack("<Q", len(raw)) + raw)
 
     def write(self, array: np.ndarray) -> None:
-        self.fh.write(np.ascontiguousarray(array).tobytes())
+        self.fh.write(np.ascontiguousarray(array).data)
 
     def close(self) -> None:
         self.fh.flush()
