@@ -1,0 +1,226 @@
+"""The main screen: six panes, shown one at a time on a small terminal and several at once on a big
+one. It polls the runs directory and hands each pane what it shows (attributes down, messages up)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.content import Content
+from textual.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ..data.runs import RunInfo, RunsWatcher
+from ..widgets.artifacts.pane import ArtifactsPane
+from ..widgets.logs.pane import LogsPane
+from ..widgets.memory.pane import MemoryPane
+from ..widgets.ollama.pane import OllamaPane
+from ..widgets.pane import Mailbox, Pane
+from ..widgets.stages.pane import StagesPane
+from ..widgets.training.pane import TrainingPane
+
+POLL_S = 1.0
+WIDE = (120, 34)             # from this size on, several panes share the screen
+ALWAYS_WIDE = ("training", "memory", "stages")
+PANES = ("training", "memory", "artifacts", "ollama", "stages", "logs")
+
+
+class PaneBar(Static):
+    """The pane names with their keys (click one to show it), and what is running."""
+
+    DEFAULT_CSS = """
+    PaneBar { height: 1; background: $panel; padding: 0 1; link-style: none; link-background-hover: $boost; }
+    """
+
+    def show(self, screen: "MainScreen") -> None:
+        parts = []
+        for pane in screen.panes():
+            style = "bold reverse $primary" if pane.PANE_ID == screen.active else \
+                ("bold" if pane.display else "$text-muted")
+            title = pane.TITLE if self.size.width >= 100 else pane.SHORT
+            parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY} {title} [/]")
+        live = [r for r in screen.runs if r.live]
+        status = f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live \
+            else "[$text-muted]idle[/]"
+        self.update(Content.from_markup(" ".join(parts) + "   " + status))
+
+
+class MainScreen(Mailbox, Screen):
+    DEFAULT_CSS = """
+    MainScreen #panes { height: 1fr; }
+    MainScreen.-wide #panes {
+        layout: grid; grid-size: 3 2; grid-rows: 11fr 9fr; grid-columns: 1fr 1fr 1fr;
+    }
+    MainScreen.-wide #training { column-span: 2; }
+    MainScreen.-wide #artifacts, MainScreen.-wide #ollama, MainScreen.-wide #logs { column-span: 2; }
+    """
+    BINDINGS = [
+        *[Binding(str(i + 1), f"show_pane('{name}')", name.title(), id=f"pane.{name}", show=False)
+          for i, name in enumerate(PANES)],
+        Binding("question_mark", "app.help", "Help", id="app.help", tooltip="Every key and what it does"),
+    ]
+
+    def __init__(self, sampler=None, scanner=None) -> None:
+        super().__init__()
+        self.sampler, self.scanner = sampler, scanner
+        self.active = "training"
+        self.secondary = "logs"  # the pane sharing the lower right on a wide screen
+        self.runs: tuple[RunInfo, ...] = ()
+        self.watcher = RunsWatcher(self.app.runner)
+
+    def compose(self) -> ComposeResult:
+        yield PaneBar(id="pane-bar")
+        with Container(id="panes"):
+            yield TrainingPane()
+            yield MemoryPane(self.sampler)
+            yield ArtifactsPane(self.scanner)
+            yield OllamaPane()
+            yield StagesPane()
+            yield LogsPane()
+        yield Footer()
+
+    def panes(self) -> list[Pane]:
+        return list(self.query(Pane))
+
+    def pane(self, pane_id: str) -> Pane:
+        return self.query_one(f"#{pane_id}", Pane)
+
+    def on_mount(self) -> None:
+        self.on_resize()
+        self.poll_runs()
+        self.set_interval(POLL_S, self.poll_runs)
+        self.pane(self.active).focus_main()
+
+    def on_resize(self, _=None) -> None:
+        wide = self.size.width >= WIDE[0] and self.size.height >= WIDE[1]
+        self.set_class(wide, "-wide")
+        self._layout()
+
+    def _layout(self) -> None:
+        wide = self.has_class("-wide")
+        for pane in self.panes():
+            pid = pane.PANE_ID
+            pane.display = (pid in ALWAYS_WIDE or pid == self.secondary) if wide else pid == self.active
+        self.query_one(PaneBar).show(self)
+
+    # -- runs: polled here, handed down -----------------------------------------------------
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False, description="poll runs")
+    def poll_runs(self) -> None:
+        runs, changed = self.watcher.poll()
+        if changed:
+            self.deliver("runs", runs)
+
+    def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
+        self.runs = runs
+        train = next((r for r in runs if r.stage == "train" and r.live), None) or \
+            next((r for r in runs if r.stage == "train"), None)
+        self.query_one(TrainingPane).follow(train)
+        for pane_type in (StagesPane, LogsPane, ArtifactsPane):
+            self.query_one(pane_type).show_runs(runs)
+        self.query_one(PaneBar).show(self)
+
+    @on(TrainingPane.Memory)
+    def _memory(self, message: TrainingPane.Memory) -> None:
+        self.query_one(MemoryPane).show_accelerator(message.device, message.memory, message.history)
+
+    # -- panes --------------------------------------------------------------------------------
+    def action_show_pane(self, pane_id: str) -> None:
+        self.active = pane_id
+        if pane_id not in ALWAYS_WIDE:
+            self.secondary = pane_id
+        self._layout()
+        self.pane(pane_id).focus_main()
+
+    def on_descendant_focus(self, event) -> None:
+        pane = next((a for a in event.widget.ancestors_with_self if isinstance(a, Pane)), None)
+        if pane is not None and pane.PANE_ID != self.active:
+            self.active = pane.PANE_ID
+            self.query_one(PaneBar).show(self)
+
+    # -- requests from the panes --------------------------------------------------------------
+    @on(StagesPane.StartRequested)
+    def _start_requested(self, message: StagesPane.StartRequested) -> None:
+        self.launch(message.stage)
+
+    @on(StagesPane.CancelRequested)
+    def _cancel_requested(self, message: StagesPane.CancelRequested) -> None:
+        self.cancel(message.run, message.others)
+
+    @on(StagesPane.ShowLogs)
+    def _show_logs(self, message: StagesPane.ShowLogs) -> None:
+        self.action_show_pane("logs")
+        self.query_one(LogsPane).select(message.run)
+
+    @on(ArtifactsPane.Action)
+    def _artifact_action(self, message: ArtifactsPane.Action) -> None:
+        a = message.artifact
+        if message.verb == "deploy":
+            self.launch("deploy", a.path)
+        elif message.verb == "verify":
+            self.launch("verify", a.deployed[-1])
+        elif message.verb == "delete":
+            self.delete_artifact(a)
+        elif message.verb == "inspect":
+            from .dialogs import TextViewScreen
+            from .inspect import describe_artifact
+
+            self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
+
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def launch(self, stage: str, input_path: str | None = None) -> None:
+        from ...runner import RunError
+        from . import launch as L
+        from .stage_form import StageFormScreen
+
+        runner, config = self.app.runner, self.app.config
+        prepared = await asyncio.to_thread(L.prepare, runner, config, stage, input_path, self.app.clock())
+        args = await self.app.push_screen_wait(StageFormScreen(prepared.title, prepared.args, prepared.note,
+                                                               prepared.blank))
+        if args is None:
+            return
+        try:
+            run = await asyncio.to_thread(L.start, runner, config, stage, args)
+        except RunError as exc:
+            self.notify(str(exc), title=f"{stage} not started", severity="error", timeout=10)
+            return
+        self.notify(f"{stage} started: run {run.id}; it keeps running if you quit", timeout=5)
+        self.poll_runs()
+
+    @work(exclusive=True, group="cancel", exit_on_error=False)
+    async def cancel(self, run: RunInfo, others: tuple[RunInfo, ...]) -> None:
+        from ...runner import RunError
+        from .dialogs import ConfirmScreen
+
+        detail = "It gets SIGINT (it saves what it can), SIGTERM after the grace period, then SIGKILL."
+        if others:
+            detail += "\nAlso cancels: " + ", ".join(f"{r.stage} {r.id}" for r in others)
+        if not await self.app.push_screen_wait(ConfirmScreen(f"Cancel {run.stage} run {run.id}?", detail,
+                                                             "Cancel run")):
+            return
+        for target in (run, *others):
+            try:
+                await asyncio.to_thread(self.app.runner.cancel, target.id)
+            except RunError as exc:
+                self.notify(str(exc), severity="warning")
+        self.notify(f"cancelling {run.stage} run {run.id}")
+        self.poll_runs()
+
+    @work(exclusive=True, group="delete", exit_on_error=False)
+    async def delete_artifact(self, artifact) -> None:
+        from ..data import fmt
+        from ..data.artifacts import delete
+        from .dialogs import ConfirmScreen
+
+        if not await self.app.push_screen_wait(ConfirmScreen(
+                f"Delete {artifact.kind} {artifact.name}?", f"{artifact.path}\n{fmt.size(artifact.bytes)} on disk; "
+                "this cannot be undone.", "Delete")):
+            return
+        try:
+            self.notify(await asyncio.to_thread(delete, artifact, self.runs))
+        except OSError as exc:
+            self.notify(f"not deleted: {exc}", severity="error", timeout=8)
+        self.query_one(ArtifactsPane).rescan()

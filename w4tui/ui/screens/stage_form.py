@@ -1,0 +1,108 @@
+"""The form a stage is launched from: its arguments from the config, one field per flag, editable."""
+
+from __future__ import annotations
+
+import shlex
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Static
+
+from .dialogs import DIALOG_CSS
+
+
+def split_args(args: list[str]) -> list[tuple[str, str | None]]:
+    """``["--a", "1", "--flag", "--b", "2"]`` -> ``[("--a", "1"), ("--flag", None), ("--b", "2")]``."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(args):
+        if i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append((args[i], args[i + 1]))
+            i += 2
+        else:
+            out.append((args[i], None))
+            i += 1
+    return out
+
+
+class StageFormScreen(ModalScreen[list[str] | None]):
+    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "StageFormScreen") + """
+    StageFormScreen .dialog { max-width: 120; }
+    StageFormScreen VerticalScroll { height: auto; max-height: 14; }
+    StageFormScreen .row { height: 1; margin-bottom: 1; }
+    StageFormScreen .row Label { width: 14; }
+    StageFormScreen .row Input { width: 1fr; }
+    StageFormScreen #problem { color: $error; }
+    """
+    BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch", priority=True),
+                Binding("escape", "cancel", "Cancel", id="form.cancel")]
+
+    def __init__(self, title: str, args: list[str], note: str = "", blank: str | None = None,
+                 extra_hint: str = "") -> None:
+        super().__init__()
+        self.title_text, self.fields, self.note = title, split_args(args), note
+        self.blank, self.extra_hint = blank, extra_hint  # blank: a flag the user must fill in
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="title")
+            if self.note:
+                yield Static(self.note, id="problem")
+            with VerticalScroll():
+                for index, (flag, value) in enumerate(self.fields):
+                    with Horizontal(classes="row"):
+                        yield Label(flag)
+                        if value is None:
+                            yield Checkbox(value=True, id=f"f{index}", compact=True)
+                        else:
+                            yield Input("" if flag == self.blank else value, id=f"f{index}", compact=True,
+                                        placeholder="required" if flag == self.blank else "")
+                with Horizontal(classes="row"):
+                    yield Label("more flags")
+                    yield Input(id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1")
+            yield Static("", id="error", classes="hint")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Launch (ctrl+s)", id="launch", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        first = self.query("Input").first()
+        empty = [i for i in self.query(Input) if not i.value and i.id != "extra"]
+        (empty[0] if empty else first).focus()
+
+    def args(self) -> list[str]:
+        """The command-line arguments the form now says; ValueError names a field that needs a value."""
+        out: list[str] = []
+        for index, (flag, value) in enumerate(self.fields):
+            if value is None:
+                if self.query_one(f"#f{index}", Checkbox).value:
+                    out.append(flag)
+                continue
+            text = self.query_one(f"#f{index}", Input).value.strip()
+            if not text:
+                raise ValueError(f"{flag} needs a value")
+            out += [flag, text]
+        try:
+            out += shlex.split(self.query_one("#extra", Input).value)
+        except ValueError as exc:
+            raise ValueError(f"more flags: {exc}") from None
+        return out
+
+    def on_input_submitted(self) -> None:
+        self.action_launch()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_launch() if event.button.id == "launch" else self.dismiss(None)
+
+    def action_launch(self) -> None:
+        try:
+            args = self.args()
+        except ValueError as exc:
+            self.query_one("#error", Static).update(f"[b]{exc}[/b]")
+            return
+        self.dismiss(args)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

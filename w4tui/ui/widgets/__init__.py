@@ -1,0 +1,1 @@
+"""Widgets, grouped by the pane they belong to; ``chart`` and ``pane`` are shared."""

@@ -1,0 +1,169 @@
+"""Artifacts: adapters, checkpoints, merged models and GGUF files on disk (GGUF metadata from the
+header), which is latest, where each came from; inspect, delete, deploy and verify them."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from ...data import fmt
+from ...data.artifacts import Artifact
+from ...data.runs import RunInfo
+from ..pane import Pane
+from ..status import resolve
+
+RESCAN_S = 15.0  # disk changes nobody announced (a file copied in by hand) show up this late at most
+
+
+class ArtifactsPane(Pane):
+    PANE_ID, TITLE, KEY = "artifacts", "Artifacts", "3"
+    SHORT = "Artifacts"
+    DEFAULT_CSS = """
+    ArtifactsPane DataTable { height: 1fr; }
+    ArtifactsPane #artifact-detail { height: auto; max-height: 4; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("i", "inspect", "Inspect", id="artifacts.inspect", tooltip="Everything known about the artifact"),
+        Binding("d,delete", "delete", "Delete", id="artifacts.delete", tooltip="Delete it from disk (asks first)"),
+        Binding("D", "deploy", "Deploy", id="artifacts.deploy", tooltip="Deploy a GGUF file to Ollama"),
+        Binding("v", "verify", "Verify", id="artifacts.verify", tooltip="Verify the Ollama build made from it"),
+        Binding("r", "rescan", "Rescan", id="artifacts.rescan", tooltip="Scan the outputs directory again"),
+    ]
+
+    class Action(Message):
+        """An action on an artifact that needs the screen (a confirm, a form, a modal)."""
+
+        def __init__(self, verb: str, artifact: Artifact) -> None:
+            super().__init__()
+            self.verb, self.artifact = verb, artifact
+
+    def __init__(self, scanner=None) -> None:
+        super().__init__()
+        self.scanner = scanner
+        self.runs: tuple[RunInfo, ...] = ()
+        self.artifacts: list[Artifact] = []
+        self._finished: frozenset[str] = frozenset()
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(cursor_type="row", id="artifacts-table")
+        for key, label, width in (("kind", "kind", 12), ("name", "name", None), ("size", "size", 9),
+                                  ("quant", "quant", 7), ("when", "modified", 11), ("note", "", None)):
+            table.add_column(label, key=key, width=width)
+        yield table
+        yield Static(id="artifact-detail")
+
+    def on_mount(self) -> None:
+        self.set_interval(RESCAN_S, self.rescan)
+
+    def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
+        """Rescan when a run finished (it may have made or removed something)."""
+        self.runs = runs
+        finished = frozenset(r.id for r in runs if not r.live)
+        if finished != self._finished:
+            self._finished = finished
+            self.rescan()
+
+    @work(thread=True, exclusive=True, group="artifacts", exit_on_error=False, description="scan artifacts")
+    def rescan(self) -> None:
+        if self.scanner is None:
+            from ...data.artifacts import ArtifactScanner
+
+            self.scanner = ArtifactScanner(self.app.config)
+        self.deliver("artifacts", self.scanner.scan(self.runs))
+
+    def show_artifacts(self, artifacts: list[Artifact]) -> None:
+        if artifacts == self.artifacts and self.query_one(DataTable).row_count:
+            return
+        self.artifacts = artifacts
+        table = self.query_one(DataTable)
+        keep = self.selected.path if self.selected else None
+        table.clear()
+        now = self.app.clock()
+        success, error, accent = (resolve(v, self.app) for v in ("$success", "$error", "$accent"))
+        for a in artifacts:
+            kind = Text(("  " if a.kind == "checkpoint" else "") + a.kind, style="dim" if a.kind == "checkpoint" else "")
+            note = Text()
+            if a.latest:
+                note.append("★ latest ", accent)
+            if a.verified is True:
+                note.append("✓ verified ", success)
+            elif a.verified is False:
+                note.append("✗ failed verify ", error)
+            if a.deployed:
+                note.append("→ " + ", ".join(a.deployed), "dim")
+            quant = a.quant or (a.gguf.quantization if a.gguf and not a.gguf.error else "")
+            table.add_row(kind, a.name, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), note, key=a.path)
+        if not artifacts:
+            self.query_one("#artifact-detail", Static).update(
+                f"Nothing in {self.app.config.paths.outputs} yet: train, merge and convert to fill it.")
+        paths = [a.path for a in artifacts]
+        if keep in paths:
+            table.move_cursor(row=paths.index(keep), animate=False)
+
+    @property
+    def selected(self) -> Artifact | None:
+        table = self.query_one(DataTable)
+        if not self.artifacts or table.cursor_row < 0 or table.cursor_row >= len(self.artifacts):
+            return None
+        return self.artifacts[table.cursor_row]
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        a = self.selected
+        if a is not None:
+            self.query_one("#artifact-detail", Static).update(describe(a))
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_inspect()
+
+    def _act(self, verb: str) -> None:
+        a = self.selected
+        if a is None:
+            self.notify("no artifact selected", severity="warning")
+        else:
+            self.post_message(self.Action(verb, a))
+
+    def action_inspect(self) -> None:
+        self._act("inspect")
+
+    def action_delete(self) -> None:
+        self._act("delete")
+
+    def action_deploy(self) -> None:
+        a = self.selected
+        if a is not None and a.kind != "gguf":
+            self.notify("deploy takes a GGUF file: pick a gguf row (merge and convert make one)", severity="warning")
+            return
+        self._act("deploy")
+
+    def action_verify(self) -> None:
+        a = self.selected
+        if a is not None and not a.deployed:
+            self.notify(f"{a.name} is not deployed to Ollama yet: deploy it first (D on a GGUF row)",
+                        severity="warning")
+            return
+        self._act("verify")
+
+    def action_rescan(self) -> None:
+        self.rescan()
+
+
+def describe(a: Artifact) -> str:
+    """One or two lines about an artifact for the detail line under the table."""
+    parts = [a.path]
+    if a.gguf and not a.gguf.error:
+        g = a.gguf
+        parts.append(f"{g.architecture} · {g.quantization} · {g.tensors} tensors · ctx {g.context_length or '?'}"
+                     f" · {g.parameters / 1e6:,.1f}M params")
+    elif a.gguf and a.gguf.error:
+        parts.append(f"unreadable: {a.gguf.error}")
+    if a.parent:
+        parts.append(f"from {a.parent}" + (f" (run {a.run_id})" if a.run_id else ""))
+    return "\n".join(parts)

@@ -1,0 +1,32 @@
+"""Colours and symbols for run statuses, shared by the panes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+STYLE = {"running": "bold $accent", "starting": "$accent", "cancelling": "$warning", "succeeded": "$success",
+         "failed": "bold $error", "crashed": "bold $error", "cancelled": "$warning"}
+SYMBOL = {"running": "▶", "starting": "…", "cancelling": "■", "succeeded": "✓", "failed": "✗", "crashed": "✗",
+          "cancelled": "■"}
+
+
+def status_text(status: str | None, app) -> Text:
+    """A status as coloured text; theme variables are resolved from ``app``."""
+    if not status:
+        return Text("never run", style="dim")
+    style = STYLE.get(status, "")
+    return Text(f"{SYMBOL.get(status, '·')} {status}", style=resolve(style, app))
+
+
+def resolve(style: str, app) -> str:
+    """``"bold $error"`` -> ``"bold #ff0000"`` with the app's current theme."""
+    if "$" not in style:
+        return style
+    variables = app.theme_variables
+    return " ".join(_colour(variables, part[1:]) if part.startswith("$") else part for part in style.split())
+
+
+def _colour(variables: dict[str, str], name: str) -> str:
+    # Some variables are contrast rules ("auto 60%"), not colours Rich can use: dim is the nearest.
+    value = variables.get(name, "")
+    return "dim" if not value or value.startswith("auto") or " " in value else value
