@@ -30,7 +30,7 @@ from stages._stage import StageArgumentParser, StageError, main_for, stage_confi
 from stages.gguf_meta import architecture, write_metadata
 from stages.gguf_tensors import TensorPlan, plan_tensors
 from stages.gguf_writer import StreamingGGUFWriter
-from stages.hf_model import check_model_dir
+from stages.hf_model import MERGE_RECORD, check_model_dir
 from stages.lora_merge import Adapter, merged_rows
 from stages.safetensors_stream import model_tensors
 from stages.streaming import Progress, ordered_map
@@ -56,6 +56,9 @@ def build_parser() -> StageArgumentParser:
 def body(args, events: EventWriter) -> dict:
     if args.output.suffix != ".gguf":
         raise StageError(f"{args.output}: the output must end in .gguf")
+    if args.adapter and (args.model / MERGE_RECORD).exists():
+        raise StageError(f"{args.model} already has an adapter merged in ({MERGE_RECORD}); merging "
+                         f"{args.adapter} on top would apply a second delta", hint="pass the base model with --adapter")
     if args.converter == "llama.cpp":
         return _llama_cpp(args, events)
     config = check_model_dir(args.model)
@@ -88,7 +91,7 @@ def body(args, events: EventWriter) -> dict:
 def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapter | None, progress: Progress) -> None:
     """Tensor data in the order of the tensor infos, padded as GGUFWriter.write_tensor_data pads."""
     fout = writer.fout[0]
-    handles = {ref.file: open(ref.file, "rb") for ref in {t.ref for t in plan}}
+    handles = {path: open(path, "rb") for path in {t.ref.file for t in plan}}
 
     def chunk(job: tuple[TensorPlan, int, int]) -> np.ndarray:
         t, start, stop = job
@@ -120,7 +123,7 @@ def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapte
 def _lineage(args) -> dict[str, str]:
     """Where the weights came from: flat fields for the artifact event, w4tui.* keys in the GGUF."""
     out = {"base_model": str(args.model.resolve())}
-    record = args.model / "w4tui_merge.json"  # written by the merge stage
+    record = args.model / MERGE_RECORD
     if record.exists():
         try:
             merged = json.loads(record.read_text())

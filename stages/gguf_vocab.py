@@ -74,22 +74,15 @@ def read_vocab(data: dict, model_dir: Path, vocab_size: int) -> tuple[list[str],
     if max(by_id) >= vocab_size:
         raise StageError(f"{model_dir}: the tokenizer has {max(by_id) + 1} tokens but the model only "
                          f"{vocab_size} embeddings", hint="is tokenizer.json from another model?")
-    tokens, types = [], []
     T = gguf.TokenType
-    for i in range(vocab_size):
-        if i not in by_id:  # embedding rows past the tokenizer (Qwen pads to a multiple of 128)
-            tokens.append(f"[PAD{i}]")
-            types.append(T.UNUSED)
-        elif i in added:
-            text = added[i]["content"]
-            special = added[i].get("special") or (text.startswith("<|") and text.endswith("|>"))
-            tokens.append(text)
-            types.append(T.CONTROL if special else T.USER_DEFINED)
-        else:
-            tokens.append(by_id[i])
-            types.append(T.NORMAL)
+    tokens = [by_id.get(i) or f"[PAD{i}]" for i in range(vocab_size)]  # rows past the tokenizer: padding
+    types = [int(T.NORMAL) if i in by_id else int(T.UNUSED) for i in range(vocab_size)]
+    for i, token in added.items():
+        text = token["content"]
+        special = token.get("special") or (text.startswith("<|") and text.endswith("|>"))
+        types[i] = int(T.CONTROL if special else T.USER_DEFINED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return tokens, [int(t) for t in types], merges
+    return tokens, types, merges
 
 
 def _token_id(token, ids: dict[str, int]) -> int | None:

@@ -30,8 +30,8 @@ class PackedArray:
 
 def packed_strings(values: list[str]) -> PackedArray:
     encoded = [v.encode("utf-8") for v in values]
-    data = b"".join(chain.from_iterable((struct.pack("<Q", len(e)), e) for e in encoded))
-    return PackedArray(V.STRING, len(values), data)
+    lengths = map(struct.Struct("<Q").pack, map(len, encoded))
+    return PackedArray(V.STRING, len(values), b"".join(chain.from_iterable(zip(lengths, encoded))))
 
 
 class StreamingGGUFWriter(gguf.GGUFWriter):

@@ -13,6 +13,7 @@ CARRIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer
            "merges.txt", "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "chat_template.jinja",
            "chat_template.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+MERGE_RECORD = "w4tui_merge.json"  # the merge stage's note of what it merged (base and adapter paths)
 
 
 def read_config(model: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stages._stage import StageArgumentParser, StageError, main_for
 from stages.halfprec import convert
-from stages.hf_model import CARRIED, missing_tokenizer_files, read_config
+from stages.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_files, read_config
 from stages.lora_merge import Adapter, merged_rows
 from stages.safetensors_stream import DTYPES, SafetensorsWriter, model_tensors, row_chunks
 from stages.streaming import Progress, ordered_map
@@ -91,7 +91,7 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
     _write_config(config, dtype, base_model, out)
     if len(by_file) > 1:
         _write_index(out, refs, sizes, total)
-    (out / "w4tui_merge.json").write_text(json.dumps(
+    (out / MERGE_RECORD).write_text(json.dumps(
         {"base_model": str(base_model.resolve()), "adapter": str(adapter_dir.resolve()),
          "lora_modules": len(adapter.pairs), "replaced": sorted(adapter.replacements)}, indent=2) + "\n")
     return {"tensors": len(refs), "bytes": total, "lora_modules": len(adapter.pairs)}

@@ -112,6 +112,9 @@ def test_adapter_on_the_fly_equals_merge_then_convert(tmp_path, tiny_model, adap
         artifact = next(e for e in produced if e["kind"] == "artifact")
         assert artifact["adapter"] == str(adapter) and artifact["base_model"] == str(tiny_model)
     assert next(e for e in events if e["kind"] == "artifact")["parent"] == str(adapter)
+    proc, _ = stage("convert_gguf", "--model", tmp_path / "merged", "--adapter", adapter, "--output",
+                    tmp_path / "twice.gguf", tmp_path=tmp_path)
+    assert proc.returncode == 1 and "already has an adapter merged in" in proc.stderr
 
 
 def convert_plain(tmp_path, model):
