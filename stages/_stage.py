@@ -72,6 +72,11 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
         events.done("succeeded", **summary)
         log.info("%s succeeded", name)
         return EXIT_OK
+    except SystemExit as exc:  # argparse's --help: the run did what was asked
+        if exc.code not in (0, None):
+            raise
+        events.done("succeeded", help=True)
+        return EXIT_OK
     except (Cancelled, KeyboardInterrupt):
         events.done("cancelled")
         print(f"{name}: cancelled", file=sys.stderr)

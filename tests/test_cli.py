@@ -99,3 +99,11 @@ def test_closing_the_terminal_of_w4tui_run_leaves_the_stage_running(tmp_path, co
     os.waitpid(pid, 0)
     status = json.loads(w4tui("status", "--json").stdout)
     assert next(r for r in status["runs"] if r["id"] == live[0].id)["status"] == "running"
+
+
+def test_stage_help_through_the_runner_is_a_finished_run(tmp_path):
+    demo = tmp_path / "demo"
+    w4tui("demo", "init", str(demo))
+    proc = w4tui("--config", str(demo / "config.toml"), "run", "merge", "--wait", "--", "--help")
+    assert "merge succeeded" in proc.stdout
+    assert "--adapter" in w4tui("--config", str(demo / "config.toml"), "logs", "last").stdout
