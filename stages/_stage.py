@@ -75,7 +75,8 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     except SystemExit as exc:  # argparse's --help: the run did what was asked
         if exc.code not in (0, None):
             raise
-        events.done("succeeded", help=True)
+        if events.path is not None:  # run by the runner: end the run properly; alone: just the help text
+            events.done("succeeded", help=True)
         return EXIT_OK
     except (Cancelled, KeyboardInterrupt):
         events.done("cancelled")

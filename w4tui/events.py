@@ -112,7 +112,7 @@ class EventWriter:
         if self._fh is not None:
             self._fh.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
             self._fh.flush()
-        else:
+        elif kind != "start":  # a person at a terminal knows they started it
             print(format_event(event), file=sys.stderr, flush=True)
         return event
 
