@@ -86,9 +86,17 @@ class ArtifactScanner:
             if a.kind != "checkpoint" and (a.kind not in newest or (a.modified or 0) > (newest[a.kind].modified or 0)):
                 newest[a.kind] = a
         latest = {id(a) for a in newest.values()}
-        out = [a if id(a) not in latest else _with(a, latest=True) for a in found]
-        return sorted(out, key=lambda a: (KINDS.index(a.kind) if a.kind != "checkpoint" else 1.5,
-                                          -(a.modified or 0), a.path))
+        found = [a if id(a) not in latest else _with(a, latest=True) for a in found]
+        # Pipeline order, newest first within a kind; an adapter's checkpoints right under it, newest step first.
+        tops = sorted((a for a in found if a.kind != "checkpoint"),
+                      key=lambda a: (KINDS.index(a.kind), -(a.modified or 0), a.path))
+        checkpoints = sorted((a for a in found if a.kind == "checkpoint"), key=lambda a: a.name, reverse=True)
+        out: list[Artifact] = []
+        for a in tops:
+            out.append(a)
+            if a.kind == "adapter":
+                out += [c for c in checkpoints if Path(c.path).parent.parent == Path(a.path)]
+        return out
 
     # -- what is on disk ---------------------------------------------------------------------
     def _on_disk(self) -> list[tuple[str, Path]]:

@@ -7,6 +7,7 @@ the runs directory plus one per unfinished run — the TUI polls every second fo
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,15 @@ class RunsWatcher:
         self._runs: dict[str, tuple[int, Run]] = {}  # dir name -> (run.json mtime_ns, run)
         self._dir_mtime: int | None = None
         self._last: tuple[RunInfo, ...] | None = None  # None: the first poll always reports
+        self._infos: dict[str, tuple[int, RunInfo]] = {}
+        self._unread: set[str] = set()  # run directories without a readable run.json (yet)
+        self._lock = threading.Lock()  # a poll asked for by an action may overlap the timer's
 
     def poll(self) -> tuple[tuple[RunInfo, ...], bool]:
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> tuple[tuple[RunInfo, ...], bool]:
         root = self.runner.root
         try:
             dir_mtime = root.stat().st_mtime_ns
@@ -64,33 +72,42 @@ class RunsWatcher:
         if dir_mtime != self._dir_mtime:
             self._rescan(root)
             self._dir_mtime = dir_mtime
+        for name in list(self._unread):
+            self._refresh(root / name, name, None)
         for name, (mtime, run) in list(self._runs.items()):
             if "status" not in run.record:  # unfinished: its record may have changed since
                 self._refresh(root / name, name, mtime)
-        infos = tuple(sorted((RunInfo.of(run) for _, run in self._runs.values()),
+        infos = tuple(sorted((self._info(name, mtime, run) for name, (mtime, run) in self._runs.items()),
                              key=lambda r: r.started, reverse=True))
         changed = infos != self._last
         self._last = infos
         return infos, changed
 
+    def _info(self, name: str, mtime: int, run: Run) -> RunInfo:
+        # A run that ended without its supervisor recording it is judged from its events: do that once.
+        cached = self._infos.get(name)
+        if cached is not None and cached[0] == mtime and not cached[1].live:
+            return cached[1]
+        info = RunInfo.of(run)
+        self._infos[name] = (mtime, info)
+        return info
+
     def _rescan(self, root: Path) -> None:
-        seen = set()
         try:
-            entries = list(os.scandir(root))
+            names = {e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")}
         except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            if entry.is_dir() and not entry.name.startswith("."):
-                seen.add(entry.name)
-                if entry.name not in self._runs:
-                    self._refresh(Path(entry.path), entry.name, None)
-        for gone in set(self._runs) - seen:
+            names = set()
+        for gone in set(self._runs) - names:
             del self._runs[gone]
+        self._unread = names - set(self._runs)
 
     def _refresh(self, run_dir: Path, name: str, known_mtime: int | None) -> None:
         try:
             mtime = (run_dir / RUN_FILE).stat().st_mtime_ns
             if mtime != known_mtime:
                 self._runs[name] = (mtime, Run(run_dir, read_record(run_dir)))
+            self._unread.discard(name)
         except (OSError, ValueError, KeyError):
-            self._runs.pop(name, None)  # half-created or unreadable: skipped, as Runner.runs() does
+            # Being created (the directory comes before its run.json) or unreadable: try again next poll.
+            self._runs.pop(name, None)
+            self._unread.add(name)

@@ -37,9 +37,11 @@ class SystemHistory:
     swap: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     cpu: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     load: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    times: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def add(self, sample: SystemSample) -> None:
         self.latest = sample
+        self.times.append(sample.time)
         self.ram.append(sample.ram_used)
         self.swap.append(sample.swap_used)
         self.cpu.append(sample.cpu_total)
@@ -55,6 +57,10 @@ class SystemSampler:
         self._psutil = psutil
         self.disk_path = disk_path
         psutil.cpu_percent(percpu=True)  # primes the per-core counters
+
+    def backfill(self) -> list[SystemSample]:
+        """Samples from before the pane existed: none here (the sampler starts with the TUI)."""
+        return []
 
     def sample(self) -> SystemSample:
         ps = self._psutil

@@ -15,7 +15,8 @@ _BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 Series = Sequence[tuple[float, float]]
 
 
-def plot(series: Sequence[Series], width: int, height: int) -> tuple[list[list[int]], list[list[int]], tuple]:
+def plot(series: Sequence[Series], width: int, height: int,
+         y_range: tuple[float, float] | None = None) -> tuple[list[list[int]], list[list[int]], tuple]:
     """Dot bits and the series index per cell for ``series`` drawn in a ``width`` x ``height`` cell box,
     plus the (x0, x1, y0, y1) ranges used. Later series draw over earlier ones."""
     points = [p for s in series for p in s]
@@ -24,7 +25,7 @@ def plot(series: Sequence[Series], width: int, height: int) -> tuple[list[list[i
     if not points or width < 1 or height < 1:
         return bits, owner, (0, 0, 0, 0)
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    y0, y1 = y_range or (min(p[1] for p in points), max(p[1] for p in points))
     if y1 - y0 < 1e-12:
         y0, y1 = y0 - 0.5, y1 + 0.5
     cols, rows = width * 2, height * 4
@@ -77,9 +78,10 @@ class LineChart(Widget):
     LineChart > .chart--empty { color: $text-muted; }
     """
 
-    def __init__(self, empty: str = "no data yet", **kwargs) -> None:
+    def __init__(self, empty: str = "no data yet", y_range: tuple[float, float] | None = None,
+                 x_format=lambda x: f"{x:g}", y_format=lambda y: number(y, 4), **kwargs) -> None:
         super().__init__(**kwargs)
-        self.empty = empty
+        self.empty, self.y_range, self.x_format, self.y_format = empty, y_range, x_format, y_format
         self._series: list[Series] = []
         self._version = -1
         self._cache: tuple[tuple, Text] | None = None
@@ -100,17 +102,17 @@ class LineChart(Widget):
             return Text(self.empty, style=self.get_component_rich_style("chart--empty"))
         label_w = 8
         plot_w, plot_h = max(1, width - label_w - 1), max(1, height - 1)
-        bits, owner, (x0, x1, y0, y1) = plot(self._series, plot_w, plot_h)
+        bits, owner, (x0, x1, y0, y1) = plot(self._series, plot_w, plot_h, self.y_range)
         axis = self.get_component_rich_style("chart--axis")
         styles = [self.get_component_rich_style(f"chart--series-{i}") for i in range(2)]
         text = Text(no_wrap=True, overflow="crop")
         for row in range(plot_h):
             if row == 0:
-                label = number(y1, 4)
+                label = self.y_format(y1)
             elif row == plot_h - 1:
-                label = number(y0, 4)
+                label = self.y_format(y0)
             elif row == plot_h // 2 and plot_h >= 5:
-                label = number((y0 + y1) / 2, 4)
+                label = self.y_format((y0 + y1) / 2)
             else:
                 label = ""
             text.append(f"{label[:label_w]:>{label_w}}┤" if label else " " * label_w + "│", axis)
@@ -125,6 +127,6 @@ class LineChart(Widget):
                 run.append(cell)
             text.append("".join(run), run_style)
             text.append("\n")
-        left, right = f"{x0:g}", f"{x1:g}"
+        left, right = self.x_format(x0), self.x_format(x1)
         text.append(" " * label_w + "└" + left + right.rjust(max(1, plot_w - len(left))), axis)
         return text

@@ -50,8 +50,8 @@ class ArtifactsPane(Pane):
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="artifacts-table")
-        for key, label, width in (("kind", "kind", 12), ("name", "name", None), ("size", "size", 9),
-                                  ("quant", "quant", 7), ("when", "modified", 11), ("note", "", None)):
+        for key, label, width in (("kind", "kind", 10), ("name", "name", None), ("note", "", 3), ("size", "size", 9),
+                                  ("quant", "quant", 7), ("when", "modified", 11)):
             table.add_column(label, key=key, width=width)
         yield table
         yield Static(id="artifact-detail")
@@ -85,18 +85,15 @@ class ArtifactsPane(Pane):
         now = self.app.clock()
         success, error, accent = (resolve(v, self.app) for v in ("$success", "$error", "$accent"))
         for a in artifacts:
-            kind = Text(("  " if a.kind == "checkpoint" else "") + a.kind, style="dim" if a.kind == "checkpoint" else "")
-            note = Text()
-            if a.latest:
-                note.append("★ latest ", accent)
-            if a.verified is True:
-                note.append("✓ verified ", success)
-            elif a.verified is False:
-                note.append("✗ failed verify ", error)
-            if a.deployed:
-                note.append("→ " + ", ".join(a.deployed), "dim")
+            kind = Text(a.kind, style="dim" if a.kind == "checkpoint" else "")
+            note = Text()  # details are in the line under the table
+            note.append("★" if a.latest else " ", accent)
+            if a.verified is not None:
+                note.append("✓" if a.verified else "✗", success if a.verified else error)
+            elif a.deployed:
+                note.append("→", accent)
             quant = a.quant or (a.gguf.quantization if a.gguf and not a.gguf.error else "")
-            table.add_row(kind, a.name, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), note, key=a.path)
+            table.add_row(kind, a.name, note, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), key=a.path)
         if not artifacts:
             self.query_one("#artifact-detail", Static).update(
                 f"Nothing in {self.app.config.paths.outputs} yet: train, merge and convert to fill it.")
@@ -156,8 +153,11 @@ class ArtifactsPane(Pane):
 
 
 def describe(a: Artifact) -> str:
-    """One or two lines about an artifact for the detail line under the table."""
-    parts = [a.path]
+    """A few lines about an artifact for the detail under the table."""
+    flags = [text for on, text in ((a.latest, "★ latest of its kind"), (a.verified is True, "✓ verified"),
+                                   (a.verified is False, "✗ failed verification"),
+                                   (bool(a.deployed), "→ deployed as " + ", ".join(a.deployed))) if on]
+    parts = [a.path + ("  ·  " + "  ".join(flags) if flags else "")]
     if a.gguf and not a.gguf.error:
         g = a.gguf
         parts.append(f"{g.architecture} · {g.quantization} · {g.tensors} tensors · ctx {g.context_length or '?'}"

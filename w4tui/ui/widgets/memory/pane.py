@@ -10,6 +10,7 @@ from textual.widgets import Static
 
 from ...data import fmt
 from ...data.system import SystemHistory, SystemSample
+from ..chart import LineChart
 from ..pane import Pane
 from ..status import resolve
 
@@ -21,7 +22,10 @@ VALUE = 24
 class MemoryPane(Pane, can_focus=True):
     PANE_ID, TITLE, KEY = "memory", "Memory & load", "2"
     SHORT = "Memory"
-    DEFAULT_CSS = "MemoryPane #memory-body { height: auto; }"
+    DEFAULT_CSS = """
+    MemoryPane #memory-body { height: auto; }
+    MemoryPane #load-chart { margin-top: 1; min-height: 5; }
+    """
 
     def __init__(self, sampler=None) -> None:
         super().__init__()
@@ -30,9 +34,12 @@ class MemoryPane(Pane, can_focus=True):
         self.device: str | None = None
         self.accelerator: dict[str, int] = {}
         self.accelerator_history: list[float] = []
+        self._backfilled = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="memory-body")
+        yield LineChart(empty="", y_range=(0, 100), id="load-chart", x_format=lambda x: f"{x:.0f} min",
+                        y_format=lambda y: f"{y:.0f}%")
 
     def on_mount(self) -> None:
         self._sample()
@@ -53,11 +60,29 @@ class MemoryPane(Pane, can_focus=True):
             from ...data.system import SystemSampler
 
             self.sampler = SystemSampler(self.app.config.paths.outputs)
+        if not self._backfilled:
+            self._backfilled = True
+            self.deliver("backfill", self.sampler.backfill())
         self.deliver("system", self.sampler.sample())
+
+    def show_backfill(self, samples: list[SystemSample]) -> None:
+        for sample in samples:
+            self.history.add(sample)
 
     def show_system(self, sample: SystemSample) -> None:
         self.history.add(sample)
         self.on_resize()
+        self._chart()
+
+    def _chart(self) -> None:
+        """CPU and RAM, in percent, over the kept history (minutes before the newest sample)."""
+        h, latest = self.history, self.history.latest
+        if latest is None:
+            return
+        times = [(t - latest.time) / 60 for t in h.times]
+        ram = [(x, used / latest.ram_total * 100) for x, used in zip(times, h.ram)] if latest.ram_total else []
+        self.query_one(LineChart).update([list(zip(times, h.cpu)), ram], len(h.times) and id(latest))
+        self.border_subtitle = "CPU % ━  RAM % ━"
 
     # -- drawing ---------------------------------------------------------------------------
     def _body(self) -> Text:

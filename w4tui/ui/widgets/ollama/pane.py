@@ -4,7 +4,7 @@ shown in the pane and retried in the background, never an exception."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from rich.text import Text
@@ -27,8 +27,8 @@ class OllamaSnapshot:
     models: tuple[dict, ...] = ()
     running: tuple[dict, ...] = ()
     error: str | None = None
+    hint: str | None = None
     checked: float = 0.0
-    names: tuple[str, ...] = field(default=())
 
 
 def _when(value, now: float) -> str:
@@ -93,7 +93,7 @@ class OllamaPane(Pane):
             running = tuple(oc.running(config))
             snap = OllamaSnapshot(oc.host(config), models, running, None, self._last_poll)
         except oc.OllamaError as exc:
-            snap = OllamaSnapshot(oc.host(config), error=str(exc), checked=self._last_poll)
+            snap = OllamaSnapshot(oc.host(config), error=exc.message, hint=exc.hint, checked=self._last_poll)
         self.deliver("snapshot", snap)
 
     def show_snapshot(self, snap: OllamaSnapshot) -> None:
@@ -101,8 +101,9 @@ class OllamaPane(Pane):
         state = self.query_one("#ollama-state", Static)
         now = self.app.clock()
         if snap.error:
-            state.update(Text.assemble(("Ollama is down: ", resolve("bold $error", self.app)), snap.error,
-                                       ("\nretrying every few seconds; r retries now", "dim")))
+            state.update(Text.assemble(("✗ " + snap.error, resolve("bold $error", self.app)),
+                                       f"\n{snap.hint}" if snap.hint else "",
+                                       (f"\nasking again every {POLL_S:.0f} s; r asks now", "dim")))
         else:
             loaded = ", ".join(f"{m['model']} ({fmt.size(m.get('size_vram') or m.get('size'))})" for m in snap.running)
             state.update(Text.assemble((f"{snap.host}", "bold"), (f"  {len(snap.models)} models", "dim"),
