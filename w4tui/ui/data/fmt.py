@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 _UNITS = ("B", "KB", "MB", "GB", "TB")
 
@@ -78,3 +80,16 @@ def bar(fraction: float, width: int) -> str:
     full, part = divmod(eighths, 8)
     text = "█" * full + ("" if part == 0 else " ▏▎▍▌▋▊▉"[part])
     return text.ljust(width)[:width]
+
+
+def path(value: str | os.PathLike[str] | None, base: Path) -> str:
+    """A path as the user thinks of it: relative to the config's directory when inside it, else with ~."""
+    if not value:
+        return "-"
+    p = Path(value)
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        home = str(Path.home())
+        text = str(p)
+        return "~" + text[len(home):] if home != "/" and text.startswith(home + os.sep) else text

@@ -26,7 +26,7 @@ def rate(part: dict, chunks: int, elapsed: float) -> str:
 class PromptScreen(ModalScreen[None]):
     DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "PromptScreen") + """
     PromptScreen .dialog { height: 90%; max-width: 120; }
-    PromptScreen VerticalScroll { height: 1fr; border: round $panel-lighten-2; }
+    PromptScreen VerticalScroll { height: 1fr; border: round $foreground 25%; }
     PromptScreen #stats { color: $text-muted; }
     """
     BINDINGS = [Binding("escape", "close", "Close", id="prompt.close")]

@@ -62,7 +62,7 @@ class Pane(Mailbox, Vertical, can_focus=False):
 
     DEFAULT_CSS = """
     Pane {
-        border: round $panel-lighten-2;
+        border: round $foreground 25%;
         border-title-color: $text-muted;
         border-subtitle-color: $text-muted;
         padding: 0 1;

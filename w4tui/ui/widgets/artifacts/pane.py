@@ -96,7 +96,8 @@ class ArtifactsPane(Pane):
             table.add_row(kind, a.name, note, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), key=a.path)
         if not artifacts:
             self.query_one("#artifact-detail", Static).update(
-                f"Nothing in {self.app.config.paths.outputs} yet: train, merge and convert to fill it.")
+                f"Nothing in {fmt.path(self.app.config.paths.outputs, self.app.config.base_dir)} yet: "
+                "train, merge and convert to fill it.")
         paths = [a.path for a in artifacts]
         if keep in paths:
             table.move_cursor(row=paths.index(keep), animate=False)
@@ -113,7 +114,7 @@ class ArtifactsPane(Pane):
         event.stop()
         a = self.selected
         if a is not None:
-            self.query_one("#artifact-detail", Static).update(describe(a))
+            self.query_one("#artifact-detail", Static).update(describe(a, self.app.config.base_dir))
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -152,12 +153,12 @@ class ArtifactsPane(Pane):
         self.rescan()
 
 
-def describe(a: Artifact) -> str:
+def describe(a: Artifact, base) -> str:
     """A few lines about an artifact for the detail under the table."""
     flags = [text for on, text in ((a.latest, "★ latest of its kind"), (a.verified is True, "✓ verified"),
                                    (a.verified is False, "✗ failed verification"),
                                    (bool(a.deployed), "→ deployed as " + ", ".join(a.deployed))) if on]
-    parts = [a.path + ("  ·  " + "  ".join(flags) if flags else "")]
+    parts = [fmt.path(a.path, base) + ("  ·  " + "  ".join(flags) if flags else "")]
     if a.gguf and not a.gguf.error:
         g = a.gguf
         parts.append(f"{g.architecture} · {g.quantization} · {g.tensors} tensors · ctx {g.context_length or '?'}"
@@ -165,5 +166,5 @@ def describe(a: Artifact) -> str:
     elif a.gguf and a.gguf.error:
         parts.append(f"unreadable: {a.gguf.error}")
     if a.parent:
-        parts.append(f"from {a.parent}" + (f" (run {a.run_id})" if a.run_id else ""))
+        parts.append(f"from {fmt.path(a.parent, base)}" + (f" (run {a.run_id})" if a.run_id else ""))
     return "\n".join(parts)

@@ -41,10 +41,10 @@ class LogsPane(Pane):
     SHORT = "Logs"
     DEFAULT_CSS = """
     LogsPane #runs-table { height: 7; }
-    LogsPane Log { height: 1fr; border-top: solid $panel-lighten-2; }
+    LogsPane Log { height: 1fr; border-top: solid $foreground 25%; }
     .-wide LogsPane { layout: horizontal; }
     .-wide LogsPane #runs-table { height: 1fr; width: 52; }
-    .-wide LogsPane Log { border-top: none; border-left: solid $panel-lighten-2; }
+    .-wide LogsPane Log { border-top: none; border-left: solid $foreground 25%; }
     """
     BINDINGS = [
         Binding("f", "toggle_follow", "Follow", id="logs.follow", tooltip="Keep scrolling to the newest output"),

@@ -68,8 +68,12 @@ class MemoryPane(Pane, can_focus=True):
     def show_backfill(self, samples: list[SystemSample]) -> None:
         for sample in samples:
             self.history.add(sample)
+        self._chart()
 
     def show_system(self, sample: SystemSample) -> None:
+        latest = self.history.latest
+        if latest is not None and sample.time <= latest.time:
+            return  # nothing new (a sampler that could not measure again)
         self.history.add(sample)
         self.on_resize()
         self._chart()
@@ -142,9 +146,6 @@ class MemoryPane(Pane, can_focus=True):
         text.append(f"{label[:LABEL - 1]:<{LABEL}}", self._muted)
         text.append(fmt.bar(fraction, bar_w), self._bar)
         text.append(f" {value:<{VALUE - 1}}", "bold")
-        if history and spark_w >= 8:
+        if history and spark_w >= 8:  # narrower: the chart below has the history
             text.append(fmt.sparkline(history, spark_w, low=0, high=high), self._spark)
-        elif history:
-            text.append("\n" + " " * LABEL)
-            text.append(fmt.sparkline(history, width - LABEL, low=0, high=high), self._spark)
         text.append("\n")

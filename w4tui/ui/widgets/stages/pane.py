@@ -65,9 +65,8 @@ class StagesPane(Pane):
         table.add_column("status", key="status", width=12)
         table.add_column("ended", key="ended", width=14)
         table.add_column("took", key="took", width=7)
-        table.add_column("", key="title")
         for name in (*stagespec.NAMES, PIPELINE):
-            table.add_row(name, "", "", "", "", key=name)
+            table.add_row(name, "", "", "", key=name)
         yield table
         yield Static(id="stage-detail")
 
@@ -83,11 +82,10 @@ class StagesPane(Pane):
         now = self.app.clock()
         for name in (*stagespec.NAMES, PIPELINE):
             last = self.last_run(name)
-            title = stagespec.BY_NAME[name].title if name in stagespec.BY_NAME else "All stages, in order"
             ended = fmt.clock(last.ended, now) if last and last.ended else ("since " + fmt.clock(last.started, now) if last else "")
             took = fmt.duration(last.ended - last.started) if last and last.ended else ""
             for column, value in (("status", status_text(last.status if last else None, self.app)),
-                                  ("ended", ended), ("took", took), ("title", Text(title, style="dim"))):
+                                  ("ended", ended), ("took", took)):
                 table.update_cell(name, column, value)
         self._update_detail()
 
@@ -135,19 +133,21 @@ class StagesPane(Pane):
 
     def _describe(self, stage: str, run: RunInfo | None, error: dict | None, tail: list[str]) -> Text:
         app, muted = self.app, resolve("$text-muted", self.app)
+        title = stagespec.BY_NAME[stage].title if stage in stagespec.BY_NAME else "All stages, in order"
         text = Text()
+        text.append(f"{title}\n", "bold")
         if run is None:
-            text.append(f"{stage}: never run. ", "bold")
-            text.append("s or enter starts it with its arguments from the config (editable first).", muted)
+            text.append("Never run. s or enter starts it with its arguments from the config (editable first).",
+                        muted)
             return text
-        text.append(f"{run.id}  ", "bold")
+        text.append(f"{run.id}  ")
         text.append_text(status_text(run.status, app))
         if run.pid:
             text.append(f"  pid {run.pid}", muted)
         if run.exit_code is not None:
             text.append(f"  exit {run.exit_code}", muted)
         if run.output:
-            text.append(f"\noutput {run.output}", muted)
+            text.append(f"\noutput {fmt.path(run.output, app.config.base_dir)}", muted)
         if error:
             text.append(f"\nerror: {error.get('message', '')}", resolve("bold $error", app))
             if error.get("hint"):

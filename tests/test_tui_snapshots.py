@@ -1,0 +1,36 @@
+"""Snapshots of the main screen on the recorded workspace: 80x24 (one pane at a time) and 160x48
+(several panes). Fixed clock, fixed system samples, TZ=UTC: the SVGs are the same on every machine.
+Update with `pytest tests/test_tui_snapshots.py --snapshot-update`, then look at the SVGs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui_helpers import make_app, recorded, settle, utc  # noqa: F401
+
+
+async def _settled(pilot) -> None:
+    await settle(pilot, rounds=6)
+
+
+@pytest.mark.parametrize("keys", [(), ("5", "down", "down", "down"), ("3",)], ids=["training", "failed", "artifacts"])
+def test_main_screen_80x24(snap_compare, recorded, keys):
+    async def run_before(pilot):
+        await _settled(pilot)
+        await pilot.press(*keys)
+        await _settled(pilot)
+
+    assert snap_compare(make_app(recorded), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_main_screen_160x48(snap_compare, recorded):
+    assert snap_compare(make_app(recorded), terminal_size=(160, 48), run_before=_settled)
+
+
+def test_light_theme_160x48(snap_compare, recorded):
+    async def run_before(pilot):
+        pilot.app.theme = "w4tui-light"
+        await pilot.press("3")
+        await _settled(pilot)
+
+    assert snap_compare(make_app(recorded), terminal_size=(160, 48), run_before=run_before)
