@@ -58,6 +58,7 @@ class ArtifactsPane(Pane):
 
     def on_mount(self) -> None:
         self.set_interval(RESCAN_S, self.rescan)
+        self.rescan()
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         """Rescan when a run finished (it may have made or removed something)."""
