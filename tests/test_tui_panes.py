@@ -29,8 +29,9 @@ async def test_training_pane_rebuilds_a_finished_run_from_its_events(recorded):
         assert f"loss {state.losses[-1][1]:.4f}" in head
         # the accelerator memory of that run reached the memory pane (through the screen)
         await pilot.press("2")
-        await settle(pilot)
-        body = text_of(app.screen.query_one("#memory-body", Static))
+        memory = app.screen.query_one("#memory-body", Static)
+        await until(pilot, lambda: "RAM" in text_of(memory), what="a system sample")
+        body = text_of(memory)
         assert "mps alloc" in body and "19.8 GB" in body and "RAM" in body and "8 cores" in body
 
 

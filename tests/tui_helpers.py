@@ -49,13 +49,18 @@ def make_app(config, clock: Callable[[], float] | None = None):
 
 
 async def settle(pilot, rounds: int = 4) -> None:
-    """Let thread workers finish and their results reach the widgets (async workers may be waiting on
-    a dialog the test has yet to answer, so they are not waited for)."""
+    """Let one-off thread workers finish and their results reach the widgets. The panes' polling
+    loops never finish; a short pause per round lets their next results arrive (a poke runs a round
+    at once). Async workers may be waiting on a dialog the test has yet to answer: not waited for."""
     for _ in range(rounds):
-        threads = [w for w in pilot.app.workers if w._thread_worker]
+        threads = [w for w in pilot.app.workers if w._thread_worker and not w.description.startswith("loop:")
+                   and not w.is_cancelled and not w.is_finished]
         if threads:  # (an empty list would mean "all workers")
-            await asyncio.wait_for(asyncio.gather(*[w.wait() for w in threads], return_exceptions=True), 20)
-        await pilot.pause()
+            try:
+                await asyncio.wait_for(asyncio.gather(*[w.wait() for w in threads], return_exceptions=True), 20)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"workers still running after 20 s: {threads}") from None
+        await pilot.pause(0.05)
 
 
 async def until(pilot, predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:

@@ -86,7 +86,7 @@ class W4App(App[int]):
             screen.poll_runs()
             for pane in screen.panes():
                 for name in ("rescan", "refresh_models"):
-                    if hasattr(pane, name):
+                    if hasattr(pane, name) and pane.ready:
                         getattr(pane, name)()
 
     # -- every action, for help and the command palette -----------------------------------------

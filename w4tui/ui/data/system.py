@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HISTORY = 180  # samples kept: 6 minutes at the pane's 2 s interval
+HISTORY = 90  # samples kept: 6 minutes at the pane's 4 s interval
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from ..widgets.stages.pane import StagesPane
 from ..widgets.training.pane import TrainingPane
 
 POLL_S = 1.0
+LATER_S = 0.4  # panes not on the first screen are mounted this long after it
+FIRST_POLL_S = 0.08
 WIDE = (120, 34)             # from this size on, several panes share the screen
 ALWAYS_WIDE = ("training", "memory", "stages")
 PANES = ("training", "memory", "artifacts", "ollama", "stages", "logs")
@@ -41,12 +43,21 @@ class PaneBar(Static):
         for pane in screen.panes():
             style = "bold reverse $primary" if pane.PANE_ID == screen.active else \
                 ("bold" if pane.display else "$text-muted")
-            title = pane.TITLE if self.size.width >= 100 else pane.SHORT
+            title = pane.TITLE if self.app.size.width >= 100 else pane.SHORT
             parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY} {title} [/]")
         live = [r for r in screen.runs if r.live]
         status = f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live \
             else "[$text-muted]idle[/]"
         self.update(Content.from_markup(" ".join(parts) + "   " + status))
+
+
+class ReadyFooter(Footer):
+    """A Footer that draws its keys in the first frame. Textual's waits for the first bindings update
+    and composes one frame later (~70 ms); the keys it would show then are the ones known at mount."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bindings_ready = True  # (a private flag of Footer: without it, it behaves as Footer)
 
 
 class MainScreen(Mailbox, Screen):
@@ -73,43 +84,69 @@ class MainScreen(Mailbox, Screen):
         self.watcher = RunsWatcher(self.app.runner)
 
     def compose(self) -> ComposeResult:
+        self._panes: dict[str, Pane] = {p.PANE_ID: p for p in (
+            TrainingPane(), MemoryPane(self.sampler), ArtifactsPane(self.scanner), OllamaPane(), StagesPane(),
+            LogsPane())}
+        first = self._shown(self._is_wide(self.app.size))
         yield PaneBar(id="pane-bar")
         with Container(id="panes"):
-            yield TrainingPane()
-            yield MemoryPane(self.sampler)
-            yield ArtifactsPane(self.scanner)
-            yield OllamaPane()
-            yield StagesPane()
-            yield LogsPane()
-        yield Footer()
+            # Panes off screen at start are mounted once the first frame (footer included) is out.
+            yield from (pane for pane_id, pane in self._panes.items() if pane_id in first)
+        yield ReadyFooter()
+
+    def mount_rest(self) -> None:
+        """Mount the panes that were left out of the first frame, each in its place."""
+        container = self.query_one("#panes")
+        panes = self.panes()
+        for index, pane in enumerate(panes):
+            if pane.is_attached:
+                continue
+            after = next((p for p in panes[index + 1:] if p.is_attached), None)
+            container.mount(pane, before=after) if after is not None else container.mount(pane)
 
     def panes(self) -> list[Pane]:
-        return list(self.query(Pane))
+        return list(self._panes.values())
 
     def pane(self, pane_id: str) -> Pane:
-        return self.query_one(f"#{pane_id}", Pane)
+        return self._panes[pane_id]
 
     def on_mount(self) -> None:
         self.on_resize()
-        self.poll_runs()
-        self.set_interval(POLL_S, self.poll_runs)
+        # Data after the first frame and its footer: the layout is up at once, the runs follow.
+        self.set_timer(FIRST_POLL_S, lambda: self.run_loop("runs", self._poll_runs, POLL_S))
+        self.set_timer(LATER_S, self.mount_rest)
         self.pane(self.active).focus_main()
+        self.app.theme_changed_signal.subscribe(self, lambda _: self._restyle())
+
+    def _restyle(self) -> None:
+        for pane in self.panes():
+            if pane.ready:
+                pane.restyle()
+        self.query_one(PaneBar).show(self)
+
+    @staticmethod
+    def _is_wide(size) -> bool:
+        return size.width >= WIDE[0] and size.height >= WIDE[1]
+
+    def _shown(self, wide: bool) -> set[str]:
+        return {*ALWAYS_WIDE, self.secondary} if wide else {self.active}
 
     def on_resize(self, _=None) -> None:
-        wide = self.size.width >= WIDE[0] and self.size.height >= WIDE[1]
-        self.set_class(wide, "-wide")
+        self.set_class(self._is_wide(self.size), "-wide")
         self._layout()
 
     def _layout(self) -> None:
-        wide = self.has_class("-wide")
+        shown = self._shown(self.has_class("-wide"))
         for pane in self.panes():
-            pid = pane.PANE_ID
-            pane.display = (pid in ALWAYS_WIDE or pid == self.secondary) if wide else pid == self.active
+            pane.display = pane.PANE_ID in shown
         self.query_one(PaneBar).show(self)
 
     # -- runs: polled here, handed down -----------------------------------------------------
-    @work(thread=True, exclusive=True, group="runs", exit_on_error=False, description="poll runs")
     def poll_runs(self) -> None:
+        """Look at the runs now (after starting or cancelling one), not at the next round."""
+        self.poke("runs")
+
+    def _poll_runs(self) -> None:  # in the "runs" loop's thread
         runs, changed = self.watcher.poll()
         if changed:
             self.deliver("runs", runs)
@@ -118,22 +155,28 @@ class MainScreen(Mailbox, Screen):
         self.runs = runs
         train = next((r for r in runs if r.stage == "train" and r.live), None) or \
             next((r for r in runs if r.stage == "train"), None)
-        self.query_one(TrainingPane).follow(train)
-        for pane_type in (StagesPane, LogsPane, ArtifactsPane):
-            self.query_one(pane_type).show_runs(runs)
+        self.pane("training").follow(train)
+        for pane_id in ("stages", "logs", "artifacts"):
+            self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
 
     @on(TrainingPane.Memory)
     def _memory(self, message: TrainingPane.Memory) -> None:
-        self.query_one(MemoryPane).show_accelerator(message.device, message.memory, message.history)
+        self.pane("memory").show_accelerator(message.device, message.memory, message.history)
 
     # -- panes --------------------------------------------------------------------------------
     def action_show_pane(self, pane_id: str) -> None:
         self.active = pane_id
         if pane_id not in ALWAYS_WIDE:
             self.secondary = pane_id
+        pane = self.pane(pane_id)
+        if not pane.is_attached:
+            self.mount_rest()
         self._layout()
-        self.pane(pane_id).focus_main()
+        if pane.is_mounted:
+            pane.focus_main()
+        else:
+            self.call_after_refresh(pane.focus_main)
 
     def on_descendant_focus(self, event) -> None:
         pane = next((a for a in event.widget.ancestors_with_self if isinstance(a, Pane)), None)
@@ -153,7 +196,7 @@ class MainScreen(Mailbox, Screen):
     @on(StagesPane.ShowLogs)
     def _show_logs(self, message: StagesPane.ShowLogs) -> None:
         self.action_show_pane("logs")
-        self.query_one(LogsPane).select(message.run)
+        self.pane("logs").select(message.run)
 
     @on(ArtifactsPane.Action)
     def _artifact_action(self, message: ArtifactsPane.Action) -> None:
@@ -223,4 +266,4 @@ class MainScreen(Mailbox, Screen):
             self.notify(await asyncio.to_thread(delete, artifact, self.runs))
         except OSError as exc:
             self.notify(f"not deleted: {exc}", severity="error", timeout=8)
-        self.query_one(ArtifactsPane).rescan()
+        self.pane("artifacts").rescan()

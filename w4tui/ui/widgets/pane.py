@@ -3,15 +3,23 @@
 Workers never touch widgets: they ``deliver(topic, value)``, which keeps only the newest value per
 topic and posts a ``Mailbox.Changed`` message whose ``can_replace`` lets a burst of them collapse
 into one update; the handler calls ``show_<topic>(value)`` on the UI thread.
+
+Periodic I/O (polling runs, following a log, sampling the system) runs in one long-lived thread per
+job (``run_loop``) that sleeps between rounds, rather than a Textual worker per round: a worker costs
+several messages through the DOM, which would be most of the TUI's idle CPU.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 from textual.containers import Vertical
 from textual.message import Message
+
+log = logging.getLogger(__name__)
 
 _NOTHING = object()
 
@@ -44,6 +52,38 @@ class Mailbox:
     def _mail(self) -> dict[str, Any]:
         return self.__dict__.setdefault("_mailbox", {})
 
+    def run_loop(self, name: str, work: Callable[[], None], interval: float | Callable[[], float]) -> None:
+        """Call ``work`` in a thread now and then every ``interval`` seconds, or at once when ``poke(name)``
+        is called, until the widget goes away. A thread of its own (a daemon), not one of the executor's:
+        six loops would hold every thread of asyncio's default pool, starving the one-off workers."""
+        wake = self.__dict__.setdefault("_loop_events", {}).setdefault(name, threading.Event())
+
+        def loop() -> None:
+            while not self.__dict__.get("_loops_stopped"):
+                try:
+                    work()
+                except Exception:  # a failed round is logged; the next one may succeed
+                    if not self.__dict__.get("_loops_stopped"):  # (at exit the app may be gone already)
+                        log.exception("%s: %s failed", type(self).__name__, name)
+                every = interval() if callable(interval) else interval
+                # On the clock's multiples of the interval: the loops of all panes then wake together
+                # and their updates share one frame instead of each costing a repaint.
+                wake.wait(every - time.monotonic() % every)
+                wake.clear()
+
+        threading.Thread(target=loop, name=f"w4tui-{name}", daemon=True).start()
+
+    def poke(self, name: str) -> None:
+        """Run loop ``name``'s next round now."""
+        event = self.__dict__.get("_loop_events", {}).get(name)
+        if event is not None:
+            event.set()
+
+    def on_unmount(self) -> None:
+        self.__dict__["_loops_stopped"] = True
+        for event in self.__dict__.get("_loop_events", {}).values():
+            event.set()  # wake the loops so they end now, not an interval later
+
     def on_mailbox_changed(self, message: "Mailbox.Changed") -> None:
         if message.owner is not self:
             return
@@ -74,6 +114,24 @@ class Pane(Mailbox, Vertical, can_focus=False):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(id=self.PANE_ID, **kwargs)
         self.border_title = f"{self.KEY} {self.TITLE}" if self.KEY else self.TITLE
+
+    def set_subtitle(self, text: str) -> None:
+        """Set the border subtitle only when it changes: setting it repaints the whole pane."""
+        if text != self.__dict__.get("_subtitle"):
+            self.__dict__["_subtitle"] = text
+            self.border_subtitle = text
+
+    def restyle(self) -> None:
+        """Redraw what holds colours resolved from the theme (Rich text in Statics and tables)."""
+
+    @property
+    def ready(self) -> bool:
+        """Its children are mounted: true already in on_mount (is_mounted becomes true only after it)."""
+        return self.__dict__.get("_ready", False)
+
+    async def mount_composed_widgets(self, widgets: list) -> None:
+        await super().mount_composed_widgets(widgets)
+        self.__dict__["_ready"] = True
 
     def focus_main(self) -> None:
         """Focus the pane's main widget (its first focusable one), else the pane itself."""

@@ -30,3 +30,13 @@ def _colour(variables: dict[str, str], name: str) -> str:
     # Some variables are contrast rules ("auto 60%"), not colours Rich can use: dim is the nearest.
     value = variables.get(name, "")
     return "dim" if not value or value.startswith("auto") or " " in value else value
+
+
+def set_text(static, text: Text) -> None:
+    """Update a Static only when its text changed, and without a layout pass when its height stays:
+    a relayout of the whole screen every second would be most of the TUI's idle CPU."""
+    old = static.content
+    if isinstance(old, Text) and old == text:
+        return
+    same_height = isinstance(old, Text) and old.plain.count("\n") == text.plain.count("\n") and text.no_wrap
+    static.update(text, layout=not same_height)

@@ -4,7 +4,7 @@ header), which is latest, where each came from; inspect, delete, deploy and veri
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -57,8 +57,7 @@ class ArtifactsPane(Pane):
         yield Static(id="artifact-detail")
 
     def on_mount(self) -> None:
-        self.set_interval(RESCAN_S, self.rescan)
-        self.rescan()
+        self.call_after_refresh(lambda: self.run_loop("artifacts", self._scan, RESCAN_S))
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         """Rescan when a run finished (it may have made or removed something)."""
@@ -66,18 +65,26 @@ class ArtifactsPane(Pane):
         finished = frozenset(r.id for r in runs if not r.live)
         if finished != self._finished:
             self._finished = finished
-            self.rescan()
+            if self.ready:  # else on_mount scans
+                self.rescan()
 
-    @work(thread=True, exclusive=True, group="artifacts", exit_on_error=False, description="scan artifacts")
     def rescan(self) -> None:
+        """Scan now."""
+        self.poke("artifacts")
+
+    def _scan(self) -> None:  # in the "artifacts" loop's thread
         if self.scanner is None:
             from ...data.artifacts import ArtifactScanner
 
             self.scanner = ArtifactScanner(self.app.config)
         self.deliver("artifacts", self.scanner.scan(self.runs))
 
-    def show_artifacts(self, artifacts: list[Artifact]) -> None:
-        if artifacts == self.artifacts and self.query_one(DataTable).row_count:
+    def restyle(self) -> None:
+        if self.ready and self.artifacts:
+            self.show_artifacts(self.artifacts, force=True)
+
+    def show_artifacts(self, artifacts: list[Artifact], force: bool = False) -> None:
+        if artifacts == self.artifacts and self.query_one(DataTable).row_count and not force:
             return
         self.artifacts = artifacts
         table = self.query_one(DataTable)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Log
@@ -12,7 +12,7 @@ from ...data.runs import RunInfo
 from ..pane import Pane
 from ..status import status_text
 
-FOLLOW_S = 0.5
+FOLLOW_S = 1.0
 FIRST_READ = 256 * 1024   # the tail of a long log is enough to start with
 MAX_LINES = 5000
 
@@ -57,6 +57,7 @@ class LogsPane(Pane):
         self.run: RunInfo | None = None
         self.following = True
         self._offset: int | None = None
+        self._request: tuple | None = None  # (run, offset) to read at the loop's next round
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="runs-table")
@@ -66,12 +67,15 @@ class LogsPane(Pane):
         yield Log(max_lines=MAX_LINES, auto_scroll=True, id="run-log")
 
     def on_mount(self) -> None:
-        self.set_interval(FOLLOW_S, self._poll)
+        self.run_loop("logs", self._follow_round, FOLLOW_S)
+        pending, self.run = self.run, None  # a run chosen before this (lazily mounted) pane existed
         self.show_runs(self.runs)
+        if pending is not None:
+            self.select(pending)
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs
-        if not self.is_mounted:
+        if not self.ready:
             return
         table = self.query_one(DataTable)
         keys = [str(row.value) for row in table.rows]
@@ -92,26 +96,37 @@ class LogsPane(Pane):
         elif runs and self.run is None:
             self.select(runs[0])
 
+    def restyle(self) -> None:
+        if self.ready:
+            for run in self.runs:
+                self.query_one(DataTable).update_cell(run.id, "status", status_text(run.status, self.app))
+
     def select(self, run: RunInfo) -> None:
         """Show ``run``'s log from its tail."""
         self.run, self._offset = run, None
+        if not self.ready:
+            return
         self.query_one(Log).clear()
         self._update_title()
         table = self.query_one(DataTable)
         ids = [r.id for r in self.runs]
         if run.id in ids and table.cursor_row != ids.index(run.id):
             table.move_cursor(row=ids.index(run.id), animate=False)
-        self._read(run, None)
+        self._request = (run, None)
+        self.poke("logs")
 
     def _update_title(self) -> None:
         run = self.run
-        self.border_subtitle = (f"{run.stage} · {run.status}" + (" · following" if run.live and self.following else "")
-                                if run else "")
+        self.set_subtitle(f"{run.stage} · {run.status}" + (" · following" if run.live and self.following else "")
+                          if run else "")
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
-        run = next((r for r in self.runs if r.id == str(event.row_key.value)), None)
+        # Go by where the cursor is now, not by the event: a rebuilt table posts highlights for rows the
+        # cursor has already left, and following those would bounce between two runs for ever.
+        row = self.query_one(DataTable).cursor_row
+        run = self.runs[row] if 0 <= row < len(self.runs) else None
         if run is not None and (self.run is None or run.id != self.run.id):
             self.select(run)
 
@@ -120,14 +135,14 @@ class LogsPane(Pane):
         event.stop()
         self.query_one(Log).focus()
 
-    def _poll(self) -> None:
-        if self.run is not None and self.run.live and self.display and self.following:
-            self._read(self.run, self._offset)
-
-    @work(thread=True, exclusive=True, group="logs", exit_on_error=False, description="read run log")
-    def _read(self, run: RunInfo, offset: int | None) -> None:
-        text, new_offset = read_from(run.log_path, offset)
-        self.deliver("text", (run.id, offset, text, new_offset))
+    def _follow_round(self) -> None:  # in the "logs" loop's thread
+        request, self._request = self._request, None
+        if request is None and self.run is not None and self.run.live and self.display and self.following:
+            request = (self.run, self._offset)
+        if request is not None:
+            run, offset = request
+            text, new_offset = read_from(run.log_path, offset)
+            self.deliver("text", (run.id, offset, text, new_offset))
 
     def show_text(self, value: tuple) -> None:
         run_id, offset, text, new_offset = value
@@ -147,7 +162,8 @@ class LogsPane(Pane):
         if self.following:
             self.query_one(Log).scroll_end(animate=False)
             if self.run is not None:
-                self._read(self.run, self._offset)
+                self._request = (self.run, self._offset)
+                self.poke("logs")
         self.notify("following the log" if self.following else "stopped following", timeout=2)
 
     def action_open_log(self) -> None:

@@ -4,7 +4,6 @@ free disk from psutil, each with a sparkline of the last minutes."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
@@ -12,9 +11,9 @@ from ...data import fmt
 from ...data.system import SystemHistory, SystemSample
 from ..chart import LineChart
 from ..pane import Pane
-from ..status import resolve
+from ..status import resolve, set_text
 
-SAMPLE_S = 2.0
+SAMPLE_S = 4.0
 LABEL = 11
 VALUE = 24
 
@@ -42,20 +41,26 @@ class MemoryPane(Pane, can_focus=True):
                         y_format=lambda y: f"{y:.0f}%")
 
     def on_mount(self) -> None:
-        self._sample()
-        self.set_interval(SAMPLE_S, self._sample)
+        # After the first frame (it imports psutil), then every SAMPLE_S.
+        self.call_after_refresh(lambda: self.run_loop("memory", self._sample, SAMPLE_S))
         self.on_resize()
 
     def on_resize(self, _=None) -> None:
-        if self.is_mounted:
-            self.query_one("#memory-body", Static).update(self._body())
+        if self.ready and self.display:  # a hidden pane is drawn when it is shown
+            set_text(self.query_one("#memory-body", Static), self._body())
+
+    def restyle(self) -> None:
+        self.on_resize()
+
+    def on_show(self) -> None:
+        self.on_resize()
+        self._chart()
 
     def show_accelerator(self, device: str | None, memory: dict[str, int], history: list[float]) -> None:
         self.device, self.accelerator, self.accelerator_history = device, memory, history
         self.on_resize()
 
-    @work(thread=True, exclusive=True, group="memory", exit_on_error=False, description="sample system load")
-    def _sample(self) -> None:
+    def _sample(self) -> None:  # in the "memory" loop's thread
         if self.sampler is None:
             from ...data.system import SystemSampler
 
@@ -68,6 +73,7 @@ class MemoryPane(Pane, can_focus=True):
     def show_backfill(self, samples: list[SystemSample]) -> None:
         for sample in samples:
             self.history.add(sample)
+        self.on_resize()
         self._chart()
 
     def show_system(self, sample: SystemSample) -> None:
@@ -81,12 +87,12 @@ class MemoryPane(Pane, can_focus=True):
     def _chart(self) -> None:
         """CPU and RAM, in percent, over the kept history (minutes before the newest sample)."""
         h, latest = self.history, self.history.latest
-        if latest is None:
+        if latest is None or not self.display:
             return
         times = [(t - latest.time) / 60 for t in h.times]
         ram = [(x, used / latest.ram_total * 100) for x, used in zip(times, h.ram)] if latest.ram_total else []
         self.query_one(LineChart).update([list(zip(times, h.cpu)), ram], len(h.times) and id(latest))
-        self.border_subtitle = "CPU % ━  RAM % ━"
+        self.set_subtitle("CPU % ━  RAM % ━")
 
     # -- drawing ---------------------------------------------------------------------------
     def _body(self) -> Text:

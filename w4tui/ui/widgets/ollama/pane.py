@@ -74,16 +74,19 @@ class OllamaPane(Pane):
         yield Static(id="ollama-detail")
 
     def on_mount(self) -> None:
-        self.set_interval(1.0, self._tick)
-        self.refresh_models()
+        # Not before the first frame: importing the client (httpx) in a thread would hold the GIL then.
+        self.set_timer(0.5 if self.display else 1.5,
+                       lambda: self.run_loop("ollama", self._ask, lambda: POLL_S if self.display else POLL_HIDDEN_S))
 
-    def _tick(self) -> None:
-        due = POLL_S if self.display else POLL_HIDDEN_S
-        if self.app.clock() - self._last_poll >= due:
+    def on_show(self) -> None:
+        if self.snapshot is None or self.app.clock() - self._last_poll > POLL_S:
             self.refresh_models()
 
-    @work(thread=True, exclusive=True, group="ollama", exit_on_error=False, description="ask Ollama")
     def refresh_models(self) -> None:
+        """Ask the server now."""
+        self.poke("ollama")
+
+    def _ask(self) -> None:  # in the "ollama" loop's thread
         from .... import ollama_client as oc
 
         config = self.app.config
@@ -96,8 +99,12 @@ class OllamaPane(Pane):
             snap = OllamaSnapshot(oc.host(config), error=exc.message, hint=exc.hint, checked=self._last_poll)
         self.deliver("snapshot", snap)
 
-    def show_snapshot(self, snap: OllamaSnapshot) -> None:
-        previous, self.snapshot = self.snapshot, snap
+    def restyle(self) -> None:
+        if self.ready and self.snapshot is not None:
+            self.show_snapshot(self.snapshot, force=True)
+
+    def show_snapshot(self, snap: OllamaSnapshot, force: bool = False) -> None:
+        previous, self.snapshot = (None if force else self.snapshot), snap
         state = self.query_one("#ollama-state", Static)
         now = self.app.clock()
         if snap.error:

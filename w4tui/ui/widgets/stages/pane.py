@@ -76,7 +76,7 @@ class StagesPane(Pane):
     # -- data down -------------------------------------------------------------------------
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs
-        if not self.is_mounted:
+        if not self.ready:
             return
         table = self.query_one(DataTable)
         now = self.app.clock()
@@ -88,6 +88,10 @@ class StagesPane(Pane):
                                   ("ended", ended), ("took", took)):
                 table.update_cell(name, column, value)
         self._update_detail()
+
+    def restyle(self) -> None:
+        self._detail_key = None
+        self.show_runs(self.runs)
 
     def last_run(self, stage: str) -> RunInfo | None:
         return next((r for r in self.runs if r.stage == stage), None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.widgets import Static
@@ -16,9 +16,10 @@ from ...data.runs import RunInfo
 from ...data.training import TrainingState
 from ..chart import LineChart
 from ..pane import Pane
-from ..status import resolve, status_text
+from ..status import resolve, set_text, status_text
 
 FOLLOW_S = 1.0  # how often a live run's events are read; the train stage reports once per step
+CHART_S = 3.0   # while a run is live the loss chart is redrawn at most this often (the head every second)
 
 
 class TrainingPane(Pane, can_focus=True):
@@ -46,13 +47,15 @@ class TrainingPane(Pane, can_focus=True):
         self.state = TrainingState()
         self._lock = threading.Lock()
         self._reader: EventReader | None = None
+        self._charted = 0.0
+        self._wanted = False  # read once even if the run is not live (a new or just finished run)
 
     def compose(self) -> ComposeResult:
         yield Static(id="training-head")
         yield LineChart(empty="no loss reported yet", id="loss-chart")
 
     def on_mount(self) -> None:
-        self.set_interval(FOLLOW_S, self._poll)
+        self.run_loop("training", self._follow_round, FOLLOW_S)
         self.show_state(None)
 
     def follow(self, run: RunInfo | None) -> None:
@@ -60,7 +63,8 @@ class TrainingPane(Pane, can_focus=True):
         if run is not None and self.run is not None and run.id == self.run.id:
             was_live, self.run = self.run.live, run
             if was_live and not run.live:
-                self._read()  # the events written just before the end
+                self._wanted = True  # the events written just before the end
+                self.poke("training")
             else:
                 self.show_state(None)
             return
@@ -68,42 +72,44 @@ class TrainingPane(Pane, can_focus=True):
         with self._lock:
             self.state = TrainingState(run_id=run.id if run else "")
             self._reader = EventReader(run.events_path) if run else None
-        if run is not None:
-            self._read()
+            self._wanted = run is not None
+        self.poke("training")
         self.show_state(None)
 
-    def _poll(self) -> None:
-        if self.run is not None and self.run.live:
-            self._read()
-        elif self.run is not None and self.state.eta_s is not None:
-            self.show_state(None)
+    def restyle(self) -> None:
+        self.show_state(None)
 
-    @work(thread=True, exclusive=True, group="training", exit_on_error=False, description="read training events")
-    def _read(self) -> None:
-        reader, state = self._reader, self.state
-        if reader is None:
+    def _follow_round(self) -> None:  # in the "training" loop's thread
+        with self._lock:
+            reader, state, wanted, run = self._reader, self.state, self._wanted, self.run
+            self._wanted = False
+        if reader is None or not (wanted or (run is not None and run.live)):
             return
         events = reader.read()
         with self._lock:
             changed = state.apply(events) if state is self.state else False
-        if changed:
-            self.deliver("state", None)
+        if changed or (run is not None and run.live and state.eta_s is not None):
+            self.deliver("state", None)  # (a live run's ETA counts down between its reports)
 
     def show_state(self, _: object) -> None:
         now = self.app.clock()
         with self._lock:
             state = self.state
             head = self._head(state, now)
-            series = [list(state.losses), list(state.eval_losses)]
+            # At most ~1000 points: the chart is a few hundred dots wide, and a 10-hour run has 10k steps.
+            series = [_thin(state.losses), _thin(state.eval_losses)]
             version = state.version
             memory = (state.device, dict(state.memory), list(state.memory_history)) \
                 if version != self._memory_version else None
         if memory is not None:
             self._memory_version = version
             self.post_message(self.Memory(*memory))
-        self.query_one("#training-head", Static).update(head)
-        self.query_one(LineChart).update(series, version)
-        self.border_subtitle = "loss ━ train  ━ eval" if state.eval_losses else ("loss" if state.losses else "")
+        set_text(self.query_one("#training-head", Static), head)
+        live = self.run is not None and self.run.live
+        if not live or time.monotonic() - self._charted >= CHART_S:
+            self._charted = time.monotonic()
+            self.query_one(LineChart).update(series, version)
+        self.set_subtitle("loss ━ train  ━ eval" if state.eval_losses else ("loss" if state.losses else ""))
 
     def _head(self, s: TrainingState, now: float) -> Text:
         app = self.app
@@ -112,7 +118,7 @@ class TrainingPane(Pane, can_focus=True):
             return Text.from_markup("[b]No training run yet.[/b]\nPress [b]5[/b] for Stages and start "
                                     "[b]train[/b] (or run `w4tui run train`); its progress shows here.")
         muted = resolve("$text-muted", app)
-        text = Text(no_wrap=False)
+        text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{run.stage} ", "bold")
         text.append(f"{run.id}  ", muted)
         text.append_text(status_text(run.status, app))
@@ -152,3 +158,7 @@ class TrainingPane(Pane, can_focus=True):
             if s.hint:
                 text.append(f"  ({s.hint})", resolve("$error", app))
         return text
+
+
+def _thin(points: list, most: int = 1000) -> list:
+    return points[:: max(1, len(points) // most)] + (points[-1:] if len(points) > most else [])
