@@ -3,6 +3,7 @@
     python -m stages.train_lora --base_model DIR --dataset data/train --output outputs/adapters/NAME
     python -m stages.train_lora ... --resume                 # continue a crashed or cancelled run
     python -m stages.train_lora ... --resume_from ADAPTER    # nightly: start from an adapter, fresh optimizer
+    python -m stages.train_lora ... --resume_from ADAPTER --replay 0.2 --replay_dataset data/train
 
 Defaults come from the [train] section of the config (W4TUI_CONFIG).
 """
@@ -25,8 +26,9 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="adapter directory (checkpoints go inside)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--resume_from", type=Path, help="start from this adapter with a fresh optimizer (nightly)")
-    p.add_argument("--replay", type=float, default=0.0, help="share of samples replayed from --replay_dataset")
-    p.add_argument("--replay_dataset", type=Path, help="main dataset to replay from (default: [paths] data)")
+    p.add_argument("--replay", type=float, default=0.0,
+                   help="share of the mixed training set drawn from the main dataset (limits forgetting)")
+    p.add_argument("--replay_dataset", type=Path, help="the main dataset to replay from (default: [paths] data)")
     p.add_argument("--lora_r", type=int, default=t.lora_r)
     p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
     p.add_argument("--lora_dropout", type=float, default=t.lora_dropout)
@@ -38,13 +40,16 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--batch_size", type=int, default=t.batch_size)
     p.add_argument("--gradient_accumulation", type=int, default=t.gradient_accumulation)
     p.add_argument("--gradient_checkpointing", action=_BoolFlag, default=t.gradient_checkpointing)
+    p.add_argument("--batching", choices=["pack", "group", "pad"], default=t.batching,
+                   help="pack: random batches packed without cross-attention; group: by length; pad: random, padded")
     p.add_argument("--checkpoint_every", type=int, default=t.checkpoint_every)
     p.add_argument("--log_every", type=int, default=t.log_every)
     p.add_argument("--eval_fraction", type=float, default=t.eval_fraction)
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", choices=["auto", "mps", "cuda", "cpu"], default=t.device)
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache the tokenized data")
+    p.add_argument("--no-cache", dest="cache", action="store_false", default=t.cache,
+                   help="do not cache the tokenized data")
     return p
 
 
@@ -71,8 +76,11 @@ def check_args(args) -> None:
                          hint="run the download stage first, or check --base_model")
     if args.resume_from and not (args.resume_from / "adapter_config.json").is_file():
         raise StageError(f"{args.resume_from}: not a PEFT adapter (no adapter_config.json)")
-    if args.resume and args.resume_from:
-        raise StageError("--resume continues an interrupted run; --resume_from starts a new one: pick one")
+    taken = [name for name in ("adapter_config.json", "checkpoints") if (args.output / name).exists()]
+    if taken and not args.resume:
+        # A second run here would mix its checkpoints with the first one's; --resume would pick the wrong one.
+        raise StageError(f"{args.output}: already holds a training run ({taken[0]})",
+                         hint="add --resume to continue it, or choose another --output")
 
 
 def body(args, events: EventWriter) -> dict:

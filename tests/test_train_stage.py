@@ -64,6 +64,10 @@ def test_loss_decreases_and_events_carry_the_documented_keys(trained):
     record = json.loads((adapter / "training_run.json").read_text())
     assert record["steps"] == 20 and record["samples"] == 44 and record["train_samples"] == 40 and len(record["data"]) == 1
     assert record["args"]["lora_r"] == 16 and record["final_loss"] == pytest.approx(steps[-1]["loss"], rel=1e-3)
+    assert [step for step, _ in record["loss_history"]] == list(range(1, 21)) and record["parent"] == record["base_model"]
+    done = events[-1]
+    assert (done["steps"], done["samples"], done["truncated"], done["skipped"]) == (20, 40, record["truncated"], 0)
+    assert done["final_loss"] == record["final_loss"] and done["tokens"] == record["tokens"] > 0
     assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == ["step-0000012", "step-0000016"]
 
 
@@ -101,6 +105,10 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_does(tmp_path, train
     ref, got = metrics(reference)[-1], metrics(events)[-1]
     assert got["step"] == ref["step"] == 20
     assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)
+    # Resuming with flags that change the run is refused before any model loads.
+    changed, _ = train(tmp_path, tiny_model, data[0], output, "--epochs", "2", "--checkpoint_every", "4",
+                       "--resume", "--lora_r", "8")
+    assert changed.returncode == 1 and "was trained with --lora_r 16; cannot resume exactly" in changed.stderr
 
 
 def test_ctrl_c_saves_a_checkpoint_and_ends_cancelled(tmp_path, tiny_model, data):
@@ -148,3 +156,10 @@ def test_bad_flags_and_inputs_are_one_line(tmp_path, tiny_model, data):
     assert "no checkpoint to resume from" in proc.stderr
     proc, _ = train(tmp_path, tiny_model, data[0], tmp_path / "o", "--lora_r", "0")
     assert proc.returncode == 1 and "--lora_r must be greater than 0" in proc.stderr
+
+
+def test_a_new_run_never_mixes_with_an_old_one(tmp_path, trained, tiny_model, data):
+    adapter, _ = trained
+    proc, _ = train(tmp_path, tiny_model, data[0], adapter)
+    assert proc.returncode == 1 and f"error: {adapter}: already holds a training run" in proc.stderr
+    assert "add --resume" in proc.stderr

@@ -74,6 +74,8 @@ class TrainConfig:
     batch_size: int = field(metadata=_positive())
     gradient_accumulation: int = field(metadata=_positive())
     gradient_checkpointing: bool
+    batching: str = field(metadata=_one_of("pack", "group", "pad"))
+    cache: bool
     checkpoint_every: int = field(metadata=_positive())
     log_every: int = field(metadata=_positive())
     eval_fraction: float = field(metadata=_fraction())

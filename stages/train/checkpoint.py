@@ -31,6 +31,7 @@ class TrainState:
     tokens: int = 0           # tokens processed (not padding)
     samples: int = 0
     data_key: str = ""        # fingerprint of the tokenized data, so a resume on other data is refused
+    settings: dict = field(default_factory=dict)  # the flags that shape the run, so a resume with others is refused
     losses: list = field(default_factory=list)  # [step, loss] history, for the record
 
 
@@ -48,7 +49,8 @@ def save(output: Path, state: TrainState, model, optimizer, scheduler, scaler) -
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                             "numpy": np.random.get_state(),
-                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                            "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None}},
                    tmp / "training_state.pt")
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1) + "\n")
     for old in sorted((output / "checkpoints").glob("step-*"))[:-KEEP]:
@@ -62,8 +64,13 @@ def latest(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, model, optimizer, scheduler, scaler, device: str) -> TrainState:
-    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors"), device=device))
+def read_state(path: Path) -> TrainState:
+    return TrainState(**json.loads((path / "state.json").read_text()))
+
+
+def load(path: Path, model, optimizer, scheduler, scaler) -> TrainState:
+    # Loaded on the CPU; load_state_dict copies into the parameters wherever they live.
+    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
     blob = torch.load(path / "training_state.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
@@ -75,4 +82,6 @@ def load(path: Path, model, optimizer, scheduler, scaler, device: str) -> TrainS
     np.random.set_state(rng["numpy"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return TrainState(**json.loads((path / "state.json").read_text()))
+    if rng.get("mps") is not None and torch.backends.mps.is_available():  # dropout masks on the Mac
+        torch.mps.set_rng_state(rng["mps"])
+    return read_state(path)

@@ -1,0 +1,207 @@
+"""Training throughput: the train stage against a plain Hugging Face Trainer + PEFT baseline.
+
+    python bench/bench_train.py            # ~4 min on 2 CPU cores
+    python bench/bench_train.py --quick    # ~2 min
+
+Both train the same LoRA (r 16, alpha 32, all seven Qwen2 projections) on the same tiny Qwen2 model and
+the same length-skewed chat data (most answers a few lines, a long tail of long ones), tokenized and
+masked identically (assistant tokens only), with the same batch size, accumulation, learning rate,
+cosine schedule, epochs and seed. The baseline uses the Trainer's default batching: random order,
+each batch padded to its longest sample, logits over every position. tokens/s counts real (not padding)
+tokens over the training loop's wall time. "ours, random batches" is the stage with
+--no-group_by_length: it separates what length grouping gains from what the labelled-only logits gain.
+Equal loss: both adapters are scored by one function (PEFT forward) on the same held-out set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from w4tui.demodata import sample as demo_sample  # noqa: E402
+from w4tui.events import read_events  # noqa: E402
+from w4tui.tinymodel import build_model  # noqa: E402
+
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def skewed_dataset(path: Path, count: int, seed: int) -> Path:
+    """80% short answers (a few lines), 20% long ones (several answers joined): a long-tailed length mix."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(count):
+            record = demo_sample(rng)
+            answer = record["messages"][-1]["content"]
+            if rng.random() < 0.8:
+                answer = "\n".join(answer.splitlines()[:rng.randint(1, 4)])
+            else:
+                answer = "\n\n".join([answer] + [demo_sample(rng)["messages"][-1]["content"]
+                                                 for _ in range(rng.randint(1, 4))])
+            record["messages"][-1]["content"] = answer
+            fh.write(json.dumps(record) + "\n")
+    return path
+
+
+def run_ours(model: Path, data: Path, out: Path, cfg: dict, batching: str) -> dict:
+    events = out.with_suffix(".events.jsonl")
+    config = out.parent / "config.toml"
+    config.write_text('[paths]\nstate = "state"\n')
+    env = dict(os.environ, W4TUI_EVENTS=str(events), W4TUI_RUN_ID="bench", W4TUI_CONFIG=str(config),
+               W4TUI_LOG_LEVEL="WARNING")
+    cmd = [sys.executable, "-m", "stages.train_lora", "--base_model", str(model), "--dataset", str(data),
+           "--output", str(out), "--device", "cpu", "--eval_fraction", "0", "--checkpoint_every", "1000000",
+           "--no-gradient_checkpointing", "--batch_size", str(cfg["batch"]), "--gradient_accumulation",
+           str(cfg["accum"]), "--epochs", str(cfg["epochs"]), "--learning_rate", str(cfg["lr"]),
+           "--max_seq_length", str(cfg["max_len"]), "--seed", str(cfg["seed"]), "--log_every", "5",
+           "--batching", batching]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"train stage failed: {proc.stderr.strip()}")
+    done = [e for e in read_events(events) if e["kind"] == "done"][-1]
+    record = json.loads((out / "training_run.json").read_text())
+    losses = [loss for _, loss in record["loss_history"]]
+    return {"tokens_per_second": done["tokens_per_second"], "seconds": done["train_seconds"],
+            "cpu_seconds": record["train_cpu_seconds"], "tokens": record["tokens"] * cfg["epochs"],
+            "steps": done["steps"], "tail_loss": _tail(losses)}
+
+
+def _tail(losses: list[float]) -> float:
+    """Mean train loss over the last tenth of the steps (one step's loss is too noisy to compare)."""
+    k = max(1, len(losses) // 10)
+    return sum(losses[-k:]) / k
+
+
+def run_baseline(model: Path, samples, out: Path, cfg: dict) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    torch.manual_seed(cfg["seed"])
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    base.config.use_cache = False
+    peft_model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **LORA))
+    rows = [{"input_ids": s.ids.tolist(), "labels": s.labels.tolist()} for s in samples]
+    seen = {"tokens": 0}
+
+    def collate(batch):  # pad to the longest in the batch, as DataCollatorForSeq2Seq does
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for i, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[i, :n], mask[i, :n], labels[i, :n] = torch.tensor(r["input_ids"]), 1, torch.tensor(r["labels"])
+        seen["tokens"] += int(mask.sum())
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    steps = math.ceil(math.ceil(len(rows) / cfg["batch"]) / cfg["accum"]) * cfg["epochs"]
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=cfg["batch"],
+                             gradient_accumulation_steps=cfg["accum"], num_train_epochs=cfg["epochs"],
+                             learning_rate=cfg["lr"], lr_scheduler_type="cosine",
+                             warmup_steps=max(1, round(steps * 0.03)), weight_decay=0.0, max_grad_norm=1.0,
+                             logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                             seed=cfg["seed"], remove_unused_columns=False, disable_tqdm=True)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=collate)
+    started, cpu_started = time.monotonic(), time.process_time()
+    trainer.train()
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
+    peft_model.save_pretrained(out)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"tokens_per_second": seen["tokens"] / seconds, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "tokens": seen["tokens"],
+            "steps": trainer.state.global_step, "tail_loss": _tail(losses)}
+
+
+def heldout_loss(model: Path, adapter: Path, samples) -> float:
+    """Mean loss per assistant token on held-out samples, the same function for both adapters."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), adapter)
+    tuned.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in samples:
+            ids, labels = torch.tensor(s.ids[None], dtype=torch.long), torch.tensor(s.labels[None], dtype=torch.long)
+            logits = tuned(input_ids=ids).logits[0, :-1].float()
+            target = labels[0, 1:]
+            keep = target != -100
+            total += float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum"))
+            count += int(keep.sum())
+    return total / count
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples, and only the baseline and the default")
+    p.add_argument("--samples", type=int, help="training samples (default 320, quick 192)")
+    p.add_argument("--keep", type=Path, help="keep the work directory here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cfg = {"batch": 8, "accum": 1, "epochs": 2, "lr": 3e-3, "max_len": 192, "seed": 7,
+           "samples": args.samples or (192 if args.quick else 320)}
+    work = args.keep or Path(tempfile.mkdtemp(prefix="w4tui-bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = build_model(work / "tiny-qwen2", seed=0)
+    train = skewed_dataset(work / "train.jsonl", cfg["samples"], seed=11)
+    heldout = skewed_dataset(work / "heldout.jsonl", 48, seed=12)
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from stages.train.tokenized import load_samples
+
+    tok = AutoTokenizer.from_pretrained(model)
+    samples, report = load_samples(train, tok, cfg["max_len"], "truncate", False, None, print)
+    eval_samples, _ = load_samples(heldout, tok, cfg["max_len"], "truncate", False, None, print)
+    lengths = sorted(len(s.ids) for s in samples)
+    print(f"data: {len(samples)} samples, {report.tokens} tokens, length median {lengths[len(lengths) // 2]}, "
+          f"p90 {lengths[int(len(lengths) * 0.9)]}, max {lengths[-1]} ({report.truncated} truncated); "
+          f"batch {cfg['batch']} x accumulation {cfg['accum']}, {cfg['epochs']} epochs, lr {cfg['lr']}, "
+          f"{torch.get_num_threads()} torch threads, tiny Qwen2 (vocab 151936)", flush=True)
+
+    runs = {"HF Trainer + PEFT (baseline)": lambda out: run_baseline(model, samples, out, cfg)}
+    for batching in (("pack",) if args.quick else ("pad", "group", "pack")):
+        runs[f"ours --batching {batching}"] = lambda out, b=batching: run_ours(model, train, out, cfg, b)
+    results = {}
+    for number, (name, run) in enumerate(runs.items()):
+        out = work / f"run-{number}"
+        results[name] = run(out)
+        results[name]["heldout"] = heldout_loss(model, out, eval_samples)
+        print(f"  done: {name} ({results[name]['seconds']:.0f} s)", flush=True)
+
+    print(f"\n{'trainer':30} {'tokens/s':>9} {'tok/CPU-s':>9} {'seconds':>8} {'steps':>5} {'train loss':>10} "
+          f"{'held-out loss':>13}")
+    for name, r in results.items():
+        print(f"{name:30} {r['tokens_per_second']:9.0f} {r['tokens'] / r['cpu_seconds']:9.0f} {r['seconds']:8.1f} "
+              f"{r['steps']:5d} {r['tail_loss']:10.4f} {r['heldout']:13.4f}")
+    base, ours = results["HF Trainer + PEFT (baseline)"], results["ours --batching pack"]
+    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
+    cpu_ratio = base["cpu_seconds"] / ours["cpu_seconds"]
+    print(f"\nspeed-up of the train stage (default --batching pack) vs the baseline: {ratio:.2f}x tokens/s "
+          f"({cpu_ratio:.2f}x in CPU time, which other load on the machine disturbs less); target >= 1.3x")
+    print(f"loss: held-out {ours['heldout']:.4f} vs baseline {base['heldout']:.4f} "
+          f"({100 * (ours['heldout'] - base['heldout']) / base['heldout']:+.2f}%); train (mean of the last tenth "
+          f"of steps) {ours['tail_loss']:.4f} vs {base['tail_loss']:.4f}")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
