@@ -6,10 +6,27 @@ from __future__ import annotations
 
 import pytest
 
-from tui_helpers import make_app, recorded, settle, utc  # noqa: F401
+from tui_helpers import make_app, recorded, settle, until, utc  # noqa: F401
+
+
+def _loaded(app) -> bool:
+    """Every pane on screen shows its data (the polling threads have delivered)."""
+    screen = app.screen
+    if not screen.runs or not all(p.ready for p in screen.panes()):
+        return False
+    shown = {p.PANE_ID: p for p in screen.panes() if p.display}
+    checks = {
+        "training": lambda p: p.state.final == "succeeded" and p.query_one("LineChart")._version == p.state.version,
+        "memory": lambda p: p.history.latest is not None,
+        "artifacts": lambda p: len(p.artifacts) == 6 and p.query_one("DataTable").row_count == 6,
+        "logs": lambda p: bool(p.query_one("Log").lines),
+        "stages": lambda p: p._detail_key is not None and bool(str(p.query_one("#stage-detail").content)),
+    }
+    return all(checks[k](p) for k, p in shown.items() if k in checks)
 
 
 async def _settled(pilot) -> None:
+    await until(pilot, lambda: _loaded(pilot.app), what="every shown pane to have its data")
     await settle(pilot, rounds=6)
 
 

@@ -12,12 +12,12 @@ from textual.widgets import Label, Static
 
 from .dialogs import DIALOG_CSS
 
-INTRO = """\
-Panes: 1-6 show a pane (on a wide terminal several are shown at once), tab / shift+tab move between
-them, arrows and the mouse move inside. Stages run as detached processes: quitting leaves them running
-and the next `w4tui` re-attaches. ctrl+p lists every action in the command palette.
-Rebind any key in <state>/settings.toml, e.g. [keymap] "stages.start" = "g".\
-"""
+INTRO = (
+    "Panes: 1-6 show a pane (on a wide terminal several are shown at once); tab and shift+tab move "
+    "between them; arrows and the mouse move inside one. Stages run as detached processes: quitting "
+    "leaves them running and the next `w4tui` re-attaches. ctrl+p lists every action in the command "
+    'palette. Rebind any key by its id in <state>/settings.toml, e.g. [keymap] "stages.start" = "g".\n'
+)
 
 
 def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:

@@ -221,8 +221,9 @@ class MainScreen(Mailbox, Screen):
 
         runner, config = self.app.runner, self.app.config
         prepared = await asyncio.to_thread(L.prepare, runner, config, stage, input_path, self.app.clock())
-        args = await self.app.push_screen_wait(StageFormScreen(prepared.title, prepared.args, prepared.note,
-                                                               prepared.blank))
+        args = await self.app.push_screen_wait(StageFormScreen(
+            prepared.title, prepared.args, prepared.note, prepared.blank,
+            extra_hint="none needed" if stage == L.PIPELINE else ""))
         if args is None:
             return
         try:

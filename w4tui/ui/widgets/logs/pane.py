@@ -57,6 +57,7 @@ class LogsPane(Pane):
         self.run: RunInfo | None = None
         self.following = True
         self._offset: int | None = None
+        self._seen: set[str] | None = None  # run ids known at the last update
         self._request: tuple | None = None  # (run, offset) to read at the loop's next round
 
     def compose(self) -> ComposeResult:
@@ -90,7 +91,11 @@ class LogsPane(Pane):
             for run in runs:
                 table.update_cell(run.id, "status", status_text(run.status, self.app))
         current = next((r for r in runs if self.run and r.id == self.run.id), None)
-        if current is not None:
+        started = next((r for r in runs if r.live and self._seen is not None and r.id not in self._seen), None)
+        self._seen = {r.id for r in runs}
+        if started is not None and (current is None or not current.live) and self.following:
+            self.select(started)  # a run just started while nothing live was shown: follow it
+        elif current is not None:
             self.run = current
             self._update_title()
         elif runs and self.run is None:

@@ -22,7 +22,7 @@ class MemoryPane(Pane, can_focus=True):
     PANE_ID, TITLE, KEY = "memory", "Memory & load", "2"
     SHORT = "Memory"
     DEFAULT_CSS = """
-    MemoryPane #memory-body { height: auto; }
+    MemoryPane #memory-body { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     MemoryPane #load-chart { margin-top: 1; min-height: 5; }
     """
 
@@ -37,7 +37,7 @@ class MemoryPane(Pane, can_focus=True):
 
     def compose(self) -> ComposeResult:
         yield Static(id="memory-body")
-        yield LineChart(empty="", y_range=(0, 100), id="load-chart", x_format=lambda x: f"{x:.0f} min",
+        yield LineChart(empty="", y_range=(0, 100), id="load-chart", x_format=_ago,
                         y_format=lambda y: f"{y:.0f}%")
 
     def on_mount(self) -> None:
@@ -155,3 +155,10 @@ class MemoryPane(Pane, can_focus=True):
         if history and spark_w >= 8:  # narrower: the chart below has the history
             text.append(fmt.sparkline(history, spark_w, low=0, high=high), self._spark)
         text.append("\n")
+
+
+def _ago(minutes: float) -> str:
+    """An x-axis label of the load chart: how long before the newest sample."""
+    if abs(minutes) < 1 / 60:
+        return "now"
+    return f"{minutes:.0f} min" if abs(minutes) >= 1 else f"{minutes * 60:.0f} s"

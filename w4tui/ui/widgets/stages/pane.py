@@ -27,7 +27,7 @@ class StagesPane(Pane):
     PANE_ID, TITLE, KEY = "stages", "Stages", "5"
     SHORT = "Stages"
     DEFAULT_CSS = """
-    StagesPane DataTable { height: auto; max-height: 10; }
+    StagesPane DataTable { height: auto; max-height: 10; overflow-x: hidden; }
     StagesPane #stage-detail { height: 1fr; margin-top: 1; }
     """
     BINDINGS = [
@@ -63,7 +63,7 @@ class StagesPane(Pane):
         table = DataTable(cursor_type="row", zebra_stripes=False, id="stages-table")
         table.add_column("stage", key="stage", width=9)
         table.add_column("status", key="status", width=12)
-        table.add_column("ended", key="ended", width=14)
+        table.add_column("ended", key="ended", width=13)
         table.add_column("took", key="took", width=7)
         for name in (*stagespec.NAMES, PIPELINE):
             table.add_row(name, "", "", "", key=name)
@@ -82,7 +82,7 @@ class StagesPane(Pane):
         now = self.app.clock()
         for name in (*stagespec.NAMES, PIPELINE):
             last = self.last_run(name)
-            ended = fmt.clock(last.ended, now) if last and last.ended else ("since " + fmt.clock(last.started, now) if last else "")
+            ended = fmt.clock(last.ended, now) if last and last.ended else ("from " + fmt.clock(last.started, now) if last else "")
             took = fmt.duration(last.ended - last.started) if last and last.ended else ""
             for column, value in (("status", status_text(last.status if last else None, self.app)),
                                   ("ended", ended), ("took", took)):

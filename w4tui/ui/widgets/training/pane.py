@@ -26,7 +26,7 @@ class TrainingPane(Pane, can_focus=True):
     PANE_ID, TITLE, KEY = "training", "Training", "1"
     SHORT = "Training"
     DEFAULT_CSS = """
-    TrainingPane #training-head { height: auto; }
+    TrainingPane #training-head { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     TrainingPane LineChart { margin-top: 1; }
     """
 
