@@ -3,9 +3,7 @@ artifact delete / deploy / verify / rescan. Stages are small stand-ins started t
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Static

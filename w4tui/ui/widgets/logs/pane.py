@@ -7,7 +7,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Log
 
-from ...data import fmt
 from ...data.runs import RunInfo
 from ..pane import Pane
 from ..status import status_text
