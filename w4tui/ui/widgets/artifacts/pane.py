@@ -50,7 +50,7 @@ class ArtifactsPane(Pane):
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="artifacts-table")
-        for key, label, width in (("kind", "kind", 10), ("name", "name", None), ("note", "", 3), ("size", "size", 9),
+        for key, label, width in (("kind", "kind", 10), ("name", "name", 36), ("note", "", 3), ("size", "size", 9),
                                   ("quant", "quant", 7), ("when", "modified", 11)):
             table.add_column(label, key=key, width=width)
         yield table

@@ -61,7 +61,7 @@ class LogsPane(Pane):
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="runs-table")
-        table.add_column("run", key="id")
+        table.add_column("run", key="id", width=30)  # fixed: an auto width could render before it was recomputed
         table.add_column("status", key="status", width=12)
         yield table
         yield Log(max_lines=MAX_LINES, auto_scroll=True, id="run-log")
