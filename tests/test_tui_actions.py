@@ -44,9 +44,8 @@ async def test_start_a_stage_from_the_form_with_edited_arguments(recorded, fake_
     async with app.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
         await pilot.press("5", "down", "down", "s")  # merge
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the form")
         form = app.screen
-        assert isinstance(form, StageFormScreen)
         fields = {flag: value for flag, value in form.fields}
         assert fields["--adapter"] == str(recorded.paths.outputs / "adapters" / ws.BUILD)  # newest adapter
         assert fields["--output"] == str(recorded.paths.outputs / "merged" / ws.BUILD)
@@ -68,9 +67,8 @@ async def test_form_escape_launches_nothing_and_an_empty_input_is_refused(record
     async with app.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
         await pilot.press("5", "down", "down", "down", "down", "s")  # quantize: convert never succeeded
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the form")
         form = app.screen
-        assert isinstance(form, StageFormScreen)
         assert "no gguf to quantize yet" in text_of(form.query_one("#problem", Static))
         assert form.query_one("#f0", Input).value == "" and form.fields[0][0] == "--input"
         await pilot.press("ctrl+s")
@@ -102,9 +100,8 @@ async def test_run_the_pipeline_as_one_detached_run(recorded):
     async with app.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
         await pilot.press("5", "P")
-        await settle(pilot)
-        form = app.screen
-        assert isinstance(form, StageFormScreen) and [f for f, _ in form.fields] == ["--from", "--to"]
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the form")
+        form = app.screen and [f for f, _ in form.fields] == ["--from", "--to"]
         form.query_one("#f0", Input).value = "quantize"
         form.query_one("#f1", Input).value = "quantize"
         await pilot.press("ctrl+s")
@@ -129,10 +126,12 @@ async def test_reattach_to_a_run_started_elsewhere_follow_it_and_quit_leaves_it_
             await until(pilot, lambda: training.state.step >= first + 10, what="more steps to arrive")
             assert training.state.device == "mps" and training.state.losses[-1][0] == training.state.step
             await pilot.press("6")
-            log = app.screen.query_one("#run-log")
-            await until(pilot, lambda: any("step" in line for line in log.lines), what="its output in Logs")
-            seen = len(log.lines)
-            await until(pilot, lambda: len(log.lines) > seen, what="the log to grow (following)")
+            logs = app.screen.query_one("#logs")
+            await until(pilot, lambda: logs.run is not None and logs.run.id == run.id and
+                        any("step" in line for line in logs.lines), what="its output in Logs")
+            seen = logs.lines[-1]
+            await until(pilot, lambda: logs.lines[-1] != seen, what="the log to grow (following)")
+            assert logs.lines[-1] in text_of(app.screen.query_one("#log-tail"))
             await pilot.press("q")
         message = app_module.live_runs_message(Runner(recorded))
         assert run.id in message and "keeps running" in message and "w4tui` again to re-attach" in message
@@ -189,12 +188,12 @@ async def test_artifact_deploy_verify_and_rescan(recorded, fake_start):
         await pilot.press("v")
         assert any("not deployed to Ollama yet" in n for n in notifications(app))
         await pilot.press("ctrl+end", "D")
-        await settle(pilot)
-        assert isinstance(app.screen, StageFormScreen) and ("--gguf", str(gguf)) in app.screen.fields
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the deploy form")
+        assert ("--gguf", str(gguf)) in app.screen.fields
         await pilot.press("escape")
         await pilot.press("v")
-        await settle(pilot)
-        assert isinstance(app.screen, StageFormScreen) and ("--model", f"web4-agent:build-{ws.OLD}") in app.screen.fields
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the verify form")
+        assert ("--model", f"web4-agent:build-{ws.OLD}") in app.screen.fields
         await pilot.press("escape")
         (recorded.paths.outputs / "gguf" / "new-f16.gguf").write_bytes(gguf.read_bytes())
         await pilot.press("r")

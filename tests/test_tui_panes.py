@@ -82,18 +82,21 @@ async def test_logs_pane_lists_runs_and_shows_the_selected_runs_output(recorded)
         await settle(pilot)
         logs = app.screen.query_one("#logs")
         log = app.screen.query_one("#run-log")
-        assert logs.run.stage == "convert" and "No space left on device" in "\n".join(log.lines)
+        assert logs.run.stage == "convert" and "No space left on device" in "\n".join(logs.lines)
+        assert "No space left on device" in text_of(app.screen.query_one("#log-tail"))  # following: the tail
         await pilot.press("down", "down")  # the train run
         await settle(pilot)
-        assert logs.run.stage == "train" and "step 50/50" in "\n".join(log.lines)
-        await pilot.press("o")
-        assert log.has_focus
+        assert logs.run.stage == "train" and "step 50/50" in "\n".join(logs.lines)
+        await pilot.press("o")  # scroll the whole log: following stops, the scrollable log has it all
+        assert log.has_focus and log.display and not logs.following
+        assert log.lines[:2] == ["step 1/50 loss 2.8203", "step 2/50 loss 2.6976"] and len(log.lines) >= 50
         await pilot.press("o")
         assert app.screen.query_one("#runs-table").has_focus
         await pilot.press("f")
+        assert logs.following is True and not log.display and "following the log" in notifications(app)
+        await pilot.press("f")
         assert logs.following is False and "stopped following" in notifications(app)
         await pilot.press("f")
-        assert logs.following is True
         # l in the Stages pane jumps to a stage's last run here
         await pilot.press("5", "down", "down", "l")
         await settle(pilot)
@@ -188,8 +191,7 @@ async def test_keymap_in_settings_rebinds_by_id(recorded):
     async with app.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
         await pilot.press("5", "g")
-        await settle(pilot)
-        assert type(app.screen).__name__ == "StageFormScreen"
+        await until(pilot, lambda: type(app.screen).__name__ == "StageFormScreen", what="the form")
 
 
 async def test_quit_key_exits(recorded):

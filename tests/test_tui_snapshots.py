@@ -19,14 +19,17 @@ def _loaded(app) -> bool:
         "training": lambda p: p.state.final == "succeeded" and p.query_one("LineChart")._version == p.state.version,
         "memory": lambda p: p.history.latest is not None,
         "artifacts": lambda p: len(p.artifacts) == 6 and p.query_one("DataTable").row_count == 6,
-        "logs": lambda p: bool(p.query_one("Log").lines),
+        "logs": lambda p: bool(p.lines) and bool(str(p.query_one("#log-tail").content)),
         "stages": lambda p: p._detail_key is not None and bool(str(p.query_one("#stage-detail").content)),
     }
-    return all(checks[k](p) for k, p in shown.items() if k in checks)
+    missing = [k for k, p in shown.items() if k in checks and not checks[k](p)]
+    app.__dict__["_snapshot_missing"] = missing
+    return not missing
 
 
 async def _settled(pilot) -> None:
-    await until(pilot, lambda: _loaded(pilot.app), what="every shown pane to have its data")
+    await until(pilot, lambda: _loaded(pilot.app),
+                what=lambda: f"every shown pane to have its data (missing: {pilot.app.__dict__.get('_snapshot_missing')})")
     await settle(pilot, rounds=6)
 
 

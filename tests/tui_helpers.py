@@ -63,11 +63,12 @@ async def settle(pilot, rounds: int = 4) -> None:
         await pilot.pause(0.05)
 
 
-async def until(pilot, predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+async def until(pilot, predicate: Callable[[], bool], timeout: float = 15.0, what="") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             runs = [(r.stage, r.status) for r in getattr(pilot.app.screen, "runs", ())][:3]
+            what = what() if callable(what) else what
             raise AssertionError(f"timed out waiting for {what or predicate} (screen {pilot.app.screen!r}, "
                                  f"runs {runs}, notifications {notifications(pilot.app)[-3:]})")
         await asyncio.sleep(0.05)

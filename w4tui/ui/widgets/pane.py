@@ -4,9 +4,9 @@ Workers never touch widgets: they ``deliver(topic, value)``, which keeps only th
 topic and posts a ``Mailbox.Changed`` message whose ``can_replace`` lets a burst of them collapse
 into one update; the handler calls ``show_<topic>(value)`` on the UI thread.
 
-Periodic I/O (polling runs, following a log, sampling the system) runs in one long-lived thread per
-job (``run_loop``) that sleeps between rounds, rather than a Textual worker per round: a worker costs
-several messages through the DOM, which would be most of the TUI's idle CPU.
+Periodic I/O (polling runs, following a log, sampling the system) runs in long-lived threads that
+sleep between rounds (``run_loop``; see ``ticker``), rather than a Textual worker per round: a worker
+costs several messages through the DOM, which would be most of the TUI's idle CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from textual.containers import Vertical
 from textual.message import Message
+
+from .ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,20 @@ class Mailbox:
     def _mail(self) -> dict[str, Any]:
         return self.__dict__.setdefault("_mailbox", {})
 
-    def run_loop(self, name: str, work: Callable[[], None], interval: float | Callable[[], float]) -> None:
+    def run_loop(self, name: str, work: Callable[[], None], interval: float | Callable[[], float],
+                 shared: bool = True) -> None:
         """Call ``work`` in a thread now and then every ``interval`` seconds, or at once when ``poke(name)``
-        is called, until the widget goes away. A thread of its own (a daemon), not one of the executor's:
-        six loops would hold every thread of asyncio's default pool, starving the one-off workers."""
-        wake = self.__dict__.setdefault("_loop_events", {}).setdefault(name, threading.Event())
+        is called, until the widget goes away. ``shared``: on the app's ticker thread with the other quick
+        jobs; else on a thread of its own, for work that may block (HTTP). Never the executor's threads:
+        such loops would hold asyncio's whole default pool, starving the one-off workers."""
+        every = interval if callable(interval) else (lambda: interval)
+        if shared:
+            ticker = self.app.__dict__.setdefault("_w4tui_ticker", Ticker())  # type: ignore[attr-defined]
+            self.__dict__.setdefault("_loops", {})[name] = ticker
+            ticker.add((id(self), name), work, every)
+            return
+        wake = threading.Event()
+        self.__dict__.setdefault("_loops", {})[name] = wake
 
         def loop() -> None:
             while not self.__dict__.get("_loops_stopped"):
@@ -65,24 +76,26 @@ class Mailbox:
                 except Exception:  # a failed round is logged; the next one may succeed
                     if not self.__dict__.get("_loops_stopped"):  # (at exit the app may be gone already)
                         log.exception("%s: %s failed", type(self).__name__, name)
-                every = interval() if callable(interval) else interval
-                # On the clock's multiples of the interval: the loops of all panes then wake together
-                # and their updates share one frame instead of each costing a repaint.
-                wake.wait(every - time.monotonic() % every)
+                wake.wait(every() - time.monotonic() % every())
                 wake.clear()
 
         threading.Thread(target=loop, name=f"w4tui-{name}", daemon=True).start()
 
     def poke(self, name: str) -> None:
         """Run loop ``name``'s next round now."""
-        event = self.__dict__.get("_loop_events", {}).get(name)
-        if event is not None:
-            event.set()
+        loop = self.__dict__.get("_loops", {}).get(name)
+        if isinstance(loop, Ticker):
+            loop.poke((id(self), name))
+        elif loop is not None:
+            loop.set()
 
     def on_unmount(self) -> None:
         self.__dict__["_loops_stopped"] = True
-        for event in self.__dict__.get("_loop_events", {}).values():
-            event.set()  # wake the loops so they end now, not an interval later
+        for name, loop in self.__dict__.get("_loops", {}).items():
+            if isinstance(loop, Ticker):
+                loop.remove((id(self), name))
+            else:
+                loop.set()  # wake the loop so it ends now, not an interval later
 
     def on_mailbox_changed(self, message: "Mailbox.Changed") -> None:
         if message.owner is not self:

@@ -17,6 +17,7 @@ from ..pane import Pane
 from ..status import resolve
 
 RESCAN_S = 15.0  # disk changes nobody announced (a file copied in by hand) show up this late at most
+OTHER_COLUMNS = 10 + 3 + 9 + 7 + 11 + 6 * 2  # the fixed columns and each column's padding
 
 
 class ArtifactsPane(Pane):
@@ -50,9 +51,7 @@ class ArtifactsPane(Pane):
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="artifacts-table")
-        for key, label, width in (("kind", "kind", 10), ("name", "name", 36), ("note", "", 3), ("size", "size", 9),
-                                  ("quant", "quant", 7), ("when", "modified", 11)):
-            table.add_column(label, key=key, width=width)
+        self._columns(table, 12)
         yield table
         yield Static(id="artifact-detail")
 
@@ -89,7 +88,11 @@ class ArtifactsPane(Pane):
         self.artifacts = artifacts
         table = self.query_one(DataTable)
         keep = self.selected.path if self.selected else None
-        table.clear()
+        # Explicit widths, the name's fitted to the names and the pane: an auto width could be drawn
+        # before it was recomputed, and a too-wide one pushes the dates out of an 80-column terminal.
+        fits = max(12, self.size.width - 2 - OTHER_COLUMNS) if self.size.width else 40  # (2: a scrollbar)
+        table.clear(columns=True)
+        self._columns(table, min(fits, max((len(a.name) for a in artifacts), default=4)))
         now = self.app.clock()
         success, error, accent = (resolve(v, self.app) for v in ("$success", "$error", "$accent"))
         for a in artifacts:
@@ -109,6 +112,16 @@ class ArtifactsPane(Pane):
         paths = [a.path for a in artifacts]
         if keep in paths:
             table.move_cursor(row=paths.index(keep), animate=False)
+
+    @staticmethod
+    def _columns(table: DataTable, name_width: int) -> None:
+        for key, label, width in (("kind", "kind", 10), ("name", "name", name_width), ("note", "", 3),
+                                  ("size", "size", 9), ("quant", "quant", 7), ("when", "modified", 11)):
+            table.add_column(label, key=key, width=width)
+
+    def on_resize(self) -> None:
+        if self.ready and self.artifacts:
+            self.show_artifacts(self.artifacts, force=True)
 
     @property
     def selected(self) -> Artifact | None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections import deque
+
+from rich.text import Text
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Log
+from textual.widgets import DataTable, Log, Static
 
 from ...data.runs import RunInfo
 from ..pane import Pane
-from ..status import status_text
+from ..status import set_text, status_text
 
 FOLLOW_S = 1.0
 FIRST_READ = 256 * 1024   # the tail of a long log is enough to start with
@@ -40,14 +44,16 @@ class LogsPane(Pane):
     SHORT = "Logs"
     DEFAULT_CSS = """
     LogsPane #runs-table { height: 7; }
-    LogsPane Log { height: 1fr; border-top: solid $foreground 25%; }
+    LogsPane .output { height: 1fr; border-top: solid $foreground 25%; }
+    LogsPane #log-tail { text-wrap: nowrap; text-overflow: ellipsis; }
     .-wide LogsPane { layout: horizontal; }
     .-wide LogsPane #runs-table { height: 1fr; width: 52; }
-    .-wide LogsPane Log { border-top: none; border-left: solid $foreground 25%; }
+    .-wide LogsPane .output { border-top: none; border-left: solid $foreground 25%; }
     """
     BINDINGS = [
-        Binding("f", "toggle_follow", "Follow", id="logs.follow", tooltip="Keep scrolling to the newest output"),
-        Binding("o", "open_log", "Focus log", id="logs.focus", tooltip="Move between the run list and the log"),
+        Binding("f", "toggle_follow", "Follow", id="logs.follow", tooltip="Show the newest output as it comes"),
+        Binding("o", "open_log", "Scroll log", id="logs.focus",
+                tooltip="Stop following and scroll the whole log; again: back to the run list"),
     ]
 
     def __init__(self) -> None:
@@ -58,15 +64,20 @@ class LogsPane(Pane):
         self._offset: int | None = None
         self._seen: set[str] | None = None  # run ids known at the last update
         self._request: tuple | None = None  # (run, offset) to read at the loop's next round
+        self.lines: deque[str] = deque(maxlen=MAX_LINES)  # the selected run's output (its tail)
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="runs-table")
-        table.add_column("run", key="id", width=30)  # fixed: an auto width could render before it was recomputed
+        table.add_column("run", key="id", width=30)  # (auto width raced with the first rows)
         table.add_column("status", key="status", width=12)
         yield table
-        yield Log(max_lines=MAX_LINES, auto_scroll=True, id="run-log")
+        # Following shows the newest lines in a plain view: repainting it is cheap. The scrollable Log
+        # reflows the screen on every write, so it is only filled when the user wants to scroll.
+        yield Static(id="log-tail", classes="output", markup=False)
+        yield Log(max_lines=MAX_LINES, auto_scroll=False, id="run-log", classes="output")
 
     def on_mount(self) -> None:
+        self.query_one(Log).display = False
         self.run_loop("logs", self._follow_round, FOLLOW_S)
         pending, self.run = self.run, None  # a run chosen before this (lazily mounted) pane existed
         self.show_runs(self.runs)
@@ -110,7 +121,9 @@ class LogsPane(Pane):
         self.run, self._offset = run, None
         if not self.ready:
             return
+        self.lines.clear()
         self.query_one(Log).clear()
+        self._show_tail()
         self._update_title()
         table = self.query_one(DataTable)
         ids = [r.id for r in self.runs]
@@ -137,7 +150,7 @@ class LogsPane(Pane):
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.query_one(Log).focus()
+        self.action_open_log()
 
     def _follow_round(self) -> None:  # in the "logs" loop's thread
         request, self._request = self._request, None
@@ -153,23 +166,51 @@ class LogsPane(Pane):
         if self.run is None or run_id != self.run.id or offset != self._offset:
             return  # stale: another run was selected meanwhile
         self._offset = new_offset
+        if not text and offset is None and not self.run.live:
+            text = f"(no output in {self.run.log_path})\n"
         if text:
-            log = self.query_one(Log)
-            log.auto_scroll = self.following
-            log.write(text if text.endswith("\n") or not text else text + "\n")
-        elif offset is None and not self.run.live:
-            self.query_one(Log).write(f"(no output in {self.run.log_path})\n")
+            self.lines.extend(text.rstrip("\n").split("\n"))
+            if self.following:
+                self._show_tail()
+            else:
+                self.query_one(Log).write(text if text.endswith("\n") else text + "\n")
 
-    def action_toggle_follow(self) -> None:
-        self.following = not self.following
-        self._update_title()
-        if self.following:
-            self.query_one(Log).scroll_end(animate=False)
+    def _show_tail(self) -> None:
+        tail = self.query_one("#log-tail", Static)
+        height = tail.size.height or 24
+        count = len(self.lines)
+        set_text(tail, Text("\n".join(self.lines[i] for i in range(max(0, count - height), count)), no_wrap=True))
+
+    def on_resize(self) -> None:
+        if self.ready and self.following:
+            self._show_tail()
+
+    def _set_following(self, following: bool) -> None:
+        self.following = following
+        log, tail = self.query_one(Log), self.query_one("#log-tail", Static)
+        tail.display, log.display = following, not following
+        if following:
+            self._show_tail()
             if self.run is not None:
                 self._request = (self.run, self._offset)
                 self.poke("logs")
+        else:
+            log.clear()
+            log.write("\n".join(self.lines) + "\n" if self.lines else "")
+            log.scroll_end(animate=False)
+        self._update_title()
+
+    def action_toggle_follow(self) -> None:
+        self._set_following(not self.following)
+        if not self.following and not self.query_one(DataTable).has_focus:
+            self.query_one(Log).focus()
         self.notify("following the log" if self.following else "stopped following", timeout=2)
 
     def action_open_log(self) -> None:
         log, table = self.query_one(Log), self.query_one(DataTable)
-        (table if log.has_focus else log).focus()
+        if log.has_focus:
+            table.focus()
+            return
+        if self.following:
+            self._set_following(False)
+        log.focus()

@@ -19,6 +19,7 @@ from ..status import resolve
 
 POLL_S = 5.0          # while the pane is on screen
 POLL_HIDDEN_S = 60.0  # otherwise: the list is only for the "latest" marker and quick switching
+OTHER_COLUMNS = 9 + 8 + 11 + 10 + 5 * 2  # the fixed columns and each column's padding
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,15 @@ class OllamaPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static("asking Ollama…", id="ollama-state")
         table = DataTable(cursor_type="row", id="ollama-table")
-        for key, label, width in (("name", "name", None), ("size", "size", 9), ("quant", "quant", 8),
-                                  ("modified", "modified", 11), ("run", "loaded", None)):
-            table.add_column(label, key=key, width=width)
+        self._columns(table, 12)
         yield table
         yield Static(id="ollama-detail")
 
     def on_mount(self) -> None:
         # Not before the first frame: importing the client (httpx) in a thread would hold the GIL then.
         self.set_timer(0.5 if self.display else 1.5,
-                       lambda: self.run_loop("ollama", self._ask, lambda: POLL_S if self.display else POLL_HIDDEN_S))
+                       lambda: self.run_loop("ollama", self._ask, lambda: POLL_S if self.display else POLL_HIDDEN_S,
+                                             shared=False))
 
     def on_show(self) -> None:
         if self.snapshot is None or self.app.clock() - self._last_poll > POLL_S:
@@ -119,7 +119,10 @@ class OllamaPane(Pane):
             return
         table = self.query_one(DataTable)
         keep = self.selected
-        table.clear()
+        table.clear(columns=True)  # explicit widths (see the artifacts pane), the name's fitted
+        longest = max((len(m["model"]) + 9 for m in snap.models), default=4)
+        self._columns(table, min(longest, max(16, self.size.width - 2 - OTHER_COLUMNS)) if self.size.width
+                      else longest)
         running = {m["model"]: m for m in snap.running}
         latest_digest = {m["digest"] for m in snap.models if m["model"].endswith(":latest")}
         for m in sorted(snap.models, key=lambda m: m["model"]):
@@ -135,6 +138,12 @@ class OllamaPane(Pane):
         names = [m["model"] for m in sorted(snap.models, key=lambda m: m["model"])]
         if keep in names:
             table.move_cursor(row=names.index(keep), animate=False)
+
+    @staticmethod
+    def _columns(table: DataTable, name_width: int) -> None:
+        for key, label, width in (("name", "name", name_width), ("size", "size", 9), ("quant", "quant", 8),
+                                  ("modified", "modified", 11), ("run", "loaded", 10)):
+            table.add_column(label, key=key, width=width)
 
     @property
     def selected(self) -> str | None:

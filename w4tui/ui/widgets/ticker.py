@@ -1,0 +1,69 @@
+"""One thread that runs the quick periodic jobs of every pane (poll runs, follow a run's events and
+log, sample the system) back to back on the same clock tick, so their results reach the UI together
+and cost one repaint instead of one each. Slow jobs (Ollama over HTTP, a disk scan) get threads of
+their own (``Mailbox.run_loop(..., shared=False)``): they must not hold up the others."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    work: Callable[[], None]
+    interval: Callable[[], float]
+    due: float = 0.0
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self._jobs: dict[object, _Job] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, key: object, work: Callable[[], None], interval: Callable[[], float]) -> None:
+        with self._lock:
+            self._jobs[key] = _Job(work, interval)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="w4tui-ticker", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def remove(self, key: object) -> None:
+        with self._lock:
+            self._jobs.pop(key, None)
+
+    def poke(self, key: object) -> None:
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None:
+                job.due = 0.0
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                due = [job for job in self._jobs.values() if job.due <= now]
+            for job in due:
+                try:
+                    job.work()
+                except Exception:  # a failed round is logged; the next one may succeed
+                    log.exception("periodic job %s failed", getattr(job.work, "__qualname__", job.work))
+                every = job.interval()
+                # On the clock's multiples of the interval, so jobs of equal interval run together.
+                job.due = (time.monotonic() // every + 1) * every
+            with self._lock:
+                if not self._jobs:  # every pane is gone (the app quit): end; add() starts a new thread
+                    self._thread = None
+                    return
+                wait = min(job.due for job in self._jobs.values()) - time.monotonic()
+            self._wake.wait(max(0.0, wait))
+            self._wake.clear()
