@@ -101,7 +101,8 @@ async def test_run_the_pipeline_as_one_detached_run(recorded):
         await settle(pilot)
         await pilot.press("5", "P")
         await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the form")
-        form = app.screen and [f for f, _ in form.fields] == ["--from", "--to"]
+        form = app.screen
+        assert [f for f, _ in form.fields] == ["--from", "--to"]
         form.query_one("#f0", Input).value = "quantize"
         form.query_one("#f1", Input).value = "quantize"
         await pilot.press("ctrl+s")
