@@ -19,7 +19,7 @@ from typing import Any, Callable
 from textual.containers import Vertical
 from textual.message import Message
 
-from .ticker import Ticker
+from .ticker import Ticker, defer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class Mailbox:
         """From a worker thread: keep only the newest ``value`` per topic and wake the owner."""
         with self._mail_lock:
             self._mail[topic] = value
-        self.post_message(Mailbox.Changed(self, topic))  # type: ignore[attr-defined]
+        message = Mailbox.Changed(self, topic)
+        if not defer(lambda: self.post_message(message)):  # type: ignore[attr-defined]
+            self.post_message(message)  # type: ignore[attr-defined]
 
     @property
     def _mail_lock(self) -> threading.Lock:

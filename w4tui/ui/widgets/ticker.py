@@ -21,6 +21,19 @@ class _Job:
     due: float = 0.0
 
 
+_batch = threading.local()
+
+
+def defer(post: Callable[[], None]) -> bool:
+    """Hold ``post`` until the ticker's round ends, when called from one of its jobs (else False):
+    messages posted back to back are handled in one turn of the event loop, so one frame shows them."""
+    pending = getattr(_batch, "posts", None)
+    if pending is None:
+        return False
+    pending.append(post)
+    return True
+
+
 class Ticker:
     def __init__(self) -> None:
         self._jobs: dict[object, _Job] = {}
@@ -52,6 +65,7 @@ class Ticker:
             now = time.monotonic()
             with self._lock:
                 due = [job for job in self._jobs.values() if job.due <= now]
+            _batch.posts = []
             for job in due:
                 try:
                     job.work()
@@ -60,6 +74,9 @@ class Ticker:
                 every = job.interval()
                 # On the clock's multiples of the interval, so jobs of equal interval run together.
                 job.due = (time.monotonic() // every + 1) * every
+            posts, _batch.posts = _batch.posts, None
+            for post in posts:
+                post()
             with self._lock:
                 if not self._jobs:  # every pane is gone (the app quit): end; add() starts a new thread
                     self._thread = None
