@@ -52,12 +52,27 @@ class PaneBar(Static):
 
 
 class ReadyFooter(Footer):
-    """A Footer that draws its keys in the first frame. Textual's waits for the first bindings update
-    and composes one frame later (~70 ms); the keys it would show then are the ones known at mount."""
+    """A Footer that draws its keys in the first frame, and recomposes only when they change. Textual's
+    waits for the first bindings update and composes one frame later (~70 ms), then again on each
+    focus change even when the keys are the same."""
 
     def __init__(self) -> None:
         super().__init__()
         self._bindings_ready = True  # (a private flag of Footer: without it, it behaves as Footer)
+        self._shown: tuple | None = None
+
+    def _keys(self) -> tuple:
+        return tuple((key, b.key, b.description, b.show, enabled)
+                     for key, (_, b, enabled, _tooltip) in self.screen.active_bindings.items())
+
+    def compose(self):
+        self._shown = self._keys()
+        yield from super().compose()
+
+    def bindings_changed(self, screen) -> None:
+        if screen is self.screen and self._shown is not None and self._keys() == self._shown:
+            return
+        super().bindings_changed(screen)
 
 
 class MainScreen(Mailbox, Screen):

@@ -46,6 +46,9 @@ class LogsPane(Pane):
     LogsPane #runs-table { height: 7; }
     LogsPane .output { height: 1fr; border-top: solid $foreground 25%; }
     LogsPane #log-tail { text-wrap: nowrap; text-overflow: ellipsis; }
+    LogsPane #run-log { display: none; }
+    LogsPane.-scrolling #run-log { display: block; }
+    LogsPane.-scrolling #log-tail { display: none; }
     .-wide LogsPane { layout: horizontal; }
     .-wide LogsPane #runs-table { height: 1fr; width: 52; }
     .-wide LogsPane .output { border-top: none; border-left: solid $foreground 25%; }
@@ -77,7 +80,6 @@ class LogsPane(Pane):
         yield Log(max_lines=MAX_LINES, auto_scroll=False, id="run-log", classes="output")
 
     def on_mount(self) -> None:
-        self.query_one(Log).display = False
         self.run_loop("logs", self._follow_round, FOLLOW_S)
         pending, self.run = self.run, None  # a run chosen before this (lazily mounted) pane existed
         self.show_runs(self.runs)
@@ -187,8 +189,8 @@ class LogsPane(Pane):
 
     def _set_following(self, following: bool) -> None:
         self.following = following
-        log, tail = self.query_one(Log), self.query_one("#log-tail", Static)
-        tail.display, log.display = following, not following
+        log = self.query_one(Log)
+        self.set_class(not following, "-scrolling")
         if following:
             self._show_tail()
             if self.run is not None:
