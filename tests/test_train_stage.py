@@ -67,7 +67,7 @@ def test_loss_decreases_and_events_carry_the_documented_keys(trained):
     assert [step for step, _ in record["loss_history"]] == list(range(1, 21)) and record["parent"] == record["base_model"]
     done = events[-1]
     assert (done["steps"], done["samples"], done["truncated"], done["skipped"]) == (20, 40, record["truncated"], 0)
-    assert done["final_loss"] == record["final_loss"] and done["tokens"] == record["tokens"] > 0
+    assert done["final_loss"] == record["final_loss"] and done["tokens"] == record["train_tokens"] > 0
     assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == ["step-0000012", "step-0000016"]
 
 

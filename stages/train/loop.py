@@ -100,7 +100,7 @@ def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples
                 value, _ = loss_sum(model, batch, device)
                 scaled = value / window_labels
                 (scaler.scale(scaled) if scaler else scaled).backward()
-                step_loss += float(value)
+                step_loss += float(value.detach())
                 state.tokens += batch.tokens
                 window_tokens += batch.tokens
             if scaler:

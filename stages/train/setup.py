@@ -70,13 +70,15 @@ def train(args, events: EventWriter) -> dict:
     result = run(model, optimizer, scheduler, scaler, train_samples, eval_samples, state, cfg, args.output,
                  precision.device, tokenizer.pad_token_id or 0, events)
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
-    counts = {"train_samples": len(train_samples), "eval_samples": len(eval_samples), "replayed": replayed,
+    train_tokens = int(sum(len(s.ids) for s in train_samples))
+    counts = {"train_samples": len(train_samples), "train_tokens": train_tokens, "eval_samples": len(eval_samples),
+              "replayed": replayed,
               "replay_data": replay_files, "device": precision.device, "base_dtype": precision.dtype}
     _save_adapter(model, args, report, result, counts, parent, started, state.losses)
     events.artifact(args.output.resolve(), "adapter", parent=parent, base_model=str(args.base_model.resolve()),
                     loss=result["loss"], eval_loss=result["eval_loss"])
     return {"final_loss": result["loss"], "eval_loss": result["eval_loss"], "steps": result["steps"],
-            "samples": len(train_samples), "tokens": report.tokens, "truncated": report.truncated,
+            "samples": len(train_samples), "tokens": train_tokens, "truncated": report.truncated,
             "dropped": report.dropped, "skipped": report.skipped, "replayed": replayed,
             "train_seconds": result["train_seconds"], "tokens_per_second": result["tokens_per_second"]}
 
