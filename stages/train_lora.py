@@ -11,6 +11,7 @@ Defaults come from the [train] section of the config (W4TUI_CONFIG).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -83,8 +84,15 @@ def check_args(args) -> None:
                          hint="add --resume to continue it, or choose another --output")
 
 
+def torch_environment() -> None:
+    """Settings torch reads when it is imported, so they must be set before."""
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # ops MPS lacks run on the CPU instead of failing
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the tokenizer
+
+
 def body(args, events: EventWriter) -> dict:
     check_args(args)
+    torch_environment()
     from stages.train import setup  # torch and transformers only once the arguments are known to be good
 
     return setup.train(args, events)

@@ -135,3 +135,14 @@ def test_device_choice():
     assert pick_precision("mps", bf16_supported=True).dtype == "bfloat16"
     old_mac = pick_precision("mps", bf16_supported=False)
     assert old_mac.dtype == "float16" and old_mac.grad_scaler
+
+
+def test_mps_fallback_is_set_before_torch_loads():
+    """torch reads PYTORCH_ENABLE_MPS_FALLBACK when it loads: the stage must not import torch before setting it."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.environ.pop('PYTORCH_ENABLE_MPS_FALLBACK', None); import stages.train_lora as t; "
+            "assert 'torch' not in sys.modules; t.torch_environment(); print(os.environ['PYTORCH_ENABLE_MPS_FALLBACK'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -41,8 +40,7 @@ def pick_precision(device: str, bf16_supported: bool) -> Precision:
 
 def detect(requested: str) -> Precision:
     """The real machine's choice (imports torch)."""
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # ops MPS lacks run on the CPU instead of failing
-    import torch
+    import torch  # PYTORCH_ENABLE_MPS_FALLBACK is set before torch loads: stages.train_lora.torch_environment
 
     mps = torch.backends.mps.is_available()
     cuda = torch.cuda.is_available()

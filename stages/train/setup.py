@@ -29,7 +29,6 @@ TRAJECTORY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs"
 
 
 def train(args, events: EventWriter) -> dict:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
