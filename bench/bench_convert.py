@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
+from w4tui.demo.tinymodel import SHAPES, build_model  # noqa: E402
 from w4tui.fsutil import human_bytes  # noqa: E402
-from w4tui.tinymodel import SHAPES, build_model  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -79,29 +79,57 @@ def make_adapter(base: Path, out: Path, rank: int = 16, alpha: int = 32, seed: i
     """A random PEFT LoRA adapter in the exact on-disk format PEFT's save_pretrained writes."""
     from safetensors.numpy import save_file
 
-    from w4tui.tinymodel import tensor_shapes
+    from w4tui.demo.tinymodel import tensor_shapes
+
     config = json.loads((base / "config.json").read_text())
-    shape = next(s for s in SHAPES.values() if s.hidden == config["hidden_size"] and s.layers == config["num_hidden_layers"])
+    shape = next(
+        s for s in SHAPES.values() if s.hidden == config["hidden_size"] and s.layers == config["num_hidden_layers"]
+    )
     rng = np.random.default_rng(seed)
     tensors = {}
-    for name, (rows, cols) in ((n, s) for n, s in tensor_shapes(shape) if n.endswith(".weight") and n.split(".")[-2] in TARGETS):
+    for name, (rows, cols) in (
+        (n, s) for n, s in tensor_shapes(shape) if n.endswith(".weight") and n.split(".")[-2] in TARGETS
+    ):
         module = "base_model.model." + name.removesuffix(".weight")
-        tensors[module + ".lora_A.weight"] = rng.standard_normal((rank, cols), dtype=np.float32) / np.float32(np.sqrt(cols))
+        tensors[module + ".lora_A.weight"] = rng.standard_normal((rank, cols), dtype=np.float32) / np.float32(
+            np.sqrt(cols)
+        )
         tensors[module + ".lora_B.weight"] = 0.01 * rng.standard_normal((rows, rank), dtype=np.float32)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base), "r": rank,
-        "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": list(TARGETS), "bias": "none",
-        "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "inference_mode": True}, indent=2))
+    (out / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "base_model_name_or_path": str(base),
+                "r": rank,
+                "lora_alpha": alpha,
+                "lora_dropout": 0.0,
+                "target_modules": list(TARGETS),
+                "bias": "none",
+                "fan_in_fan_out": False,
+                "use_rslora": False,
+                "use_dora": False,
+                "inference_mode": True,
+            },
+            indent=2,
+        )
+    )
     return out
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of one command; fails loudly if it fails."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", LAUNCH, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          env=env, cwd=ROOT, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", LAUNCH, *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -128,6 +156,7 @@ def warm(paths: list[Path]) -> None:
 
 def tensor_digests(path: Path) -> dict[str, tuple]:
     from gguf_fast import read_gguf
+
     return {name: (t.type, t.shape, hashlib.sha256(t.data).hexdigest()) for name, t in read_gguf(path).tensors.items()}
 
 
@@ -135,11 +164,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--7b", dest="big", action="store_true", help="the 7B shape (15.2 GB) instead of 0.5B")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/w4tui-bench"))
-    parser.add_argument("--llama-cpp-src", type=Path, default=os.environ.get("W4TUI_LLAMA_CPP_SRC"),
-                        help="llama.cpp source root with convert_hf_to_gguf.py (default: $W4TUI_LLAMA_CPP_SRC)")
+    parser.add_argument(
+        "--llama-cpp-src",
+        type=Path,
+        default=os.environ.get("W4TUI_LLAMA_CPP_SRC"),
+        help="llama.cpp source root with convert_hf_to_gguf.py (default: $W4TUI_LLAMA_CPP_SRC)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of the floor and of ours (median; default 3)")
-    parser.add_argument("--ours-only", action="store_true",
-                        help="skip the reference path (it holds the whole model in memory)")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="skip the reference path (it holds the whole model in memory)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the outputs (the models are always kept)")
     args = parser.parse_args()
     if not args.ours_only and (not args.llama_cpp_src or not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file()):
@@ -169,43 +203,78 @@ def main() -> int:
     ours_digests = tensor_digests(out / "ours.gguf")  # compared with the reference's once ours is deleted
     if not args.keep:
         (out / "ours.gguf").unlink()
-    plain = repeated(args.repeat, [py, "-m", "stages.convert_gguf", "--model", str(base), "--output", "{out}"],
-                     out / "plain.gguf", env=quiet)
-    rows += [("floor: copy the bytes", *floor), ("ours: convert_gguf --adapter", *ours),
-             ("ours: convert_gguf, no adapter", *plain)]
-    m = measure([py, "-m", "stages.merge_lora", "--adapter", str(adapter), "--base_model", str(base),
-                 "--output", str(out / "ours-merged")], env=quiet)
-    c = measure([py, "-m", "stages.convert_gguf", "--model", str(out / "ours-merged"), "--output",
-                 str(out / "ours2.gguf")], env=quiet)
+    plain = repeated(
+        args.repeat,
+        [py, "-m", "stages.convert_gguf", "--model", str(base), "--output", "{out}"],
+        out / "plain.gguf",
+        env=quiet,
+    )
+    rows += [
+        ("floor: copy the bytes", *floor),
+        ("ours: convert_gguf --adapter", *ours),
+        ("ours: convert_gguf, no adapter", *plain),
+    ]
+    m = measure(
+        [
+            py,
+            "-m",
+            "stages.merge_lora",
+            "--adapter",
+            str(adapter),
+            "--base_model",
+            str(base),
+            "--output",
+            str(out / "ours-merged"),
+        ],
+        env=quiet,
+    )
+    c = measure(
+        [py, "-m", "stages.convert_gguf", "--model", str(out / "ours-merged"), "--output", str(out / "ours2.gguf")],
+        env=quiet,
+    )
     rows += [("ours: merge_lora", *m), ("ours: convert_gguf (merged)", *c)]
     shutil.rmtree(out / "ours-merged")
     (out / "ours2.gguf").unlink()
     two_wall, two_rss = m[0] + c[0], max(m[1], c[1])
     if not args.ours_only:
         rm = measure([py, "-c", REFERENCE_MERGE, str(base), str(adapter), str(out / "ref-merged")])
-        rc = measure([py, str(args.llama_cpp_src / "convert_hf_to_gguf.py"), str(out / "ref-merged"),
-                      "--outfile", str(out / "ref.gguf"), "--outtype", "f16"])
+        rc = measure(
+            [
+                py,
+                str(args.llama_cpp_src / "convert_hf_to_gguf.py"),
+                str(out / "ref-merged"),
+                "--outfile",
+                str(out / "ref.gguf"),
+                "--outtype",
+                "f16",
+            ]
+        )
         rows += [("reference: PEFT merge + save", *rm), ("reference: convert_hf_to_gguf", *rc)]
         shutil.rmtree(out / "ref-merged")
         ref_wall, ref_rss = rm[0] + rc[0], max(rm[1], rc[1])
         rows.append(("reference total", ref_wall, ref_rss))
     rows.append(("ours two-stage total", two_wall, two_rss))
 
-    print(f"\nmodel: Qwen2 {shape}-shaped, {human_bytes(model_bytes)} bf16; adapter r=16 on 7 projections; "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"\nmodel: Qwen2 {shape}-shaped, {human_bytes(model_bytes)} bf16; adapter r=16 on 7 projections; "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'':34} {'wall s':>8} {'peak RSS':>10} {'RSS/model':>10}")
     for label, wall, rss in rows:
         print(f"{label:34} {wall:8.2f} {human_bytes(rss):>10} {rss / model_bytes:10.1%}")
-    print(f"\nours: peak RSS {ours[1] / model_bytes:.1%} of the model (target <= 15%), "
-          f"{ours[0] / floor[0]:.2f}x the copy floor's time (target <= 2x); without an adapter "
-          f"{plain[0] / floor[0]:.2f}x")
+    print(
+        f"\nours: peak RSS {ours[1] / model_bytes:.1%} of the model (target <= 15%), "
+        f"{ours[0] / floor[0]:.2f}x the copy floor's time (target <= 2x); without an adapter "
+        f"{plain[0] / floor[0]:.2f}x"
+    )
     if not args.ours_only:
-        print(f"ours vs reference: {ref_wall / ours[0]:.1f}x faster (target >= 3x), peak RSS "
-              f"{ref_rss / ours[1]:.0f}x smaller; ours two-stage {ref_wall / two_wall:.1f}x faster")
+        print(
+            f"ours vs reference: {ref_wall / ours[0]:.1f}x faster (target >= 3x), peak RSS "
+            f"{ref_rss / ours[1]:.0f}x smaller; ours two-stage {ref_wall / two_wall:.1f}x faster"
+        )
         theirs = tensor_digests(out / "ref.gguf")
         same = sum(1 for name, digest in theirs.items() if ours_digests.get(name) == digest)
-        print(f"ours vs reference output: {same}/{len(theirs)} tensors byte-identical "
-              f"({len(ours_digests)} in ours)")
+        print(f"ours vs reference output: {same}/{len(theirs)} tensors byte-identical ({len(ours_digests)} in ours)")
     if not args.keep:
         shutil.rmtree(out)
     return 0

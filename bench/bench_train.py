@@ -33,12 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from w4tui.demodata import sample as demo_sample  # noqa: E402
+from w4tui.demo.samples import sample as demo_sample  # noqa: E402
+from w4tui.demo.tinymodel import build_model  # noqa: E402
 from w4tui.events import read_events  # noqa: E402
-from w4tui.tinymodel import build_model  # noqa: E402
 
-LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+LORA = dict(
+    r=16,
+    lora_alpha=32,
+    lora_dropout=0.05,
+    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+)
 
 
 def skewed_dataset(path: Path, count: int, seed: int) -> Path:
@@ -49,10 +53,11 @@ def skewed_dataset(path: Path, count: int, seed: int) -> Path:
             record = demo_sample(rng)
             answer = record["messages"][-1]["content"]
             if rng.random() < 0.8:
-                answer = "\n".join(answer.splitlines()[:rng.randint(1, 4)])
+                answer = "\n".join(answer.splitlines()[: rng.randint(1, 4)])
             else:
-                answer = "\n\n".join([answer] + [demo_sample(rng)["messages"][-1]["content"]
-                                                 for _ in range(rng.randint(1, 4))])
+                answer = "\n\n".join(
+                    [answer] + [demo_sample(rng)["messages"][-1]["content"] for _ in range(rng.randint(1, 4))]
+                )
             record["messages"][-1]["content"] = answer
             fh.write(json.dumps(record) + "\n")
     return path
@@ -62,23 +67,57 @@ def run_ours(model: Path, data: Path, out: Path, cfg: dict, batching: str) -> di
     events = out.with_suffix(".events.jsonl")
     config = out.parent / "config.toml"
     config.write_text('[paths]\nstate = "state"\n')
-    env = dict(os.environ, W4TUI_EVENTS=str(events), W4TUI_RUN_ID="bench", W4TUI_CONFIG=str(config),
-               W4TUI_LOG_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "stages.train_lora", "--base_model", str(model), "--dataset", str(data),
-           "--output", str(out), "--device", "cpu", "--eval_fraction", "0", "--checkpoint_every", "1000000",
-           "--no-gradient_checkpointing", "--batch_size", str(cfg["batch"]), "--gradient_accumulation",
-           str(cfg["accum"]), "--epochs", str(cfg["epochs"]), "--learning_rate", str(cfg["lr"]),
-           "--max_seq_length", str(cfg["max_len"]), "--seed", str(cfg["seed"]), "--log_every", "5",
-           "--batching", batching]
+    env = dict(
+        os.environ, W4TUI_EVENTS=str(events), W4TUI_RUN_ID="bench", W4TUI_CONFIG=str(config), W4TUI_LOG_LEVEL="WARNING"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.train_lora",
+        "--base_model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--eval_fraction",
+        "0",
+        "--checkpoint_every",
+        "1000000",
+        "--no-gradient_checkpointing",
+        "--batch_size",
+        str(cfg["batch"]),
+        "--gradient_accumulation",
+        str(cfg["accum"]),
+        "--epochs",
+        str(cfg["epochs"]),
+        "--learning_rate",
+        str(cfg["lr"]),
+        "--max_seq_length",
+        str(cfg["max_len"]),
+        "--seed",
+        str(cfg["seed"]),
+        "--log_every",
+        "5",
+        "--batching",
+        batching,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"train stage failed: {proc.stderr.strip()}")
     done = [e for e in read_events(events) if e["kind"] == "done"][-1]
     record = json.loads((out / "training_run.json").read_text())
     losses = [loss for _, loss in record["loss_history"]]
-    return {"tokens_per_second": done["tokens_per_second"], "seconds": done["train_seconds"],
-            "cpu_seconds": record["train_cpu_seconds"], "tokens": record["train_tokens"] * cfg["epochs"],
-            "steps": done["steps"], "tail_loss": _tail(losses)}
+    return {
+        "tokens_per_second": done["tokens_per_second"],
+        "seconds": done["train_seconds"],
+        "cpu_seconds": record["train_cpu_seconds"],
+        "tokens": record["train_tokens"] * cfg["epochs"],
+        "steps": done["steps"],
+        "tail_loss": _tail(losses),
+    }
 
 
 def _tail(losses: list[float]) -> float:
@@ -111,21 +150,38 @@ def run_baseline(model: Path, samples, out: Path, cfg: dict) -> dict:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     steps = math.ceil(math.ceil(len(rows) / cfg["batch"]) / cfg["accum"]) * cfg["epochs"]
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=cfg["batch"],
-                             gradient_accumulation_steps=cfg["accum"], num_train_epochs=cfg["epochs"],
-                             learning_rate=cfg["lr"], lr_scheduler_type="cosine",
-                             warmup_steps=max(1, round(steps * 0.03)), weight_decay=0.0, max_grad_norm=1.0,
-                             logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-                             seed=cfg["seed"], remove_unused_columns=False, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg["batch"],
+        gradient_accumulation_steps=cfg["accum"],
+        num_train_epochs=cfg["epochs"],
+        learning_rate=cfg["lr"],
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, round(steps * 0.03)),
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=cfg["seed"],
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=collate)
     started, cpu_started = time.monotonic(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     peft_model.save_pretrained(out)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"tokens_per_second": seen["tokens"] / seconds, "seconds": seconds, "cpu_seconds": cpu_seconds,
-            "tokens": seen["tokens"],
-            "steps": trainer.state.global_step, "tail_loss": _tail(losses)}
+    return {
+        "tokens_per_second": seen["tokens"] / seconds,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "tokens": seen["tokens"],
+        "steps": trainer.state.global_step,
+        "tail_loss": _tail(losses),
+    }
 
 
 def heldout_loss(model: Path, adapter: Path, samples) -> float:
@@ -151,17 +207,31 @@ def heldout_loss(model: Path, adapter: Path, samples) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer samples (about half the time)")
-    p.add_argument("--ablations", action="store_true",
-                   help="also run the stage with --batching pad (random batches, padded) and group (by length)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for every trainer (default 1: steadier figures on a shared machine)")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run the stage with --batching pad (random batches, padded) and group (by length)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every trainer (default 1: steadier figures on a shared machine)",
+    )
     p.add_argument("--samples", type=int, help="training samples (default 256, quick 160)")
     p.add_argument("--keep", type=Path, help="keep the work directory here")
     args = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the stage's subprocesses
-    cfg = {"batch": 8, "accum": 1, "epochs": 2, "lr": 3e-3, "max_len": 192, "seed": 7,
-           "samples": args.samples or (160 if args.quick else 256)}
+    cfg = {
+        "batch": 8,
+        "accum": 1,
+        "epochs": 2,
+        "lr": 3e-3,
+        "max_len": 192,
+        "seed": 7,
+        "samples": args.samples or (160 if args.quick else 256),
+    }
     # The stage again with other seeds: the spread its held-out loss has from random draws alone.
     more_seeds = (8,) if args.quick else (8, 9)
     work = args.keep or Path(tempfile.mkdtemp(prefix="w4tui-bench-train-"))
@@ -181,14 +251,17 @@ def main(argv=None) -> int:
     samples, report = load_samples(train, tok, cfg["max_len"], "truncate", False, None, print)
     eval_samples, _ = load_samples(heldout, tok, cfg["max_len"], "truncate", False, None, print)
     lengths = sorted(len(s.ids) for s in samples)
-    print(f"data: {len(samples)} samples, {report.tokens} tokens, length median {lengths[len(lengths) // 2]}, "
-          f"p90 {lengths[int(len(lengths) * 0.9)]}, max {lengths[-1]} ({report.truncated} truncated); "
-          f"batch {cfg['batch']} x accumulation {cfg['accum']}, {cfg['epochs']} epochs, lr {cfg['lr']}, "
-          f"{torch.get_num_threads()} torch threads, tiny Qwen2 (vocab 151936); load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"data: {len(samples)} samples, {report.tokens} tokens, length median {lengths[len(lengths) // 2]}, "
+        f"p90 {lengths[int(len(lengths) * 0.9)]}, max {lengths[-1]} ({report.truncated} truncated); "
+        f"batch {cfg['batch']} x accumulation {cfg['accum']}, {cfg['epochs']} epochs, lr {cfg['lr']}, "
+        f"{torch.get_num_threads()} torch threads, tiny Qwen2 (vocab 151936); load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     runs = {"HF Trainer + PEFT (baseline)": lambda out: run_baseline(model, samples, out, cfg)}
-    for batching in (("pad", "group", "pack") if args.ablations else ("pack",)):
+    for batching in ("pad", "group", "pack") if args.ablations else ("pack",):
         runs[f"ours --batching {batching}"] = lambda out, b=batching: run_ours(model, train, out, cfg, b)
     for seed in more_seeds:
         runs[f"ours, --seed {seed}"] = lambda out, s=seed: run_ours(model, train, out, {**cfg, "seed": s}, "pack")
@@ -199,23 +272,31 @@ def main(argv=None) -> int:
         results[name]["heldout"] = heldout_loss(model, out, eval_samples)
         print(f"  done: {name} ({results[name]['seconds']:.0f} s)", flush=True)
 
-    print(f"\n{'trainer':30} {'tokens/s':>9} {'tok/CPU-s':>9} {'seconds':>8} {'steps':>5} {'train loss':>10} "
-          f"{'held-out loss':>13}")
+    print(
+        f"\n{'trainer':30} {'tokens/s':>9} {'tok/CPU-s':>9} {'seconds':>8} {'steps':>5} {'train loss':>10} "
+        f"{'held-out loss':>13}"
+    )
     for name, r in results.items():
-        print(f"{name:30} {r['tokens_per_second']:9.0f} {r['tokens'] / r['cpu_seconds']:9.0f} {r['seconds']:8.1f} "
-              f"{r['steps']:5d} {r['tail_loss']:10.4f} {r['heldout']:13.4f}")
+        print(
+            f"{name:30} {r['tokens_per_second']:9.0f} {r['tokens'] / r['cpu_seconds']:9.0f} {r['seconds']:8.1f} "
+            f"{r['steps']:5d} {r['tail_loss']:10.4f} {r['heldout']:13.4f}"
+        )
     base, ours = results["HF Trainer + PEFT (baseline)"], results["ours --batching pack"]
     ratio = ours["tokens_per_second"] / base["tokens_per_second"]
     cpu_ratio = base["cpu_seconds"] / ours["cpu_seconds"]
-    print(f"\nspeed-up of the train stage (default --batching pack) vs the baseline: {ratio:.2f}x tokens/s "
-          f"({cpu_ratio:.2f}x in CPU time, which other load on the machine disturbs less); target >= 1.3x")
+    print(
+        f"\nspeed-up of the train stage (default --batching pack) vs the baseline: {ratio:.2f}x tokens/s "
+        f"({cpu_ratio:.2f}x in CPU time, which other load on the machine disturbs less); target >= 1.3x"
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine slows every run)")
     spread = [ours["heldout"]] + [results[f"ours, --seed {seed}"]["heldout"] for seed in more_seeds]
-    print(f"loss: held-out {ours['heldout']:.4f} vs baseline {base['heldout']:.4f} "
-          f"({100 * (ours['heldout'] - base['heldout']) / base['heldout']:+.2f}%); the stage over seeds "
-          f"{cfg['seed']}, {', '.join(map(str, more_seeds))}: {min(spread):.4f} .. {max(spread):.4f} "
-          f"(baseline {'inside' if min(spread) <= base['heldout'] <= max(spread) else 'outside'} that range); "
-          f"train (mean of the last tenth of steps) {ours['tail_loss']:.4f} vs {base['tail_loss']:.4f}")
+    print(
+        f"loss: held-out {ours['heldout']:.4f} vs baseline {base['heldout']:.4f} "
+        f"({100 * (ours['heldout'] - base['heldout']) / base['heldout']:+.2f}%); the stage over seeds "
+        f"{cfg['seed']}, {', '.join(map(str, more_seeds))}: {min(spread):.4f} .. {max(spread):.4f} "
+        f"(baseline {'inside' if min(spread) <= base['heldout'] <= max(spread) else 'outside'} that range); "
+        f"train (mean of the last tenth of steps) {ours['tail_loss']:.4f} vs {base['tail_loss']:.4f}"
+    )
     if not args.keep:
         import shutil
 

@@ -8,7 +8,7 @@ First frame: wall time from spawning `w4tui --config CFG` (the real entry point:
 (the pane bar and the footer). The reference is a minimal Textual app (one Static and a Footer) run the
 same way. CPU: percent of one core (user + system time of the process, all its threads) over the
 phase: the TUI idle on a workspace with finished runs, then following a live train-like run that
-writes 10 metrics events per second (tests/fake_train.py, started through the runner like any stage).
+writes 10 metrics events per second (tests/support/fake_train.py, started through the runner like any stage).
 Targets: first frame <= 0.35 s median, <= 0.5 % idle, <= 1.0 % following.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import psutil  # noqa: E402
 
@@ -59,8 +59,9 @@ class Term:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[0], SIZE[1], 0, 0))
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True, start_new_session=True
+        )
         os.close(slave)
         self.output = b""
         self.answered = False
@@ -78,7 +79,7 @@ class Term:
                 os.write(self.master, REPLY)
                 self.answered = True
             elif len(self.output) > 1 << 22:
-                self.output = self.output[-(1 << 20):]  # a long CPU phase: keep the tail only
+                self.output = self.output[-(1 << 20) :]  # a long CPU phase: keep the tail only
         return True
 
     def first_frame(self, markers: list[bytes], limit: float = 20.0) -> float:
@@ -110,8 +111,14 @@ class Term:
 
 
 def env_for(config: Path) -> dict[str, str]:
-    return {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor", "W4TUI_CONFIG": str(config),
-            "OLLAMA_HOST": "http://127.0.0.1:9", "TEXTUAL_ANIMATIONS": "none"}
+    return {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+        "W4TUI_CONFIG": str(config),
+        "OLLAMA_HOST": "http://127.0.0.1:9",
+        "TEXTUAL_ANIMATIONS": "none",
+    }
 
 
 def time_starts(argv: list[str], env: dict[str, str], markers: list[bytes], n: int) -> list[float]:
@@ -168,12 +175,22 @@ def main() -> int:
             term.cpu_percent(3.0)  # let the first scans and samples settle
             idle = term.cpu_percent(seconds)
             from w4tui.config import load_config
-            from w4tui.runner import Runner
+            from w4tui.runs.runner import Runner
 
             runner = Runner(load_config(config))
             steps = int((seconds + 15) * 10)
-            run = runner.start_command("train", [sys.executable, str(ROOT / "tests" / "fake_train.py"),
-                                                 "--steps", str(steps), "--rate", "10"], cancel_grace_s=5)
+            run = runner.start_command(
+                "train",
+                [
+                    sys.executable,
+                    str(ROOT / "tests" / "support" / "fake_train.py"),
+                    "--steps",
+                    str(steps),
+                    "--rate",
+                    "10",
+                ],
+                cancel_grace_s=5,
+            )
             term.cpu_percent(3.0)  # the switch to the new run reads its history once
             following = term.cpu_percent(seconds)
             live = runner.get(run.id).live
@@ -182,7 +199,9 @@ def main() -> int:
             term.close()
         print(f"CPU, percent of one core over {seconds:.0f} s:")
         print(f"  w4tui idle              {idle:.2f} %   target <= 0.5 %")
-        print(f"  w4tui following 10 ev/s {following:.2f} %   target <= 1.0 %" + ("" if live else "  (RUN ENDED EARLY)"))
+        print(
+            f"  w4tui following 10 ev/s {following:.2f} %   target <= 1.0 %" + ("" if live else "  (RUN ENDED EARLY)")
+        )
         print(f"  minimal Textual idle    {ref_idle:.2f} %")
     finally:
         time.sleep(1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, CI): a venv with the pinned CPU torch, the project with its test
 # extras (llama-cpp-python builds llama.cpp from source the first time, then pip caches the wheel),
-# llama.cpp's own converter as the reference for the GGUF fidelity tests, then the whole suite.
+# llama.cpp's own converter as the reference for the GGUF fidelity tests, then the static checks
+# (ruff lint + format, the import-linter contracts in pyproject.toml) and the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,7 @@ if [ -z "${W4TUI_LLAMA_CPP_SRC:-}" ]; then
   export W4TUI_LLAMA_CPP_SRC="$PWD/$src/vendor/llama.cpp"
 fi
 
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest -q "$@"

@@ -12,6 +12,7 @@ convert_hf_to_gguf.py (``[tools] convert_hf_to_gguf``) instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 # Before numpy loads: the chunk workers already use every core, and OpenBLAS's own threads competing
 # with them made the merge 2-3x slower on 2 cores.
@@ -26,14 +27,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from stages._stage import StageArgumentParser, StageError, main_for, stage_config
-from stages.gguf_meta import architecture, write_metadata
-from stages.gguf_tensors import TensorPlan, plan_tensors
-from stages.gguf_writer import StreamingGGUFWriter
-from stages.hf_model import MERGE_RECORD, check_model_dir
-from stages.lora_merge import Adapter, merged_rows
-from stages.safetensors_stream import model_tensors
-from stages.streaming import Progress, ordered_map
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.ggufio.meta import architecture, write_metadata
+from stages.ggufio.tensors import TensorPlan, plan_tensors
+from stages.ggufio.writer import StreamingGGUFWriter
+from stages.weights.hf_model import MERGE_RECORD, check_model_dir
+from stages.weights.lora_merge import Adapter, merged_rows
+from stages.weights.safetensors import model_tensors
+from stages.weights.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
@@ -42,14 +44,24 @@ OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 
 def build_parser() -> StageArgumentParser:
     p = StageArgumentParser(prog="convert_gguf", description=__doc__.split("\n")[0])
-    p.add_argument("--model", "--base_model", dest="model", required=True, type=Path,
-                   help="Hugging Face model directory (a merged model, or the base with --adapter)")
+    p.add_argument(
+        "--model",
+        "--base_model",
+        dest="model",
+        required=True,
+        type=Path,
+        help="Hugging Face model directory (a merged model, or the base with --adapter)",
+    )
     p.add_argument("--output", required=True, type=Path, help="the .gguf file to write")
     p.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type of the weights (default f16)")
     p.add_argument("--adapter", type=Path, help="merge this PEFT LoRA adapter on the fly (no merged copy on disk)")
     p.add_argument("--name", help="general.name in the GGUF (default: the adapter's or the model's folder name)")
-    p.add_argument("--converter", choices=["builtin", "llama.cpp"], default="builtin",
-                   help="llama.cpp: run the convert_hf_to_gguf.py named in [tools] convert_hf_to_gguf")
+    p.add_argument(
+        "--converter",
+        choices=["builtin", "llama.cpp"],
+        default="builtin",
+        help="llama.cpp: run the convert_hf_to_gguf.py named in [tools] convert_hf_to_gguf",
+    )
     return p
 
 
@@ -57,8 +69,11 @@ def body(args, events: EventWriter) -> dict:
     if args.output.suffix != ".gguf":
         raise StageError(f"{args.output}: the output must end in .gguf")
     if args.adapter and (args.model / MERGE_RECORD).exists():
-        raise StageError(f"{args.model} already has an adapter merged in ({MERGE_RECORD}); merging "
-                         f"{args.adapter} on top would apply a second delta", hint="pass the base model with --adapter")
+        raise StageError(
+            f"{args.model} already has an adapter merged in ({MERGE_RECORD}); merging "
+            f"{args.adapter} on top would apply a second delta",
+            hint="pass the base model with --adapter",
+        )
     if args.converter == "llama.cpp":
         return _llama_cpp(args, events)
     config = check_model_dir(args.model)
@@ -74,8 +89,16 @@ def body(args, events: EventWriter) -> dict:
     progress = Progress(events, out_bytes, len(plan))
     with atomic_path(args.output) as tmp:
         writer = StreamingGGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
-        write_metadata(writer, arch, config, args.model, args.outtype, plan,
-                       name=args.name or (args.adapter or args.model).name, lineage=lineage)
+        write_metadata(
+            writer,
+            arch,
+            config,
+            args.model,
+            args.outtype,
+            plan,
+            name=args.name or (args.adapter or args.model).name,
+            lineage=lineage,
+        )
         for t in plan:
             writer.add_tensor_info(t.name, t.byte_shape, t.np_dtype, t.nbytes, raw_dtype=t.qtype)
         writer.write_header_to_file()
@@ -83,8 +106,15 @@ def body(args, events: EventWriter) -> dict:
         writer.write_ti_data_to_file()
         _write_data(writer, plan, adapter, progress)
     size = args.output.stat().st_size
-    events.artifact(args.output.resolve(), "gguf", parent=str((args.adapter or args.model).resolve()),
-                    quant=args.outtype.upper(), bytes=size, converter="builtin", **lineage)
+    events.artifact(
+        args.output.resolve(),
+        "gguf",
+        parent=str((args.adapter or args.model).resolve()),
+        quant=args.outtype.upper(),
+        bytes=size,
+        converter="builtin",
+        **lineage,
+    )
     return {"tensors": len(plan), "bytes": size, "outtype": args.outtype}
 
 
@@ -139,15 +169,21 @@ def _llama_cpp(args, events: EventWriter) -> dict:
     """llama.cpp's converter; with --adapter the merge stage's code writes a temporary merged copy first."""
     script = stage_config().tools.convert_hf_to_gguf
     if not script or not Path(script).is_file():
-        raise StageError("--converter llama.cpp needs [tools] convert_hf_to_gguf set to llama.cpp's "
-                         f"convert_hf_to_gguf.py (now: {script or 'empty'})", hint="or use --converter builtin")
+        raise StageError(
+            "--converter llama.cpp needs [tools] convert_hf_to_gguf set to llama.cpp's "
+            f"convert_hf_to_gguf.py (now: {script or 'empty'})",
+            hint="or use --converter builtin",
+        )
     check_model_dir(args.model)
     lineage = _lineage(args)
-    with tempfile.TemporaryDirectory(prefix=".w4tui-merge-", dir=args.output.parent) as scratch, \
-            atomic_path(args.output) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=".w4tui-merge-", dir=args.output.parent) as scratch,
+        atomic_path(args.output) as tmp,
+    ):
         model = args.model
         if args.adapter:
             from stages.merge_lora import merge_to
+
             model = Path(scratch) / "merged"
             merge_to(args.model, args.adapter, model, "auto", events)
         cmd = [sys.executable, script, str(model), "--outfile", str(tmp), "--outtype", args.outtype]
@@ -158,12 +194,22 @@ def _llama_cpp(args, events: EventWriter) -> dict:
         if proc.returncode != 0 or not tmp.exists():
             raise StageError(f"llama.cpp's converter failed (exit {proc.returncode})", hint="see the run's output.log")
     size = args.output.stat().st_size
-    events.artifact(args.output.resolve(), "gguf", parent=str((args.adapter or args.model).resolve()),
-                    quant=args.outtype.upper(), bytes=size, converter="llama.cpp", **lineage)
+    events.artifact(
+        args.output.resolve(),
+        "gguf",
+        parent=str((args.adapter or args.model).resolve()),
+        quant=args.outtype.upper(),
+        bytes=size,
+        converter="llama.cpp",
+        **lineage,
+    )
     return {"bytes": size, "outtype": args.outtype, "converter": "llama.cpp"}
 
 
-main = main_for("convert", build_parser(), body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("convert", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,17 +18,28 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from stages._stage import StageArgumentParser, StageError, main_for
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main
 from w4tui.events import EventWriter
 from w4tui.fsutil import check_free_space, fsync_dir
 
-WANTED = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
-          "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-          "added_tokens.json", "tokenizer.model")
+WANTED = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+)
 CHUNK = 1 << 20
 MARKER = ".w4tui-download.json"
 
@@ -81,14 +92,19 @@ def body(args, events: EventWriter) -> dict:
     for f in todo:
         _fetch_file(f, output, staging, fetch, progress)
     shutil.rmtree(staging, ignore_errors=True)
-    (output / MARKER).write_text(json.dumps({"repo": args.repo, "revision": args.revision, "commit": commit,
-                                             "files": {f.name: f.size for f in files}}, indent=2) + "\n")
+    (output / MARKER).write_text(
+        json.dumps(
+            {"repo": args.repo, "revision": args.revision, "commit": commit, "files": {f.name: f.size for f in files}},
+            indent=2,
+        )
+        + "\n"
+    )
     progress.emit(force=True)
     events.artifact(output, "model", source=args.repo, revision=args.revision, commit=commit, bytes=total)
     return {"files": len(files), "bytes": total, "downloaded": total - have}
 
 
-def _fetch_file(f: RemoteFile, output: Path, staging: Path, fetch, progress: "_Progress") -> None:
+def _fetch_file(f: RemoteFile, output: Path, staging: Path, fetch, progress: _Progress) -> None:
     part = staging / (f.name + ".part")
     start = _size(part)
     if start > f.size:  # stale partial from another revision
@@ -145,8 +161,11 @@ class _Progress:
 
 
 def _local_files(directory: Path) -> list[RemoteFile]:
-    return [RemoteFile(p.name, p.stat().st_size, None) for p in sorted(directory.iterdir())
-            if p.is_file() and wanted(p.name)]
+    return [
+        RemoteFile(p.name, p.stat().st_size, None)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and wanted(p.name)
+    ]
 
 
 def _copy_range(source: Path, part: Path, start: int) -> Iterator[int]:
@@ -172,10 +191,15 @@ def _hub_files(repo: str, revision: str) -> tuple[list[RemoteFile], str | None]:
     except RevisionNotFoundError:
         raise StageError(f"{repo}: no revision '{revision}'", hint="check [model] revision in config.toml") from None
     except (HfHubHTTPError, *_transport_errors()) as exc:
-        raise StageError(f"cannot reach the Hub for {repo}: {_first_line(exc)}",
-                         hint="check the network, HF_ENDPOINT, or give a local directory as --repo") from None
-    files = [RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None)
-             for s in info.siblings or [] if wanted(s.rfilename)]
+        raise StageError(
+            f"cannot reach the Hub for {repo}: {_first_line(exc)}",
+            hint="check the network, HF_ENDPOINT, or give a local directory as --repo",
+        ) from None
+    files = [
+        RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None)
+        for s in info.siblings or []
+        if wanted(s.rfilename)
+    ]
     return files, info.sha
 
 
@@ -220,7 +244,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
 
 
-main = main_for("download", build_parser(), body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("download", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

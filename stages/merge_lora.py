@@ -10,6 +10,7 @@ equals PEFT's ``merge_and_unload()`` + ``save_pretrained()``; peak memory is one
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 # Before numpy loads: the chunk workers already use every core, and OpenBLAS's own threads competing
 # with them made the merge 2-3x slower on 2 cores.
@@ -21,12 +22,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages._stage import StageArgumentParser, StageError, main_for
-from stages.halfprec import convert
-from stages.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_files, read_config
-from stages.lora_merge import Adapter, merged_rows
-from stages.safetensors_stream import DTYPES, SafetensorsWriter, model_tensors, row_chunks
-from stages.streaming import Progress, ordered_map
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main
+from stages.weights.halfprec import convert
+from stages.weights.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_files, read_config
+from stages.weights.lora_merge import Adapter, merged_rows
+from stages.weights.safetensors import DTYPES, SafetensorsWriter, model_tensors, row_chunks
+from stages.weights.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
 
@@ -40,8 +42,12 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--adapter", required=True, type=Path, help="PEFT LoRA adapter directory")
     p.add_argument("--base_model", required=True, type=Path, help="Hugging Face model directory")
     p.add_argument("--output", required=True, type=Path, help="directory for the merged model")
-    p.add_argument("--dtype", choices=["auto", *OUT_DTYPES], default="auto",
-                   help="dtype of the merged weights (auto: each tensor keeps the base's dtype)")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", *OUT_DTYPES],
+        default="auto",
+        help="dtype of the merged weights (auto: each tensor keeps the base's dtype)",
+    )
     return p
 
 
@@ -50,8 +56,13 @@ def body(args, events: EventWriter) -> dict:
         raise StageError(f"--output {args.output} would overwrite an input", hint="choose a new directory")
     with atomic_path(args.output) as tmp:
         summary = merge_to(args.base_model, args.adapter, tmp, args.dtype, events)
-    events.artifact(args.output.resolve(), "merged", parent=str(args.adapter.resolve()),
-                    base_model=str(args.base_model.resolve()), bytes=summary["bytes"])
+    events.artifact(
+        args.output.resolve(),
+        "merged",
+        parent=str(args.adapter.resolve()),
+        base_model=str(args.base_model.resolve()),
+        bytes=summary["bytes"],
+    )
     return summary
 
 
@@ -61,8 +72,10 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
     adapter = Adapter(adapter_dir)
     missing = missing_tokenizer_files(base_model, adapter_dir)
     if missing:
-        raise StageError(f"{base_model}: missing tokenizer files: {', '.join(missing)}",
-                         hint="download the base model again; without them the merged model cannot be converted")
+        raise StageError(
+            f"{base_model}: missing tokenizer files: {', '.join(missing)}",
+            hint="download the base model again; without them the merged model cannot be converted",
+        )
     _warn_other_base(adapter, base_model)
     refs = model_tensors(base_model)
     adapter.check_fits({r.name: r for r in refs})
@@ -78,6 +91,7 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
     for shard, shard_refs in by_file.items():
         writer = SafetensorsWriter(out / shard.name, [(r.name, out_dtype[r.name], r.shape) for r in shard_refs])
         with open(shard, "rb") as fh:
+
             def chunk(job):
                 ref, start, stop = job
                 return convert(merged_rows(adapter, ref, fh, start, stop), ref.dtype, out_dtype[ref.name])
@@ -91,9 +105,18 @@ def merge_to(base_model: Path, adapter_dir: Path, out: Path, dtype: str, events:
     _write_config(config, dtype, base_model, out)
     if len(by_file) > 1:
         _write_index(out, refs, sizes, total)
-    (out / MERGE_RECORD).write_text(json.dumps(
-        {"base_model": str(base_model.resolve()), "adapter": str(adapter_dir.resolve()),
-         "lora_modules": len(adapter.pairs), "replaced": sorted(adapter.replacements)}, indent=2) + "\n")
+    (out / MERGE_RECORD).write_text(
+        json.dumps(
+            {
+                "base_model": str(base_model.resolve()),
+                "adapter": str(adapter_dir.resolve()),
+                "lora_modules": len(adapter.pairs),
+                "replaced": sorted(adapter.replacements),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return {"tensors": len(refs), "bytes": total, "lora_modules": len(adapter.pairs)}
 
 
@@ -126,7 +149,10 @@ def _write_index(out: Path, refs, sizes: dict[str, int], total: int) -> None:
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-main = main_for("merge", build_parser(), body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("merge", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

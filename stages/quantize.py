@@ -16,25 +16,29 @@ import shutil
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages._stage import StageArgumentParser, StageError, main_for, stage_config
-from stages.gguf_info import UNQUANTIZED, NotGGUF, read_info
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main, stage_config
 from w4tui.config import QUANT_TYPES
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space, human_bytes
+from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
 
 BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5}  # bits per weight, for estimates
 OLLAMA_TYPES = ("Q4_K_M", "Q4_K_S", "Q8_0")  # what Ollama's server-side quantization makes
-HOW_TO_GET = ("no llama.cpp quantizer found: install llama.cpp (`brew install llama.cpp` gives llama-quantize), "
-              "or `pip install llama-cpp-python`, or set [tools] llama_quantize")
+HOW_TO_GET = (
+    "no llama.cpp quantizer found: install llama.cpp (`brew install llama.cpp` gives llama-quantize), "
+    "or `pip install llama-cpp-python`, or set [tools] llama_quantize"
+)
 TENSOR_LINE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 
 @dataclass(frozen=True)
 class Backend:
-    name: str         # "llama-quantize" or "llama_cpp"
+    name: str  # "llama-quantize" or "llama_cpp"
     command: list[str]
 
 
@@ -44,11 +48,19 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--input", required=True, type=Path, help="F16, BF16 or F32 GGUF")
     p.add_argument("--output", required=True, type=Path, help="the quantized .gguf to write")
     p.add_argument("--type", choices=QUANT_TYPES, default=q.type, help=f"default: [quantize] type ({q.type})")
-    p.add_argument("--imatrix", type=Path, default=Path(q.imatrix) if q.imatrix else None,
-                   help="importance matrix, passed to llama-quantize (default: [quantize] imatrix)")
+    p.add_argument(
+        "--imatrix",
+        type=Path,
+        default=Path(q.imatrix) if q.imatrix else None,
+        help="importance matrix, passed to llama-quantize (default: [quantize] imatrix)",
+    )
     p.add_argument("--threads", type=int, default=q.threads, help="0: all cores (default: [quantize] threads)")
-    p.add_argument("--backend", choices=["auto", "llama-quantize", "llama_cpp", "ollama"], default="auto",
-                   help="ollama: skip quantizing here and let Ollama do it at deploy")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "llama-quantize", "llama_cpp", "ollama"],
+        default="auto",
+        help="ollama: skip quantizing here and let Ollama do it at deploy",
+    )
     return p
 
 
@@ -61,8 +73,10 @@ def find_program(configured: str) -> str | None:
     if configured:
         found = shutil.which(configured)
         if not found:
-            raise StageError(f"[tools] llama_quantize points at {configured}, which is not an executable file",
-                             hint="fix the path, or set it to \"\" to look on PATH")
+            raise StageError(
+                f"[tools] llama_quantize points at {configured}, which is not an executable file",
+                hint='fix the path, or set it to "" to look on PATH',
+            )
         return found
     if found := shutil.which("llama-quantize"):
         return found
@@ -83,13 +97,16 @@ def find_backend(configured: str, choice: str = "auto") -> Backend | None:
         if program := find_program(configured):
             return Backend("llama-quantize", [program])
         if choice == "llama-quantize":
-            raise StageError("--backend llama-quantize: llama-quantize is not on PATH and [tools] llama_quantize "
-                             "is empty", hint=HOW_TO_GET.split(": ", 1)[1])
+            raise StageError(
+                "--backend llama-quantize: llama-quantize is not on PATH and [tools] llama_quantize is empty",
+                hint=HOW_TO_GET.split(": ", 1)[1],
+            )
     if choice in ("auto", "llama_cpp") and has_binding():
-        return Backend("llama_cpp", [sys.executable, "-m", "stages.llama_quantize"])
+        return Backend("llama_cpp", [sys.executable, "-m", "stages.quant.llama_quantize"])
     if choice == "llama_cpp":
-        raise StageError("--backend llama_cpp: the llama_cpp Python binding is not installed",
-                         hint="pip install llama-cpp-python")
+        raise StageError(
+            "--backend llama_cpp: the llama_cpp Python binding is not installed", hint="pip install llama-cpp-python"
+        )
     return None
 
 
@@ -102,14 +119,18 @@ def body(args, events: EventWriter) -> dict:
     if backend is None:
         return _defer(args, info.file_type, config.quantize.ollama_fallback or args.backend == "ollama", events)
     if args.imatrix and backend.name != "llama-quantize":
-        raise StageError("an importance matrix needs the llama-quantize program; the llama_cpp binding cannot "
-                         "load one", hint="install llama.cpp, or clear [quantize] imatrix")
+        raise StageError(
+            "an importance matrix needs the llama-quantize program; the llama_cpp binding cannot load one",
+            hint="install llama.cpp, or clear [quantize] imatrix",
+        )
     weights = sum(_count(shape) for _, shape, _ in info.tensors if len(shape) > 1)
     other = args.input.stat().st_size - weights * (4 if info.file_type == "F32" else 2)  # header, norms, biases
     expected = int(weights * BITS[args.type] / 8) + max(other, 0)
     check_free_space(args.output.parent, int(expected * 1.1) + (64 << 20), "the quantized GGUF")
-    events.log(f"quantizing {args.input.name} ({info.file_type}, {len(info.tensors)} tensors) to {args.type} "
-               f"with {backend.name}")
+    events.log(
+        f"quantizing {args.input.name} ({info.file_type}, {len(info.tensors)} tensors) to {args.type} "
+        f"with {backend.name}"
+    )
     with atomic_path(args.output) as tmp:
         fallbacks = _run(backend, args, tmp, len(info.tensors), events)
         try:
@@ -119,12 +140,24 @@ def body(args, events: EventWriter) -> dict:
         if made != args.type:
             raise StageError(f"{backend.name} wrote a {made} file, not {args.type}")
     size_in, size_out = args.input.stat().st_size, args.output.stat().st_size
-    events.artifact(args.output.resolve(), "gguf", parent=str(args.input.resolve()), quant=args.type, bytes=size_out,
-                    backend=backend.name, fallback_tensors=fallbacks,
-                    imatrix=str(args.imatrix.resolve()) if args.imatrix else None)
+    events.artifact(
+        args.output.resolve(),
+        "gguf",
+        parent=str(args.input.resolve()),
+        quant=args.type,
+        bytes=size_out,
+        backend=backend.name,
+        fallback_tensors=fallbacks,
+        imatrix=str(args.imatrix.resolve()) if args.imatrix else None,
+    )
     events.log(f"{human_bytes(size_in)} -> {human_bytes(size_out)} ({size_in / size_out:.2f}x smaller)")
-    return {"bytes": size_out, "ratio": round(size_in / size_out, 2), "backend": backend.name,
-            "tensors": len(info.tensors), "fallback_tensors": fallbacks}
+    return {
+        "bytes": size_out,
+        "ratio": round(size_in / size_out, 2),
+        "backend": backend.name,
+        "tensors": len(info.tensors),
+        "fallback_tensors": fallbacks,
+    }
 
 
 def _check_input(args):
@@ -139,8 +172,10 @@ def _check_input(args):
     except NotGGUF as exc:
         raise StageError(f"{exc} (a readable GGUF file is needed)") from None
     if info.file_type not in UNQUANTIZED:
-        raise StageError(f"{args.input}: already quantized ({info.file_type}); quantize from the F16/BF16 GGUF "
-                         "the convert stage wrote")
+        raise StageError(
+            f"{args.input}: already quantized ({info.file_type}); quantize from the F16/BF16 GGUF "
+            "the convert stage wrote"
+        )
     return info
 
 
@@ -153,8 +188,14 @@ def _defer(args, source_type: str, allowed: bool, events: EventWriter) -> dict:
     if args.type not in OLLAMA_TYPES:
         raise StageError(f"{HOW_TO_GET}; Ollama cannot make {args.type} itself (only {', '.join(OLLAMA_TYPES)})")
     events.log(f"{HOW_TO_GET}; Ollama will quantize to {args.type} at deploy", level="warning")
-    events.artifact(args.input.resolve(), "gguf", parent=str(args.input.resolve()), quant=source_type,
-                    defer_quantize=args.type, bytes=args.input.stat().st_size)
+    events.artifact(
+        args.input.resolve(),
+        "gguf",
+        parent=str(args.input.resolve()),
+        quant=source_type,
+        defer_quantize=args.type,
+        bytes=args.input.stat().st_size,
+    )
     return {"deferred_to_ollama": args.type}
 
 
@@ -182,10 +223,12 @@ def _run(backend: Backend, args, tmp: Path, total: int, events: EventWriter) -> 
             except subprocess.TimeoutExpired:
                 proc.kill()
     if rc != 0 or not tmp.exists():
-        reason = next((t for t in reversed(tail) if re.search(r"error|failed|invalid", t, re.I)),
-                      tail[-1] if tail else "")
-        raise StageError(f"{backend.name} failed (exit {rc}): {reason[:200]}",
-                         hint="its output is in the run's output.log")
+        reason = next(
+            (t for t in reversed(tail) if re.search(r"error|failed|invalid", t, re.I)), tail[-1] if tail else ""
+        )
+        raise StageError(
+            f"{backend.name} failed (exit {rc}): {reason[:200]}", hint="its output is in the run's output.log"
+        )
     return fallbacks
 
 
@@ -196,7 +239,10 @@ def _count(shape: tuple[int, ...]) -> int:
     return n
 
 
-main = main_for("quantize", build_parser, body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("quantize", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from stages._stage import StageArgumentParser, StageError, main_for, stage_config
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main, stage_config
 from w4tui.events import EventWriter
 
 
@@ -27,8 +29,12 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="adapter directory (checkpoints go inside)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--resume_from", type=Path, help="start from this adapter with a fresh optimizer (nightly)")
-    p.add_argument("--replay", type=float, default=0.0,
-                   help="share of the mixed training set drawn from the main dataset (limits forgetting)")
+    p.add_argument(
+        "--replay",
+        type=float,
+        default=0.0,
+        help="share of the mixed training set drawn from the main dataset (limits forgetting)",
+    )
     p.add_argument("--replay_dataset", type=Path, help="the main dataset to replay from (default: [paths] data)")
     p.add_argument("--lora_r", type=int, default=t.lora_r)
     p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
@@ -41,16 +47,21 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--batch_size", type=int, default=t.batch_size)
     p.add_argument("--gradient_accumulation", type=int, default=t.gradient_accumulation)
     p.add_argument("--gradient_checkpointing", action=_BoolFlag, default=t.gradient_checkpointing)
-    p.add_argument("--batching", choices=["pack", "group", "pad"], default=t.batching,
-                   help="pack: random batches packed without cross-attention; group: by length; pad: random, padded")
+    p.add_argument(
+        "--batching",
+        choices=["pack", "group", "pad"],
+        default=t.batching,
+        help="pack: random batches packed without cross-attention; group: by length; pad: random, padded",
+    )
     p.add_argument("--checkpoint_every", type=int, default=t.checkpoint_every)
     p.add_argument("--log_every", type=int, default=t.log_every)
     p.add_argument("--eval_fraction", type=float, default=t.eval_fraction)
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", choices=["auto", "mps", "cuda", "cpu"], default=t.device)
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
-    p.add_argument("--no-cache", dest="cache", action="store_false", default=t.cache,
-                   help="do not cache the tokenized data")
+    p.add_argument(
+        "--no-cache", dest="cache", action="store_false", default=t.cache, help="do not cache the tokenized data"
+    )
     return p
 
 
@@ -73,15 +84,19 @@ def check_args(args) -> None:
     if not 0 <= args.replay < 1 or not 0 <= args.eval_fraction < 1:
         raise StageError("--replay and --eval_fraction must be at least 0 and less than 1")
     if not (args.base_model / "config.json").is_file():
-        raise StageError(f"{args.base_model}: not a Hugging Face model directory (no config.json)",
-                         hint="run the download stage first, or check --base_model")
+        raise StageError(
+            f"{args.base_model}: not a Hugging Face model directory (no config.json)",
+            hint="run the download stage first, or check --base_model",
+        )
     if args.resume_from and not (args.resume_from / "adapter_config.json").is_file():
         raise StageError(f"{args.resume_from}: not a PEFT adapter (no adapter_config.json)")
     taken = [name for name in ("adapter_config.json", "checkpoints") if (args.output / name).exists()]
     if taken and not args.resume:
         # A second run here would mix its checkpoints with the first one's; --resume would pick the wrong one.
-        raise StageError(f"{args.output}: already holds a training run ({taken[0]})",
-                         hint="add --resume to continue it, or choose another --output")
+        raise StageError(
+            f"{args.output}: already holds a training run ({taken[0]})",
+            hint="add --resume to continue it, or choose another --output",
+        )
 
 
 def torch_environment() -> None:
@@ -98,7 +113,10 @@ def body(args, events: EventWriter) -> dict:
     return setup.train(args, events)
 
 
-main = main_for("train", build_parser, body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("train", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

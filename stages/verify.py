@@ -16,10 +16,12 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from stages._stage import StageArgumentParser, StageError, main_for, stage_config
-from stages.verify_checks import problems
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.ollama.checks import problems
 from w4tui import ollama_client as oc
 from w4tui.events import ENV_EVENTS, EventWriter
 from w4tui.fsutil import atomic_write_text
@@ -31,11 +33,19 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--model", required=True, help="the build to verify, e.g. web4-agent:build-20261126-2130")
     p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable; default: [verify] prompts)")
     p.add_argument("--expect", action="append", default=[], help="a substring every answer must contain (repeatable)")
-    p.add_argument("--num_predict", "--num-predict", type=int, default=v.num_predict,
-                   help=f"token limit per answer (default: [verify] num_predict, {v.num_predict})")
+    p.add_argument(
+        "--num_predict",
+        "--num-predict",
+        type=int,
+        default=v.num_predict,
+        help=f"token limit per answer (default: [verify] num_predict, {v.num_predict})",
+    )
     p.add_argument("--promote", action="store_true", help="make the build latest if it passes")
-    p.add_argument("--report", type=Path, help="write the answers and figures here as JSON "
-                                               "(default: verify.json beside the run's events)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="write the answers and figures here as JSON (default: verify.json beside the run's events)",
+    )
     return p
 
 
@@ -48,8 +58,9 @@ def run_prompt(config, model: str, prompt: str, num_predict: int) -> dict:
     """One streamed answer and its figures."""
     started = time.monotonic()
     first, pieces, final = None, [], {}
-    for part in oc.generate_stream(config, model, prompt, options={"num_predict": num_predict},
-                                   keep_alive=keep_alive(config.verify.keep_alive)):
+    for part in oc.generate_stream(
+        config, model, prompt, options={"num_predict": num_predict}, keep_alive=keep_alive(config.verify.keep_alive)
+    ):
         if part.get("response"):
             first = first if first is not None else time.monotonic() - started
             pieces.append(part["response"])
@@ -57,20 +68,27 @@ def run_prompt(config, model: str, prompt: str, num_predict: int) -> dict:
             final = part
     eval_s = (final.get("eval_duration") or 0) / 1e9
     prompt_s = (final.get("prompt_eval_duration") or 0) / 1e9
-    return {"prompt": prompt, "answer": "".join(pieces), "done_reason": final.get("done_reason"),
-            "ttft_s": round(first, 3) if first is not None else None,
-            "tokens_per_s": round(final.get("eval_count", 0) / eval_s, 1) if eval_s else None,
-            "prompt_tokens_per_s": round(final.get("prompt_eval_count", 0) / prompt_s, 1) if prompt_s else None,
-            "load_s": round((final.get("load_duration") or 0) / 1e9, 3),
-            "eval_count": final.get("eval_count"), "total_s": round(time.monotonic() - started, 3)}
+    return {
+        "prompt": prompt,
+        "answer": "".join(pieces),
+        "done_reason": final.get("done_reason"),
+        "ttft_s": round(first, 3) if first is not None else None,
+        "tokens_per_s": round(final.get("eval_count", 0) / eval_s, 1) if eval_s else None,
+        "prompt_tokens_per_s": round(final.get("prompt_eval_count", 0) / prompt_s, 1) if prompt_s else None,
+        "load_s": round((final.get("load_duration") or 0) / 1e9, 3),
+        "eval_count": final.get("eval_count"),
+        "total_s": round(time.monotonic() - started, 3),
+    }
 
 
 def expectations(config, prompts: list[str], extra: list[str]) -> list[list[str]]:
     table = config.verify.expect
     unknown = [key for key in table if key not in config.verify.prompts]
     if unknown:
-        raise StageError(f"{config.file}: [verify.expect] names a prompt that is not in [verify] prompts: "
-                         f"{unknown[0]!r}", hint="the keys must be the prompts, word for word")
+        raise StageError(
+            f"{config.file}: [verify.expect] names a prompt that is not in [verify] prompts: {unknown[0]!r}",
+            hint="the keys must be the prompts, word for word",
+        )
     return [list(table.get(prompt, [])) + extra for prompt in prompts]
 
 
@@ -87,11 +105,18 @@ def body(args, events: EventWriter) -> dict:
             result["problems"] = problems(result["answer"], result, args.num_predict, expect[i])
             results.append(result)
             failures += [f"prompt {i + 1}: {p}" for p in result["problems"]]
-            events.metrics(prompt=i + 1, ttft_s=result["ttft_s"], tokens_per_second=result["tokens_per_s"],
-                           load_s=result["load_s"], eval_count=result["eval_count"])
-            events.log(f"prompt {i + 1}: {len(result['answer'])} chars, first token {result['ttft_s']} s, "
-                       f"{result['tokens_per_s']} tok/s" + (f" — FAILED: {'; '.join(result['problems'])}"
-                                                           if result["problems"] else " — ok"))
+            events.metrics(
+                prompt=i + 1,
+                ttft_s=result["ttft_s"],
+                tokens_per_second=result["tokens_per_s"],
+                load_s=result["load_s"],
+                eval_count=result["eval_count"],
+            )
+            events.log(
+                f"prompt {i + 1}: {len(result['answer'])} chars, first token {result['ttft_s']} s, "
+                f"{result['tokens_per_s']} tok/s"
+                + (f" — FAILED: {'; '.join(result['problems'])}" if result["problems"] else " — ok")
+            )
             print(f"--- {prompt}\n{result['answer']}\n", flush=True)  # the answers, for output.log
         events.progress(len(prompts), len(prompts), "prompts")
         passed = not failures
@@ -101,17 +126,32 @@ def body(args, events: EventWriter) -> dict:
     except oc.OllamaError as exc:
         raise StageError(exc.message, hint=exc.hint or "latest was not touched") from None
     report = _write_report(args, results, passed, bool(promoted))
-    figures = {f"p{i + 1}_{key}": r[key] for i, r in enumerate(results)
-               for key in ("ttft_s", "tokens_per_s", "load_s", "eval_count")}
+    figures = {
+        f"p{i + 1}_{key}": r[key]
+        for i, r in enumerate(results)
+        for key in ("ttft_s", "tokens_per_s", "load_s", "eval_count")
+    }
     first = results[0]
-    events.artifact(args.model, "verified", parent=args.model, passed=passed, promoted=bool(promoted),
-                    prompts=len(prompts), failures=" | ".join(failures) or None, report=report,
-                    ttft_s=first["ttft_s"], tokens_per_second=first["tokens_per_s"], load_s=first["load_s"],
-                    **figures)
+    events.artifact(
+        args.model,
+        "verified",
+        parent=args.model,
+        passed=passed,
+        promoted=bool(promoted),
+        prompts=len(prompts),
+        failures=" | ".join(failures) or None,
+        report=report,
+        ttft_s=first["ttft_s"],
+        tokens_per_second=first["tokens_per_s"],
+        load_s=first["load_s"],
+        **figures,
+    )
     if not passed:
-        raise StageError(f"{args.model} failed verification: {failures[0]}"
-                         + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
-                         hint="latest was not touched")
+        raise StageError(
+            f"{args.model} failed verification: {failures[0]}"
+            + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+            hint="latest was not touched",
+        )
     return {"passed": True, "promoted": bool(promoted), **figures}
 
 
@@ -121,12 +161,27 @@ def _write_report(args, results: list[dict], passed: bool, promoted: bool) -> st
         path = Path(os.environ[ENV_EVENTS]).parent / "verify.json"
     if path is None:
         return None
-    atomic_write_text(path, json.dumps({"model": args.model, "passed": passed, "promoted": promoted,
-                                        "num_predict": args.num_predict, "results": results}, indent=2) + "\n")
+    atomic_write_text(
+        path,
+        json.dumps(
+            {
+                "model": args.model,
+                "passed": passed,
+                "promoted": promoted,
+                "num_predict": args.num_predict,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     return str(path)
 
 
-main = main_for("verify", build_parser, body)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
+    return run_main("verify", build_parser, body, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from w4tui.tinymodel import build_model
+from w4tui.demo.tinymodel import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,29 +10,42 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from . import stagespec
-from .config import Config, ConfigError, load_config
-from .runner import Run, RunError, Runner
+from w4tui.config import Config, ConfigError, load_config
+from w4tui.runs import specs
+from w4tui.runs.runner import Run, RunError, Runner
 
 EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="config file (default: $W4TUI_CONFIG, else the embedded config.toml)")
-    parser = argparse.ArgumentParser(prog="w4tui", parents=[common],
-                                     description="Fine-tune Qwen2.5-Coder into the Web4 agent and serve it with "
-                                                 "Ollama. Without a command, opens the TUI.")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $W4TUI_CONFIG, else the embedded config.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="w4tui",
+        parents=[common],
+        description="Fine-tune Qwen2.5-Coder into the Web4 agent and serve it with "
+        "Ollama. Without a command, opens the TUI.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="start one stage (detached); follow its progress")
-    run.add_argument("stage", choices=stagespec.NAMES)
+    run.add_argument("stage", choices=specs.NAMES)
     run.add_argument("--wait", action="store_true", help="follow to the end; exit with the stage's result")
-    run.epilog = "Stage arguments go after --, e.g. w4tui run train -- --epochs 1 (default: from the config)."
+    run.add_argument(
+        "--no-defaults", action="store_true", help="pass only the arguments after -- (no defaults from the config)"
+    )
+    run.epilog = (
+        "Stage arguments go after --, e.g. w4tui run train -- --epochs 3: each replaces the same flag "
+        "of the defaults from the config; the others stay."
+    )
 
     sub.add_parser("runs", parents=[common], help="list runs, newest first")
     status = sub.add_parser("status", parents=[common], help="what is running and how the last runs ended")
@@ -42,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a run (SIGINT, escalating after a grace period)")
     cancel.add_argument("run")
-    pipe = sub.add_parser("pipeline", parents=[common], help="run the stages in order, in the foreground")
-    pipe.add_argument("--from", dest="start", choices=stagespec.NAMES, help="first stage (default: download)")
-    pipe.add_argument("--to", dest="stop", choices=stagespec.NAMES, help="last stage (default: verify)")
+    pipe = sub.add_parser(
+        "pipeline",
+        parents=[common],
+        help="run the stages in order as one detached job, followed here (Ctrl-C detaches)",
+    )
+    pipe.add_argument("--from", dest="start", choices=specs.NAMES, help="first stage (default: download)")
+    pipe.add_argument("--to", dest="stop", choices=specs.NAMES, help="last stage (default: verify)")
     demo = sub.add_parser("demo", parents=[common], help="create the offline demo and open the TUI on it")
     demo.add_argument("action", nargs="?", choices=["init"], help="init: only create it")
     demo.add_argument("dir", nargs="?", help="where (default: ~/.local/share/w4tui/demo)")
@@ -59,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything after the first "--" belongs to the stage, untouched by our parser.
     split = argv.index("--") if "--" in argv else len(argv)
     args = build_parser().parse_args(argv[:split])
-    args.stage_args = argv[split + 1:]
+    args.stage_args = argv[split + 1 :]
     try:
         if args.command == "demo":
             return cmd_demo(args)
@@ -74,24 +91,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_tui(config: Config, args: argparse.Namespace) -> int:
-    from .ui.app import run_tui  # Textual only for the TUI, not for the headless commands
+    from w4tui.ui.app import run_tui  # Textual only for the TUI, not for the headless commands
 
     return run_tui(config)
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from .follow import EXIT_CODES, follow
+    from w4tui.runs.follow import EXIT_CODES, follow
 
     runner = Runner(config)
-    run = runner.start(args.stage, args.stage_args or None)
-    print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: w4tui logs {run.id}", flush=True)
+    if args.no_defaults:
+        run = runner.start(args.stage, args.stage_args)
+    else:
+        run = runner.start(args.stage, extra=args.stage_args)
+    print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0
     try:
         status = follow(runner, run)
     except KeyboardInterrupt:
-        print(f"\ndetached; {args.stage} keeps running. Follow again: w4tui logs -f {run.id}; "
-              f"stop it: w4tui cancel {run.id}")
+        print(
+            f"\ndetached; {args.stage} keeps running. Follow again: {config.cli} logs -f {run.id}; "
+            f"stop it: {config.cli} cancel {run.id}"
+        )
         return 130 if args.wait else 0
     _print_end(runner.get(run.id))
     return EXIT_CODES.get(status, 1) if args.wait else 0
@@ -112,8 +134,10 @@ def cmd_runs(config: Config, args: argparse.Namespace) -> int:
         print(f"no runs yet in {config.paths.runs}")
     for run in runs:
         took = (run.ended or time.time()) - run.started
-        print(f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
-              f"  {_short(took):>7}  {run.output or ''}")
+        print(
+            f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
+            f"  {_short(took):>7}  {run.output or ''}"
+        )
     return 0
 
 
@@ -133,7 +157,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"running: {run.stage} {run.id} (pid {run.pid}){where}")
     if not live:
         print("nothing running")
-    for name in stagespec.NAMES:
+    for name in specs.NAMES:
         last_run = next((r for r in runs if r.stage == name), None)
         if last_run:
             print(f"  {name:<9} {last_run.status:<10} {last_run.id}")
@@ -144,7 +168,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     runner = Runner(config)
     run = runner.get(args.run)
     if args.follow:
-        from .follow import follow_log
+        from w4tui.runs.follow import follow_log
 
         follow_log(run, runner)
     else:
@@ -163,13 +187,31 @@ def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline, stage_range
+    """The pipeline as a detached job (it survives this terminal), followed here; Ctrl-C detaches."""
+    from w4tui.runs.follow import EXIT_CODES, follow_pipeline
+    from w4tui.runs.pipeline import stage_range
+    from w4tui.runs.pipeline_job import command
 
-    return run_pipeline(Runner(config), stage_range(args.start, args.stop))
+    stages = stage_range(args.start, args.stop)
+    runner = Runner(config)
+    job = runner.start_command("pipeline", command(str(config.file), args.start, args.stop))
+    print(
+        f"pipeline started: {' > '.join(stages)} (run {job.id}; it keeps running if this terminal closes)", flush=True
+    )
+    try:
+        status = follow_pipeline(runner, job)
+    except KeyboardInterrupt:
+        print(
+            f"\ndetached; the pipeline keeps running. Follow again: {config.cli} logs -f {job.id}; "
+            f"stop it: {config.cli} cancel {job.id}"
+        )
+        return 130
+    print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == "succeeded" else ""))
+    return EXIT_CODES.get(status, 1)
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
-    from .ollama_client import OllamaError, rollback
+    from w4tui.ollama_client import OllamaError, rollback
 
     try:
         print(rollback(config))
@@ -180,7 +222,7 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_unload(config: Config, args: argparse.Namespace) -> int:
-    from .ollama_client import OllamaError, unload_all
+    from w4tui.ollama_client import OllamaError, unload_all
 
     try:
         unloaded = unload_all(config)
@@ -197,7 +239,7 @@ def cmd_config(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import default_demo_dir, init_demo
+    from w4tui.demo.workspace import default_demo_dir, init_demo
 
     directory = Path(args.dir) if args.dir else default_demo_dir()
     config_file = directory / "config.toml"
@@ -207,7 +249,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except FileExistsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"demo ready: {path}\n  next: w4tui --config {path}\n        w4tui --config {path} pipeline --to quantize")
+        print(
+            f"demo ready: {path}\n  next: w4tui --config {path}\n        w4tui --config {path} pipeline --to quantize"
+        )
         return 0
     if not config_file.exists():
         config_file = init_demo(directory)
@@ -222,6 +266,15 @@ def _short(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-COMMANDS = {"tui": cmd_tui, "run": cmd_run, "runs": cmd_runs, "status": cmd_status, "logs": cmd_logs,
-            "cancel": cmd_cancel, "pipeline": cmd_pipeline, "rollback": cmd_rollback, "unload": cmd_unload,
-            "config": cmd_config}
+COMMANDS = {
+    "tui": cmd_tui,
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "cancel": cmd_cancel,
+    "pipeline": cmd_pipeline,
+    "rollback": cmd_rollback,
+    "unload": cmd_unload,
+    "config": cmd_config,
+}

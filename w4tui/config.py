@@ -10,9 +10,10 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ENV_CONFIG = "W4TUI_CONFIG"
 
@@ -94,8 +95,11 @@ class NightlyConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     enabled: bool
-    time: str = field(metadata=_check(lambda v: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) is not None,
-                                      'must be a 24-hour time like "21:30"'))
+    time: str = field(
+        metadata=_check(
+            lambda v: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) is not None, 'must be a 24-hour time like "21:30"'
+        )
+    )
     days: str = field(metadata=_check(_days_ok, 'must be days like "mon-sun" or "mon,wed,fri"'))
 
 
@@ -118,10 +122,17 @@ class OllamaParameters:
 
 @dataclass(frozen=True)
 class OllamaConfig:
-    host: str = field(metadata=_check(lambda v: re.match(r"https?://[^/\s]+", v) is not None,
-                                      'must be a URL like "http://127.0.0.1:11434"'))
-    model: str = field(metadata=_check(lambda v: re.fullmatch(r"[a-z0-9][a-z0-9._/-]*", v) is not None,
-                                       "must be a lowercase model name without a tag (no ':')"))
+    host: str = field(
+        metadata=_check(
+            lambda v: re.match(r"https?://[^/\s]+", v) is not None, 'must be a URL like "http://127.0.0.1:11434"'
+        )
+    )
+    model: str = field(
+        metadata=_check(
+            lambda v: re.fullmatch(r"[a-z0-9][a-z0-9._/-]*", v) is not None,
+            "must be a lowercase model name without a tag (no ':')",
+        )
+    )
     template_from: str
     system: str
     parameters: OllamaParameters
@@ -131,8 +142,12 @@ class OllamaConfig:
 class VerifyConfig:
     prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
     num_predict: int = field(metadata=_positive())
-    keep_alive: str = field(metadata=_check(lambda v: re.fullmatch(r"-?\d+|(\d+(\.\d+)?(ms|s|m|h))+", v) is not None,
-                                            'must be a duration like "5m", "30s", "1h" or "0"'))
+    keep_alive: str = field(
+        metadata=_check(
+            lambda v: re.fullmatch(r"-?\d+|(\d+(\.\d+)?(ms|s|m|h))+", v) is not None,
+            'must be a duration like "5m", "30s", "1h" or "0"',
+        )
+    )
     expect: dict[str, list[str]]
 
 
@@ -158,6 +173,15 @@ class Config:
     @property
     def base_dir(self) -> Path:
         return self.file.parent
+
+    @property
+    def cli(self) -> str:
+        """The ``w4tui`` command line that selects this same config, for hints a person copies."""
+        if self.file == default_config_path():
+            return "w4tui"
+        import shlex
+
+        return f"w4tui --config {shlex.quote(str(self.file))}"
 
     def stage_env(self) -> dict[str, str]:
         """Environment for a stage process, so its defaults come from this same file."""
@@ -216,8 +240,9 @@ def _build(cls: type, data: dict[str, Any], file: Path, prefix: str, base: Path)
     for key in data:
         if key not in known:
             where = f"[{prefix}]" if prefix else "the top level"
-            raise ConfigError(f"{file}: unknown key '{_join(prefix, key)}' in {where} "
-                              f"(known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{file}: unknown key '{_join(prefix, key)}' in {where} (known: {', '.join(sorted(known))})"
+            )
     values: dict[str, Any] = {"file": file} if cls is Config else {}
     for f in fields(cls):
         if f.name == "file":

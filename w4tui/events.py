@@ -28,9 +28,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 VERSION = 1
 KINDS = ("start", "progress", "metrics", "artifact", "log", "done", "error")
@@ -103,7 +104,7 @@ class EventWriter:
         self._fh = open(self.path, "a", encoding="utf-8") if self.path else None
 
     @classmethod
-    def from_env(cls, stage: str) -> "EventWriter":
+    def from_env(cls, stage: str) -> EventWriter:
         """The writer a stage uses: the run's events file when started by the runner, else stderr text."""
         return cls(stage, os.environ.get(ENV_EVENTS) or None, os.environ.get(ENV_RUN_ID, ""))
 

@@ -10,8 +10,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class DiskSpaceError(Exception):
@@ -33,8 +33,10 @@ def check_free_space(directory: str | os.PathLike[str], needed: int, what: str =
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise DiskSpaceError(f"{probe}: {human_bytes(free)} free, {what} needs {human_bytes(needed)}; "
-                             f"free {human_bytes(needed - free)} or choose another directory")
+        raise DiskSpaceError(
+            f"{probe}: {human_bytes(free)} free, {what} needs {human_bytes(needed)}; "
+            f"free {human_bytes(needed - free)} or choose another directory"
+        )
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

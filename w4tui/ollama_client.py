@@ -13,11 +13,12 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from .config import Config
+from w4tui.config import Config
 
 MIN_VERSION = (0, 5, 5)  # the first server with files-based /api/create
 FALLBACK_STOPS = ["<|im_end|>", "<|endoftext|>"]
@@ -61,8 +62,10 @@ def errors(config: Config) -> Iterator[None]:
         code = f" (HTTP {exc.status_code})" if exc.status_code not in (-1, 200) else ""
         raise OllamaError(f"Ollama at {host(config)}: {exc.error}{code}") from None
     except httpx.TimeoutException:
-        raise OllamaError(f"Ollama at {host(config)} did not answer in time",
-                          hint="is it busy loading a model? try again, or restart it") from None
+        raise OllamaError(
+            f"Ollama at {host(config)} did not answer in time",
+            hint="is it busy loading a model? try again, or restart it",
+        ) from None
     except (httpx.TransportError, ConnectionError):
         raise OllamaError(f"Ollama is not reachable at {host(config)}", hint=START_HINT) from None
 
@@ -93,9 +96,11 @@ def require_files_api(config: Config) -> str:
     """The server's version; OllamaError when it predates files-based create (0.0.0 is a dev build)."""
     found = version(config)
     if (0, 0, 0) < parse_version(found) < MIN_VERSION:
-        raise OllamaError(f"Ollama {found} at {host(config)} is too old: deploying a GGUF needs 0.5.5 or newer",
-                          hint="upgrade Ollama (https://ollama.com/download), or create the model by hand from "
-                               "the Modelfile deploy writes: ollama create NAME -f FILE")
+        raise OllamaError(
+            f"Ollama {found} at {host(config)} is too old: deploying a GGUF needs 0.5.5 or newer",
+            hint="upgrade Ollama (https://ollama.com/download), or create the model by hand from "
+            "the Modelfile deploy writes: ollama create NAME -f FILE",
+        )
     return found
 
 
@@ -177,6 +182,7 @@ def has_blob(config: Config, digest: str) -> bool:
 
 def push_blob(config: Config, path: Path, digest: str, progress: Callable[[int], None] = lambda n: None) -> None:
     """Upload ``path`` as blob ``digest`` (the server checks the digest), reporting bytes sent."""
+
     def chunks() -> Iterator[bytes]:
         with open(path, "rb") as fh:
             while chunk := fh.read(4 << 20):
@@ -184,8 +190,9 @@ def push_blob(config: Config, path: Path, digest: str, progress: Callable[[int],
                 progress(len(chunk))
 
     with errors(config), client(config, None) as c:
-        response = c._client.post(f"/api/blobs/{digest}", content=chunks(),
-                                  headers={"Content-Length": str(path.stat().st_size)})
+        response = c._client.post(
+            f"/api/blobs/{digest}", content=chunks(), headers={"Content-Length": str(path.stat().st_size)}
+        )
     if response.status_code not in (200, 201):
         error = _error_text(response)
         raise OllamaError(f"Ollama at {host(config)} refused the upload of {path.name}: {error}")
@@ -208,12 +215,17 @@ def delete(config: Config, model: str) -> None:
         c.delete(model)
 
 
-def generate_stream(config: Config, model: str, prompt: str, options: dict | None = None,
-                    keep_alive: str | float | None = None, timeout: float | None = 600) -> Iterator[dict[str, Any]]:
+def generate_stream(
+    config: Config,
+    model: str,
+    prompt: str,
+    options: dict | None = None,
+    keep_alive: str | float | None = None,
+    timeout: float | None = 600,
+) -> Iterator[dict[str, Any]]:
     """Stream ``/api/generate`` parts as dicts (the last has done=True and the timing fields)."""
     with errors(config), client(config, timeout) as c:
-        for part in c.generate(model=model, prompt=prompt, stream=True, options=options or None,
-                               keep_alive=keep_alive):
+        for part in c.generate(model=model, prompt=prompt, stream=True, options=options or None, keep_alive=keep_alive):
             yield part.model_dump(exclude_none=True)
 
 
@@ -257,8 +269,10 @@ def rollback(config: Config) -> str:
     if previous not in known:
         raise OllamaError(f"no {previous} to roll back to: it appears when a second verified build is promoted")
     if known.get(latest) == known[previous]:
-        raise OllamaError(f"{latest} already is {previous}: nothing to roll back",
-                          hint=f"to go further back: ollama cp {config.ollama.model}:<build tag> {latest}")
+        raise OllamaError(
+            f"{latest} already is {previous}: nothing to roll back",
+            hint=f"to go further back: ollama cp {config.ollama.model}:<build tag> {latest}",
+        )
     was, now = _builds(known, known.get(latest)), _builds(known, known[previous])
     copy(config, previous, latest)
     return f"{latest} rolled back to {previous} ({now or known[previous][:12]})" + (f"; it was {was}" if was else "")

@@ -12,8 +12,8 @@ from typing import Any
 
 import tomli_w
 
-from .config import Config
-from .fsutil import atomic_write_bytes
+from w4tui.config import Config
+from w4tui.fsutil import atomic_write_bytes
 
 
 def settings_path(config: Config) -> Path:

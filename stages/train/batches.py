@@ -26,10 +26,10 @@ GROUP_BATCHES = 64
 
 @dataclass
 class Batch:
-    ids: np.ndarray        # (rows, width) int64
+    ids: np.ndarray  # (rows, width) int64
     positions: np.ndarray  # (rows, width) int64: restarts at 0 for every sample and for the padding
-    labels: np.ndarray     # (rows, width) int64, IGNORE where no loss
-    tokens: int            # real tokens (not padding)
+    labels: np.ndarray  # (rows, width) int64, IGNORE where no loss
+    tokens: int  # real tokens (not padding)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, batching: str) -> list[np.ndarray]:
@@ -39,12 +39,12 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, b
         window = batch_size * GROUP_BATCHES
         batches: list[np.ndarray] = []
         for start in range(0, len(order), window):
-            chunk = order[start:start + window]
+            chunk = order[start : start + window]
             chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
         batches = [batches[i] for i in rng.permutation(len(batches))]
     else:
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     longest = max(range(len(batches)), key=lambda i: lengths[batches[i]].max())
     batches.insert(0, batches.pop(longest))
     return batches
@@ -87,7 +87,11 @@ def collate(samples: list[Sample], pad_id: int, pack: bool) -> Batch:
         at = 0
         for i in row:
             n = lengths[i]
-            ids[r, at:at + n], labels[r, at:at + n], positions[r, at:at + n] = samples[i].ids, samples[i].labels, np.arange(n)
+            ids[r, at : at + n], labels[r, at : at + n], positions[r, at : at + n] = (
+                samples[i].ids,
+                samples[i].labels,
+                np.arange(n),
+            )
             labels[r, at] = IGNORE  # a sample's first token has no context: never the target of the one before
             at += n
         positions[r, at:] = np.arange(width - at)  # padding is a segment of its own: no sample attends to it

@@ -25,12 +25,12 @@ KEEP = 2  # checkpoints kept on disk; older ones are removed once a newer one is
 
 @dataclass
 class TrainState:
-    step: int = 0             # optimizer steps done
-    epoch: int = 0            # epoch the next micro-batch belongs to
-    batch: int = 0            # index of the next micro-batch in that epoch's order
-    tokens: int = 0           # tokens processed (not padding)
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epoch the next micro-batch belongs to
+    batch: int = 0  # index of the next micro-batch in that epoch's order
+    tokens: int = 0  # tokens processed (not padding)
     samples: int = 0
-    data_key: str = ""        # fingerprint of the tokenized data, so a resume on other data is refused
+    data_key: str = ""  # fingerprint of the tokenized data, so a resume on other data is refused
     settings: dict = field(default_factory=dict)  # the flags that shape the run, so a resume with others is refused
     losses: list = field(default_factory=list)  # [step, loss] history, for the record
 
@@ -45,13 +45,21 @@ def save(output: Path, state: TrainState, model, optimizer, scheduler, scaler) -
         tmp.mkdir(parents=True)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model).items()}
         save_file(weights, str(tmp / "adapter_model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                            "numpy": np.random.get_state(),
-                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                            "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None}},
-                   tmp / "training_state.pt")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
+                },
+            },
+            tmp / "training_state.pt",
+        )
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1) + "\n")
     for old in sorted((output / "checkpoints").glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stages._stage import StageError
+from stages.common.errors import StageError
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -29,7 +29,7 @@ SHAPES = "messages, instruction/output, prompt/completion or text"
 
 @dataclass
 class Sample:
-    ids: np.ndarray     # int32 token ids
+    ids: np.ndarray  # int32 token ids
     labels: np.ndarray  # int32, IGNORE where no loss
 
 
@@ -79,7 +79,9 @@ def read_records(files: list[Path], skip_bad: bool, report: DataReport, log) -> 
                     check_record(record)
                 except ValueError as exc:
                     if not skip_bad:
-                        raise StageError(f"{where}: {exc}", hint="fix the line, or pass --skip-bad to skip such lines") from None
+                        raise StageError(
+                            f"{where}: {exc}", hint="fix the line, or pass --skip-bad to skip such lines"
+                        ) from None
                     report.skipped += 1
                     if report.skipped <= 5:
                         log(f"skipped {where}: {exc}")
@@ -87,7 +89,9 @@ def read_records(files: list[Path], skip_bad: bool, report: DataReport, log) -> 
                 out.append((where, record))
     if not out:
         names = ", ".join(str(f) for f in files)
-        raise StageError(f"{names}: no usable samples" + (f" ({report.skipped} bad lines skipped)" if report.skipped else ""))
+        raise StageError(
+            f"{names}: no usable samples" + (f" ({report.skipped} bad lines skipped)" if report.skipped else "")
+        )
     return out
 
 
@@ -149,10 +153,12 @@ def render(record: dict, tokenizer) -> tuple[str, list[tuple[int, int]]]:
             if message["role"] != "assistant":
                 continue
             prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            upto = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
+            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
             if not text.startswith(prefix) or not text.startswith(upto):
-                raise StageError("the tokenizer's chat template does not render conversations prefix by prefix; "
-                                 "cannot find the assistant turns to train on")
+                raise StageError(
+                    "the tokenizer's chat template does not render conversations prefix by prefix; "
+                    "cannot find the assistant turns to train on"
+                )
             spans.append((len(prefix), len(upto.rstrip("\n"))))  # the answer and its end-of-turn token
         return text, spans
     eos = tokenizer.eos_token or ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Precision:
     device: str
-    dtype: str         # dtype of the frozen base weights: "float32", "bfloat16" or "float16"
+    dtype: str  # dtype of the frozen base weights: "float32", "bfloat16" or "float16"
     grad_scaler: bool  # fp16 needs loss scaling
 
 
@@ -59,10 +59,15 @@ def memory_fields(device: str) -> dict[str, int]:
     import torch
 
     if device == "mps":
-        return {"mem_allocated": torch.mps.current_allocated_memory(),
-                "mem_driver": torch.mps.driver_allocated_memory(),
-                "mem_recommended_max": torch.mps.recommended_max_memory()}
+        return {
+            "mem_allocated": torch.mps.current_allocated_memory(),
+            "mem_driver": torch.mps.driver_allocated_memory(),
+            "mem_recommended_max": torch.mps.recommended_max_memory(),
+        }
     if device == "cuda":
-        return {"mem_allocated": torch.cuda.memory_allocated(), "mem_reserved": torch.cuda.memory_reserved(),
-                "mem_total": torch.cuda.get_device_properties(0).total_memory}
+        return {
+            "mem_allocated": torch.cuda.memory_allocated(),
+            "mem_reserved": torch.cuda.memory_reserved(),
+            "mem_total": torch.cuda.get_device_properties(0).total_memory,
+        }
     return {}

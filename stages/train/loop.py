@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages._stage import Cancelled
+from stages.common.errors import Cancelled
 from stages.train import checkpoint
 from stages.train.batches import Batch, collate, epoch_batches
 from stages.train.data import IGNORE, Sample
@@ -58,7 +58,7 @@ def evaluate(model, samples: list[Sample], cfg: LoopConfig, pad_id: int, device:
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(samples), cfg.batch_size):
-            batch = collate(samples[start:start + cfg.batch_size], pad_id, cfg.batching == "pack")
+            batch = collate(samples[start : start + cfg.batch_size], pad_id, cfg.batching == "pack")
             value, n = loss_sum(model, batch, device)
             total, count = total + float(value), count + n
     model.train()
@@ -77,8 +77,20 @@ class StopFlag:
         self.requested = True
 
 
-def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples: list[Sample], state, cfg: LoopConfig,
-        output, device: str, pad_id: int, events: EventWriter) -> dict:
+def run(
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    samples: list[Sample],
+    eval_samples: list[Sample],
+    state,
+    cfg: LoopConfig,
+    output,
+    device: str,
+    pad_id: int,
+    events: EventWriter,
+) -> dict:
     lengths = np.array([len(s.ids) for s in samples])
     per_epoch, total = total_steps(len(samples), cfg)
     stop = StopFlag()
@@ -90,7 +102,7 @@ def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples
     while state.step < total:
         batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.batching)
         while state.batch < len(batches) and state.step < total:
-            group = batches[state.batch:state.batch + cfg.accumulation]
+            group = batches[state.batch : state.batch + cfg.accumulation]
             step_started = time.monotonic()
             micro = [collate([samples[i] for i in b], pad_id, cfg.batching == "pack") for b in group]
             # Token-weighted: every labelled token in the window counts the same, whatever its batch.
@@ -105,8 +117,9 @@ def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples
                 window_tokens += batch.tokens
             if scaler:
                 scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                             cfg.max_grad_norm))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            )
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
@@ -123,20 +136,26 @@ def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples
             step_times = (step_times + [time.monotonic() - step_started])[-50:]
             if state.step % cfg.log_every == 0 or state.step == total:
                 elapsed = max(time.monotonic() - window_started, 1e-9)
-                events.metrics(step=state.step, total_steps=total, epoch=round(state.step / per_epoch, 4),
-                               loss=round(window_loss / window_steps, 6),
-                               learning_rate=scheduler.get_last_lr()[0],
-                               grad_norm=round(grad_norm, 6) if math.isfinite(grad_norm) else None,  # fp16 overflow step
-                               tokens_per_second=round(window_tokens / elapsed, 1),
-                               eta_s=round(sum(step_times) / len(step_times) * (total - state.step), 1),
-                               device=device, **memory_fields(device))
+                events.metrics(
+                    step=state.step,
+                    total_steps=total,
+                    epoch=round(state.step / per_epoch, 4),
+                    loss=round(window_loss / window_steps, 6),
+                    learning_rate=scheduler.get_last_lr()[0],
+                    grad_norm=round(grad_norm, 6) if math.isfinite(grad_norm) else None,  # fp16 overflow step
+                    tokens_per_second=round(window_tokens / elapsed, 1),
+                    eta_s=round(sum(step_times) / len(step_times) * (total - state.step), 1),
+                    device=device,
+                    **memory_fields(device),
+                )
                 events.progress(state.step, total, "steps")
                 window_loss, window_steps, window_tokens, window_started = 0.0, 0, 0, time.monotonic()
             if state.step == total:
                 break  # a stop asked for now is moot: the final adapter is seconds away
             if state.step % cfg.checkpoint_every == 0 or stop.requested:
-                _checkpoint(model, optimizer, scheduler, scaler, state, output, events, eval_samples, cfg, device,
-                            pad_id, total)
+                _checkpoint(
+                    model, optimizer, scheduler, scaler, state, output, events, eval_samples, cfg, device, pad_id, total
+                )
             if stop.requested:
                 raise Cancelled()
         if state.batch >= len(batches):
@@ -145,9 +164,14 @@ def run(model, optimizer, scheduler, scaler, samples: list[Sample], eval_samples
     eval_loss = evaluate(model, eval_samples, cfg, pad_id, device)
     if eval_loss is not None:
         events.metrics(step=state.step, total_steps=total, eval_loss=round(eval_loss, 6))
-    return {"loss": last_loss, "eval_loss": eval_loss, "steps": state.step, "train_seconds": round(seconds, 3),
-            "train_cpu_seconds": round(cpu_seconds, 3),
-            "tokens_per_second": round((state.tokens - tokens_before) / max(seconds, 1e-9), 1)}
+    return {
+        "loss": last_loss,
+        "eval_loss": eval_loss,
+        "steps": state.step,
+        "train_seconds": round(seconds, 3),
+        "train_cpu_seconds": round(cpu_seconds, 3),
+        "tokens_per_second": round((state.tokens - tokens_before) / max(seconds, 1e-9), 1),
+    }
 
 
 def _checkpoint(model, optimizer, scheduler, scaler, state, output, events, eval_samples, cfg, device, pad_id, total):

@@ -11,21 +11,36 @@ from pathlib import Path
 
 import numpy as np
 
-from stages._stage import StageError, stage_config
+from stages.common.errors import StageError
 from stages.train import checkpoint
 from stages.train.batches import split_eval
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
 from stages.train.loop import LoopConfig, run, total_steps
 from stages.train.tokenized import load_samples
+from w4tui.config import load_config
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_write_text, fsync_dir
 
 RECORD = "training_run.json"
 # Flags that change what an exact resume would compute; a resume with other values is refused.
-TRAJECTORY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "learning_rate", "max_seq_length",
-              "overlong", "batch_size", "gradient_accumulation", "batching", "eval_fraction", "seed",
-              "replay", "resume_from")
+TRAJECTORY = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "epochs",
+    "learning_rate",
+    "max_seq_length",
+    "overlong",
+    "batch_size",
+    "gradient_accumulation",
+    "batching",
+    "eval_fraction",
+    "seed",
+    "replay",
+    "resume_from",
+)
 
 
 def train(args, events: EventWriter) -> dict:
@@ -38,23 +53,34 @@ def train(args, events: EventWriter) -> dict:
         raise StageError(str(exc), hint="use --device auto") from None
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-    cache = stage_config().paths.state / "cache" / "tokenized" if args.cache else None
+    cache = load_config(None).paths.state / "cache" / "tokenized" if args.cache else None
     log = lambda message: events.log(message, level="warning")  # noqa: E731
-    samples, report = load_samples(args.dataset, tokenizer, args.max_seq_length, args.overlong, args.skip_bad, cache, log)
+    samples, report = load_samples(
+        args.dataset, tokenizer, args.max_seq_length, args.overlong, args.skip_bad, cache, log
+    )
     replayed, replay_files = 0, {}
     if args.replay > 0:
         samples, replayed, replay_files = _mix_replay(args, samples, report, tokenizer, cache, log)
     train_idx, eval_idx = split_eval(len(samples), args.eval_fraction, args.seed)
     train_samples, eval_samples = [samples[i] for i in train_idx], [samples[i] for i in eval_idx]
-    data_key = hashlib.sha256(json.dumps([report.files, report.tokens, replay_files, replayed]).encode()).hexdigest()[:16]
+    data_key = hashlib.sha256(json.dumps([report.files, report.tokens, replay_files, replayed]).encode()).hexdigest()[
+        :16
+    ]
     settings = {name: _plain(getattr(args, name)) for name in TRAJECTORY}
     resume_at = _resume_point(args, data_key, settings) if args.resume else None
 
     model = _model(args, precision, torch)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.0)
-    cfg = LoopConfig(args.epochs, args.batch_size, args.gradient_accumulation, args.seed, args.log_every,
-                     args.checkpoint_every, args.batching)
+    cfg = LoopConfig(
+        args.epochs,
+        args.batch_size,
+        args.gradient_accumulation,
+        args.seed,
+        args.log_every,
+        args.checkpoint_every,
+        args.batching,
+    )
     _, total = total_steps(len(train_samples), cfg)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, round(total * 0.03)), total)
     scaler = torch.amp.GradScaler(precision.device) if precision.grad_scaler else None
@@ -63,23 +89,58 @@ def train(args, events: EventWriter) -> dict:
     if resume_at:
         state = checkpoint.load(resume_at, model, optimizer, scheduler, scaler)
         events.log(f"resuming from {resume_at.name} (step {state.step} of {total})")
-    events.log(f"{len(train_samples)} train / {len(eval_samples)} eval samples, {report.tokens} tokens, "
-               f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)")
+    events.log(
+        f"{len(train_samples)} train / {len(eval_samples)} eval samples, {report.tokens} tokens, "
+        f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)"
+    )
     started = time.time()
-    result = run(model, optimizer, scheduler, scaler, train_samples, eval_samples, state, cfg, args.output,
-                 precision.device, tokenizer.pad_token_id or 0, events)
+    result = run(
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        train_samples,
+        eval_samples,
+        state,
+        cfg,
+        args.output,
+        precision.device,
+        tokenizer.pad_token_id or 0,
+        events,
+    )
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
     train_tokens = int(sum(len(s.ids) for s in train_samples))
-    counts = {"train_samples": len(train_samples), "train_tokens": train_tokens, "eval_samples": len(eval_samples),
-              "replayed": replayed,
-              "replay_data": replay_files, "device": precision.device, "base_dtype": precision.dtype}
+    counts = {
+        "train_samples": len(train_samples),
+        "train_tokens": train_tokens,
+        "eval_samples": len(eval_samples),
+        "replayed": replayed,
+        "replay_data": replay_files,
+        "device": precision.device,
+        "base_dtype": precision.dtype,
+    }
     _save_adapter(model, args, report, result, counts, parent, started, state.losses)
-    events.artifact(args.output.resolve(), "adapter", parent=parent, base_model=str(args.base_model.resolve()),
-                    loss=result["loss"], eval_loss=result["eval_loss"])
-    return {"final_loss": result["loss"], "eval_loss": result["eval_loss"], "steps": result["steps"],
-            "samples": len(train_samples), "tokens": train_tokens, "truncated": report.truncated,
-            "dropped": report.dropped, "skipped": report.skipped, "replayed": replayed,
-            "train_seconds": result["train_seconds"], "tokens_per_second": result["tokens_per_second"]}
+    events.artifact(
+        args.output.resolve(),
+        "adapter",
+        parent=parent,
+        base_model=str(args.base_model.resolve()),
+        loss=result["loss"],
+        eval_loss=result["eval_loss"],
+    )
+    return {
+        "final_loss": result["loss"],
+        "eval_loss": result["eval_loss"],
+        "steps": result["steps"],
+        "samples": len(train_samples),
+        "tokens": train_tokens,
+        "truncated": report.truncated,
+        "dropped": report.dropped,
+        "skipped": report.skipped,
+        "replayed": replayed,
+        "train_seconds": result["train_seconds"],
+        "tokens_per_second": result["tokens_per_second"],
+    }
 
 
 def _plain(value):
@@ -93,13 +154,17 @@ def _resume_point(args, data_key: str, settings: dict) -> Path:
         raise StageError(f"{args.output}: no checkpoint to resume from", hint="start without --resume")
     saved = checkpoint.read_state(found)
     if saved.data_key != data_key:
-        raise StageError(f"{found}: was trained on other data than {args.dataset}; cannot resume exactly",
-                         hint="use the same --dataset, or start a new run in another --output")
+        raise StageError(
+            f"{found}: was trained on other data than {args.dataset}; cannot resume exactly",
+            hint="use the same --dataset, or start a new run in another --output",
+        )
     changed = [k for k in TRAJECTORY if k in saved.settings and saved.settings[k] != settings[k]]
     if changed:
         was = ", ".join(f"--{k} {saved.settings[k]}" for k in changed)
-        raise StageError(f"{found}: was trained with {was}; cannot resume exactly with other values",
-                         hint="resume with the same flags, or start a new run in another --output")
+        raise StageError(
+            f"{found}: was trained with {was}; cannot resume exactly with other values",
+            hint="resume with the same flags, or start a new run in another --output",
+        )
     return found
 
 
@@ -121,17 +186,24 @@ def _model(args, precision, torch):
     present = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
     missing = [m for m in args.target_modules if m not in present]
     if missing:
-        raise StageError(f"target modules not in this model: {', '.join(missing)}",
-                         hint="check [train] target_modules (Qwen2: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)")
-    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        target_modules=list(args.target_modules), task_type="CAUSAL_LM")
+        raise StageError(
+            f"target modules not in this model: {', '.join(missing)}",
+            hint="check [train] target_modules (Qwen2: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+        )
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(args.target_modules),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(base, config)
 
 
 def _mix_replay(args, samples, report, tokenizer, cache, log):
     """Add samples drawn from the main dataset so that they are ``replay`` of the mix. The draw is
     seeded by the new data, so each night replays a different part of the main set."""
-    source = args.replay_dataset or stage_config().paths.data
+    source = args.replay_dataset or load_config(None).paths.data
     main, main_report = load_samples(source, tokenizer, args.max_seq_length, args.overlong, args.skip_bad, cache, log)
     want = min(len(main), round(len(samples) * args.replay / (1 - args.replay)))
     night = int(hashlib.sha256(json.dumps(report.files, sort_keys=True).encode()).hexdigest()[:8], 16)
@@ -153,14 +225,29 @@ def _save_adapter(model, args, report, result, counts: dict, parent: str, starte
         os.replace(staging / name, output / name)
     fsync_dir(output)
     shutil.rmtree(staging, ignore_errors=True)
-    record = {"args": {k: _plain(v) for k, v in vars(args).items()},
-              "base_model": str(args.base_model.resolve()), **_base_info(args.base_model), "parent": parent,
-              "data": report.files, "samples": report.samples, "tokens": report.tokens,
-              "label_tokens": report.label_tokens, "truncated": report.truncated, "dropped": report.dropped,
-              "skipped": report.skipped, **counts, "final_loss": result["loss"],
-              "eval_loss": result["eval_loss"], "steps": result["steps"], "train_seconds": result["train_seconds"],
-              "train_cpu_seconds": result["train_cpu_seconds"], "tokens_per_second": result["tokens_per_second"], "started": started, "ended": time.time(),
-              "loss_history": losses}
+    record = {
+        "args": {k: _plain(v) for k, v in vars(args).items()},
+        "base_model": str(args.base_model.resolve()),
+        **_base_info(args.base_model),
+        "parent": parent,
+        "data": report.files,
+        "samples": report.samples,
+        "tokens": report.tokens,
+        "label_tokens": report.label_tokens,
+        "truncated": report.truncated,
+        "dropped": report.dropped,
+        "skipped": report.skipped,
+        **counts,
+        "final_loss": result["loss"],
+        "eval_loss": result["eval_loss"],
+        "steps": result["steps"],
+        "train_seconds": result["train_seconds"],
+        "train_cpu_seconds": result["train_cpu_seconds"],
+        "tokens_per_second": result["tokens_per_second"],
+        "started": started,
+        "ended": time.time(),
+        "loss_history": losses,
+    }
     atomic_write_text(output / RECORD, json.dumps(record, indent=1) + "\n")
 
 

@@ -24,13 +24,15 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_samples(path: Path, tokenizer, max_len: int, overlong: str, skip_bad: bool,
-                 cache_dir: Path | None, log) -> tuple[list[Sample], DataReport]:
+def load_samples(
+    path: Path, tokenizer, max_len: int, overlong: str, skip_bad: bool, cache_dir: Path | None, log
+) -> tuple[list[Sample], DataReport]:
     files = dataset_files(path)
     hashes = {str(f): file_sha256(f) for f in files}
     report = DataReport(files=hashes)
-    key = hashlib.sha256(json.dumps([CACHE_VERSION, hashes, tokenizer_fingerprint(tokenizer), max_len, overlong,
-                                     skip_bad]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps([CACHE_VERSION, hashes, tokenizer_fingerprint(tokenizer), max_len, overlong, skip_bad]).encode()
+    ).hexdigest()[:24]
     cached = cache_dir / f"{key}.npz" if cache_dir else None
     if cached and cached.exists():
         try:
@@ -57,20 +59,26 @@ def load_samples(path: Path, tokenizer, max_len: int, overlong: str, skip_bad: b
 
 
 def raise_all_dropped(path: Path, report: DataReport, max_len: int) -> None:
-    from stages._stage import StageError
+    from stages.common.errors import StageError
 
-    raise StageError(f"{path}: all {report.dropped} samples were dropped: longer than max_seq_length {max_len} "
-                     f"or nothing left to learn after truncation",
-                     hint="raise --max_seq_length or use --overlong truncate")
+    raise StageError(
+        f"{path}: all {report.dropped} samples were dropped: longer than max_seq_length {max_len} "
+        f"or nothing left to learn after truncation",
+        hint="raise --max_seq_length or use --overlong truncate",
+    )
 
 
 def _save(path: Path, samples: list[Sample], report: DataReport) -> None:
     lengths = np.array([len(s.ids) for s in samples], dtype=np.int64)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, lengths=lengths, ids=np.concatenate([s.ids for s in samples]),
-                     labels=np.concatenate([s.labels for s in samples]),
-                     report=np.frombuffer(json.dumps(asdict(report)).encode(), dtype=np.uint8))
+            np.savez(
+                fh,
+                lengths=lengths,
+                ids=np.concatenate([s.ids for s in samples]),
+                labels=np.concatenate([s.labels for s in samples]),
+                report=np.frombuffer(json.dumps(asdict(report)).encode(), dtype=np.uint8),
+            )
 
 
 def _load(path: Path) -> tuple[list[Sample], DataReport]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from ..config import Config
-from ..runner import Runner
-from ..settings import load_settings, save_setting
-from .screens.main import PANES, MainScreen
-from .themes import DEFAULT_THEME, builtin_dir, load_themes
+from w4tui.config import Config
+from w4tui.runs.runner import Runner
+from w4tui.settings import load_settings, save_setting
+from w4tui.ui.screens.main import PANES, MainScreen
+from w4tui.ui.themes import DEFAULT_THEME, builtin_dir, load_themes
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,14 @@ class W4App(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit", tooltip="Quit; running stages keep running"),
         Binding("ctrl+t", "change_theme", "Theme", id="app.theme", tooltip="Pick a theme (the choice is kept)"),
-        Binding("ctrl+r", "refresh_all", "Refresh", id="app.refresh", show=False,
-                tooltip="Read runs, artifacts and Ollama again now"),
+        Binding(
+            "ctrl+r",
+            "refresh_all",
+            "Refresh",
+            id="app.refresh",
+            show=False,
+            tooltip="Read runs, artifacts and Ollama again now",
+        ),
     ]
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time, sampler=None, scanner=None) -> None:
@@ -72,11 +78,16 @@ class W4App(App[int]):
     def _theme_changed(self, theme) -> None:
         if theme.name != self._saved_theme:
             self._saved_theme = theme.name
-            self.run_worker(lambda: save_setting(self.config, "theme", theme.name), thread=True,
-                            group="settings", exit_on_error=False, description="save the theme")
+            self.run_worker(
+                lambda: save_setting(self.config, "theme", theme.name),
+                thread=True,
+                group="settings",
+                exit_on_error=False,
+                description="save the theme",
+            )
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
+        from w4tui.ui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen(self.binding_groups()))
 
@@ -91,15 +102,23 @@ class W4App(App[int]):
 
     # -- every action, for help and the command palette -----------------------------------------
     def binding_groups(self) -> list[tuple[str, list[Binding]]]:
-        from .screens.dialogs import ConfirmScreen
-        from .screens.stage_form import StageFormScreen
+        from w4tui.ui.screens.dialogs import ConfirmScreen
+        from w4tui.ui.screens.stage_form import StageFormScreen
 
         main = MainScreen
-        groups = [("anywhere", [*self._keyed(W4App.BINDINGS), *self._keyed(main.BINDINGS),
-                                Binding("ctrl+p", "command_palette", "Command palette", id="app.palette"),
-                                Binding("tab", "focus_next", "Next pane / widget", id="app.focus_next")])]
+        groups = [
+            (
+                "anywhere",
+                [
+                    *self._keyed(W4App.BINDINGS),
+                    *self._keyed(main.BINDINGS),
+                    Binding("ctrl+p", "command_palette", "Command palette", id="app.palette"),
+                    Binding("tab", "focus_next", "Next pane / widget", id="app.focus_next"),
+                ],
+            )
+        ]
         screen = self.screen if isinstance(self.screen, MainScreen) else None
-        for pane in (screen.panes() if screen else []):
+        for pane in screen.panes() if screen else []:
             if pane.BINDINGS:
                 groups.append((pane.TITLE, self._keyed(pane.BINDINGS)))
         groups.append(("stage form", self._keyed(StageFormScreen.BINDINGS)))
@@ -123,11 +142,13 @@ class W4App(App[int]):
         yield SystemCommand("Refresh", "Read runs, artifacts and Ollama again now", self.action_refresh_all)
         for name in PANES:
             pane = screen.pane(name)
-            yield SystemCommand(f"Show {pane.TITLE}", f"Pane {pane.KEY}",
-                                lambda p=name: screen.action_show_pane(p))
+            yield SystemCommand(f"Show {pane.TITLE}", f"Pane {pane.KEY}", lambda p=name: screen.action_show_pane(p))
             for b in pane.BINDINGS:
-                yield SystemCommand(f"{pane.TITLE}: {b.description}", b.tooltip or b.description,
-                                    lambda p=name, a=b.action: self._pane_action(screen, p, a))
+                yield SystemCommand(
+                    f"{pane.TITLE}: {b.description}",
+                    b.tooltip or b.description,
+                    lambda p=name, a=b.action: self._pane_action(screen, p, a),
+                )
 
     def _pane_action(self, screen: MainScreen, pane_id: str, action: str) -> None:
         screen.action_show_pane(pane_id)
@@ -139,8 +160,9 @@ def live_runs_message(runner: Runner) -> str:
     live = [r for r in runner.runs() if r.live]
     if not live:
         return ""
-    lines = [f"{len(live)} run{'s' if len(live) > 1 else ''} keep{'s' if len(live) == 1 else ''} running "
-             "in the background:"]
+    lines = [
+        f"{len(live)} run{'s' if len(live) > 1 else ''} keep{'s' if len(live) == 1 else ''} running in the background:"
+    ]
     lines += [f"  {r.stage:<9} {r.id}  (w4tui logs -f {r.id} · w4tui cancel {r.id})" for r in live]
     lines.append("Run `w4tui` again to re-attach.")
     return "\n".join(lines)

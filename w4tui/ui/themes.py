@@ -14,8 +14,19 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 DEFAULT_THEME = "w4tui-dark"
-COLOURS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel", "boost",
-           "warning", "error", "success")
+COLOURS = (
+    "primary",
+    "secondary",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+    "warning",
+    "error",
+    "success",
+)
 KEYS = {"name", "dark", "variables", *COLOURS}
 
 
@@ -54,8 +65,12 @@ def parse_theme(path: Path) -> Theme:
     variables = data.get("variables", {})
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
         raise ThemeFileError(f"{path}: [variables] must hold strings")
-    return Theme(name=name, dark=data.get("dark", True), variables=dict(variables),
-                 **{key: data[key] for key in COLOURS if key in data})
+    return Theme(
+        name=name,
+        dark=data.get("dark", True),
+        variables=dict(variables),
+        **{key: data[key] for key in COLOURS if key in data},
+    )
 
 
 def _colour(path: Path, key: str, value: object) -> None:

@@ -25,8 +25,10 @@ class ConfirmScreen(ModalScreen[bool]):
     """Asks a yes/no question; y / enter confirm, n / escape decline."""
 
     DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "ConfirmScreen")
-    BINDINGS = [Binding("y", "answer(True)", "Yes", id="dialog.yes"),
-                Binding("n,escape", "answer(False)", "No", id="dialog.no")]
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="dialog.yes"),
+        Binding("n,escape", "answer(False)", "No", id="dialog.no"),
+    ]
 
     def __init__(self, question: str, detail: str = "", yes: str = "Yes") -> None:
         super().__init__()
@@ -76,10 +78,13 @@ class TextInputScreen(ModalScreen[str | None]):
 class TextViewScreen(ModalScreen[None]):
     """A scrollable text (an artifact's details, a Modelfile); escape or q closes it."""
 
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "TextViewScreen") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.replace("ModalScreen", "TextViewScreen")
+        + """
     TextViewScreen .dialog { height: 90%; }
     TextViewScreen VerticalScroll { height: 1fr; }
     """
+    )
     BINDINGS = [Binding("escape,q", "close", "Close", id="dialog.close")]
 
     def __init__(self, title: str, text) -> None:

@@ -10,7 +10,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from .dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import DIALOG_CSS
 
 INTRO = (
     "Panes: 1-6 show a pane (on a wide terminal several are shown at once); tab and shift+tab move "
@@ -28,16 +28,23 @@ def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:
     table.add_column("id", style="dim")
     for where, bindings in groups:
         for index, b in enumerate(bindings):
-            table.add_row(where if index == 0 else "", Text(b.key.replace("question_mark", "?"), style="bold"),
-                          b.description or b.tooltip, b.id or "")
+            table.add_row(
+                where if index == 0 else "",
+                Text(b.key.replace("question_mark", "?"), style="bold"),
+                b.description or b.tooltip,
+                b.id or "",
+            )
     return table
 
 
 class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "HelpScreen") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.replace("ModalScreen", "HelpScreen")
+        + """
     HelpScreen .dialog { height: 90%; max-width: 110; }
     HelpScreen VerticalScroll { height: 1fr; }
     """
+    )
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
 
     def __init__(self, groups: list[tuple[str, list[Binding]]]) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from ..data import fmt
-from ..data.artifacts import Artifact
+from w4tui.ui.sources import fmt
+from w4tui.ui.sources.artifacts import Artifact
 
 
 def describe_artifact(a: Artifact, now: float) -> str:
-    lines = [f"path        {a.path}", f"kind        {a.kind}" + ("  (latest of its kind)" if a.latest else ""),
-             f"size        {fmt.size(a.bytes)}", f"modified    {fmt.clock(a.modified, now)}"]
+    lines = [
+        f"path        {a.path}",
+        f"kind        {a.kind}" + ("  (latest of its kind)" if a.latest else ""),
+        f"size        {fmt.size(a.bytes)}",
+        f"modified    {fmt.clock(a.modified, now)}",
+    ]
     if a.parent:
         lines.append(f"made from   {a.parent}")
     if a.run_id:
@@ -26,9 +30,16 @@ def describe_artifact(a: Artifact, now: float) -> str:
         if g.error:
             lines.append(f"GGUF header unreadable: {g.error}")
         else:
-            lines += ["", "GGUF header", f"  name            {g.name}", f"  architecture    {g.architecture}",
-                      f"  quantization    {g.quantization}", f"  tensors         {g.tensors}",
-                      f"  context length  {g.context_length or '?'}", f"  parameters      {g.parameters:,}"]
+            lines += [
+                "",
+                "GGUF header",
+                f"  name            {g.name}",
+                f"  architecture    {g.architecture}",
+                f"  quantization    {g.quantization}",
+                f"  tensors         {g.tensors}",
+                f"  context length  {g.context_length or '?'}",
+                f"  parameters      {g.parameters:,}",
+            ]
     if a.extra:
         lines += ["", "from its artifact event"] + [f"  {k:<14}  {v}" for k, v in a.extra]
     return "\n".join(lines)

@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import asyncio
 
-from textual.content import Content
-from textual.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.content import Content
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..data.runs import RunInfo, RunsWatcher
-from ..widgets.artifacts.pane import ArtifactsPane
-from ..widgets.logs.pane import LogsPane
-from ..widgets.memory.pane import MemoryPane
-from ..widgets.ollama.pane import OllamaPane
-from ..widgets.pane import Mailbox, Pane
-from ..widgets.stages.pane import StagesPane
-from ..widgets.training.pane import TrainingPane
+from w4tui.ui.panes.artifacts import ArtifactsPane
+from w4tui.ui.panes.logs import LogsPane
+from w4tui.ui.panes.memory import MemoryPane
+from w4tui.ui.panes.ollama import OllamaPane
+from w4tui.ui.panes.stages import StagesPane
+from w4tui.ui.panes.training import TrainingPane
+from w4tui.ui.sources.runs import RunInfo, RunsWatcher
+from w4tui.ui.widgets.pane import Mailbox, Pane
 
 POLL_S = 1.0
 LATER_S = 0.4  # panes not on the first screen are mounted this long after it
 FIRST_POLL_S = 0.08
-WIDE = (120, 34)             # from this size on, several panes share the screen
+WIDE = (120, 34)  # from this size on, several panes share the screen
 ALWAYS_WIDE = ("training", "memory", "stages")
 PANES = ("training", "memory", "artifacts", "ollama", "stages", "logs")
 
@@ -38,16 +38,20 @@ class PaneBar(Static):
     PaneBar { height: 1; background: $panel; padding: 0 1; link-style: none; link-background-hover: $boost; }
     """
 
-    def show(self, screen: "MainScreen") -> None:
+    def show(self, screen: MainScreen) -> None:
         parts = []
         for pane in screen.panes():
-            style = "bold reverse $primary" if pane.PANE_ID == screen.active else \
-                ("bold" if pane.display else "$text-muted")
+            style = (
+                "bold reverse $primary"
+                if pane.PANE_ID == screen.active
+                else ("bold" if pane.display else "$text-muted")
+            )
             title = pane.TITLE if self.app.size.width >= 100 else pane.SHORT
             parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY} {title} [/]")
         live = [r for r in screen.runs if r.live]
-        status = f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live \
-            else "[$text-muted]idle[/]"
+        status = (
+            f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live else "[$text-muted]idle[/]"
+        )
         self.update(Content.from_markup(" ".join(parts) + "   " + status))
 
 
@@ -62,8 +66,10 @@ class ReadyFooter(Footer):
         self._shown: tuple | None = None
 
     def _keys(self) -> tuple:
-        return tuple((key, b.key, b.description, b.show, enabled)
-                     for key, (_, b, enabled, _tooltip) in self.screen.active_bindings.items())
+        return tuple(
+            (key, b.key, b.description, b.show, enabled)
+            for key, (_, b, enabled, _tooltip) in self.screen.active_bindings.items()
+        )
 
     def compose(self):
         self._shown = self._keys()
@@ -85,8 +91,10 @@ class MainScreen(Mailbox, Screen):
     MainScreen.-wide #artifacts, MainScreen.-wide #ollama, MainScreen.-wide #logs { column-span: 2; }
     """
     BINDINGS = [
-        *[Binding(str(i + 1), f"show_pane('{name}')", name.title(), id=f"pane.{name}", show=False)
-          for i, name in enumerate(PANES)],
+        *[
+            Binding(str(i + 1), f"show_pane('{name}')", name.title(), id=f"pane.{name}", show=False)
+            for i, name in enumerate(PANES)
+        ],
         Binding("question_mark", "app.help", "Help", id="app.help", tooltip="Every key and what it does"),
     ]
 
@@ -99,9 +107,17 @@ class MainScreen(Mailbox, Screen):
         self.watcher = RunsWatcher(self.app.runner)
 
     def compose(self) -> ComposeResult:
-        self._panes: dict[str, Pane] = {p.PANE_ID: p for p in (
-            TrainingPane(), MemoryPane(self.sampler), ArtifactsPane(self.scanner), OllamaPane(), StagesPane(),
-            LogsPane())}
+        self._panes: dict[str, Pane] = {
+            p.PANE_ID: p
+            for p in (
+                TrainingPane(),
+                MemoryPane(self.sampler),
+                ArtifactsPane(self.scanner),
+                OllamaPane(),
+                StagesPane(),
+                LogsPane(),
+            )
+        }
         first = self._shown(self._is_wide(self.app.size))
         yield PaneBar(id="pane-bar")
         with Container(id="panes"):
@@ -116,7 +132,7 @@ class MainScreen(Mailbox, Screen):
         for index, pane in enumerate(panes):
             if pane.is_attached:
                 continue
-            after = next((p for p in panes[index + 1:] if p.is_attached), None)
+            after = next((p for p in panes[index + 1 :] if p.is_attached), None)
             container.mount(pane, before=after) if after is not None else container.mount(pane)
 
     def panes(self) -> list[Pane]:
@@ -168,8 +184,9 @@ class MainScreen(Mailbox, Screen):
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs
-        train = next((r for r in runs if r.stage == "train" and r.live), None) or \
-            next((r for r in runs if r.stage == "train"), None)
+        train = next((r for r in runs if r.stage == "train" and r.live), None) or next(
+            (r for r in runs if r.stage == "train"), None
+        )
         self.pane("training").follow(train)
         for pane_id in ("stages", "logs", "artifacts"):
             self.pane(pane_id).show_runs(runs)
@@ -223,22 +240,28 @@ class MainScreen(Mailbox, Screen):
         elif message.verb == "delete":
             self.delete_artifact(a)
         elif message.verb == "inspect":
-            from .dialogs import TextViewScreen
-            from .inspect import describe_artifact
+            from w4tui.ui.screens.dialogs import TextViewScreen
+            from w4tui.ui.screens.inspect import describe_artifact
 
             self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
 
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def launch(self, stage: str, input_path: str | None = None) -> None:
-        from ...runner import RunError
-        from . import launch as L
-        from .stage_form import StageFormScreen
+        from w4tui.runs.runner import RunError
+        from w4tui.ui.screens import launch as L
+        from w4tui.ui.screens.stage_form import StageFormScreen
 
         runner, config = self.app.runner, self.app.config
         prepared = await asyncio.to_thread(L.prepare, runner, config, stage, input_path, self.app.clock())
-        args = await self.app.push_screen_wait(StageFormScreen(
-            prepared.title, prepared.args, prepared.note, prepared.blank,
-            extra_hint="none needed" if stage == L.PIPELINE else ""))
+        args = await self.app.push_screen_wait(
+            StageFormScreen(
+                prepared.title,
+                prepared.args,
+                prepared.note,
+                prepared.blank,
+                extra_hint="none needed" if stage == L.PIPELINE else "",
+            )
+        )
         if args is None:
             return
         try:
@@ -251,14 +274,15 @@ class MainScreen(Mailbox, Screen):
 
     @work(exclusive=True, group="cancel", exit_on_error=False)
     async def cancel(self, run: RunInfo, others: tuple[RunInfo, ...]) -> None:
-        from ...runner import RunError
-        from .dialogs import ConfirmScreen
+        from w4tui.runs.runner import RunError
+        from w4tui.ui.screens.dialogs import ConfirmScreen
 
         detail = "It gets SIGINT (it saves what it can), SIGTERM after the grace period, then SIGKILL."
         if others:
             detail += "\nAlso cancels: " + ", ".join(f"{r.stage} {r.id}" for r in others)
-        if not await self.app.push_screen_wait(ConfirmScreen(f"Cancel {run.stage} run {run.id}?", detail,
-                                                             "Cancel run")):
+        if not await self.app.push_screen_wait(
+            ConfirmScreen(f"Cancel {run.stage} run {run.id}?", detail, "Cancel run")
+        ):
             return
         for target in (run, *others):
             try:
@@ -270,13 +294,17 @@ class MainScreen(Mailbox, Screen):
 
     @work(exclusive=True, group="delete", exit_on_error=False)
     async def delete_artifact(self, artifact) -> None:
-        from ..data import fmt
-        from ..data.artifacts import delete
-        from .dialogs import ConfirmScreen
+        from w4tui.ui.screens.dialogs import ConfirmScreen
+        from w4tui.ui.sources import fmt
+        from w4tui.ui.sources.artifacts import delete
 
-        if not await self.app.push_screen_wait(ConfirmScreen(
-                f"Delete {artifact.kind} {artifact.name}?", f"{artifact.path}\n{fmt.size(artifact.bytes)} on disk; "
-                "this cannot be undone.", "Delete")):
+        if not await self.app.push_screen_wait(
+            ConfirmScreen(
+                f"Delete {artifact.kind} {artifact.name}?",
+                f"{artifact.path}\n{fmt.size(artifact.bytes)} on disk; this cannot be undone.",
+                "Delete",
+            )
+        ):
             return
         try:
             self.notify(await asyncio.to_thread(delete, artifact, self.runs))

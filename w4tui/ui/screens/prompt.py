@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from .dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import DIALOG_CSS
 
 
 def rate(part: dict, chunks: int, elapsed: float) -> str:
@@ -24,11 +24,14 @@ def rate(part: dict, chunks: int, elapsed: float) -> str:
 
 
 class PromptScreen(ModalScreen[None]):
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "PromptScreen") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.replace("ModalScreen", "PromptScreen")
+        + """
     PromptScreen .dialog { height: 90%; max-width: 120; }
     PromptScreen VerticalScroll { height: 1fr; border: round $foreground 25%; }
     PromptScreen #stats { color: $text-muted; }
     """
+    )
     BINDINGS = [Binding("escape", "close", "Close", id="prompt.close")]
 
     def __init__(self, config, model: str, prompt: str) -> None:
@@ -53,14 +56,15 @@ class PromptScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="prompt", exit_on_error=False, description="stream an answer")
     def _stream(self, prompt: str) -> None:
-        from ... import ollama_client as oc
+        from w4tui import ollama_client as oc
 
         worker = get_current_worker()
         started, chunks, text, part = time.monotonic(), 0, "", {}
         self.app.call_from_thread(self._show, "", "waiting for the model to load…")
         try:
-            stream = oc.generate_stream(self.config, self.model, prompt,
-                                        options={"num_predict": self.config.verify.num_predict})
+            stream = oc.generate_stream(
+                self.config, self.model, prompt, options={"num_predict": self.config.verify.num_predict}
+            )
             for part in stream:
                 if worker.is_cancelled:
                     stream.close()

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from .dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import DIALOG_CSS
 
 
 def split_args(args: list[str]) -> list[tuple[str, str | None]]:
@@ -28,7 +28,9 @@ def split_args(args: list[str]) -> list[tuple[str, str | None]]:
 
 
 class StageFormScreen(ModalScreen[list[str] | None]):
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "StageFormScreen") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.replace("ModalScreen", "StageFormScreen")
+        + """
     StageFormScreen .dialog { max-width: 120; }
     StageFormScreen VerticalScroll { height: auto; max-height: 14; }
     StageFormScreen .row { height: 1; margin-bottom: 1; }
@@ -36,11 +38,15 @@ class StageFormScreen(ModalScreen[list[str] | None]):
     StageFormScreen .row Input { width: 1fr; }
     StageFormScreen #problem { color: $error; }
     """
-    BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch", priority=True),
-                Binding("escape", "cancel", "Cancel", id="form.cancel")]
+    )
+    BINDINGS = [
+        Binding("ctrl+s", "launch", "Launch", id="form.launch", priority=True),
+        Binding("escape", "cancel", "Cancel", id="form.cancel"),
+    ]
 
-    def __init__(self, title: str, args: list[str], note: str = "", blank: str | None = None,
-                 extra_hint: str = "") -> None:
+    def __init__(
+        self, title: str, args: list[str], note: str = "", blank: str | None = None, extra_hint: str = ""
+    ) -> None:
         super().__init__()
         self.title_text, self.fields, self.note = title, split_args(args), note
         self.blank, self.extra_hint = blank, extra_hint  # blank: a flag the user must fill in
@@ -57,8 +63,12 @@ class StageFormScreen(ModalScreen[list[str] | None]):
                         if value is None:
                             yield Checkbox(value=True, id=f"f{index}", compact=True)
                         else:
-                            yield Input("" if flag == self.blank else value, id=f"f{index}", compact=True,
-                                        placeholder="required" if flag == self.blank else "")
+                            yield Input(
+                                "" if flag == self.blank else value,
+                                id=f"f{index}",
+                                compact=True,
+                                placeholder="required" if flag == self.blank else "",
+                            )
                 with Horizontal(classes="row"):
                     yield Label("more flags")
                     yield Input(id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1")

@@ -1,1 +1,1 @@
-"""Widgets, grouped by the pane they belong to; ``chart`` and ``pane`` are shared."""
+"""Widgets the panes share: the pane base, charts, status lines and the ticker."""

@@ -3,20 +3,21 @@ enough to redraw once a second while a run is followed (points are bucketed per 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual.widget import Widget
 
-from ..data.fmt import number
+from w4tui.ui.sources.fmt import number
 
 # Braille bit for the dot at (column 0-1, row 0-3) of a cell.
 _BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 Series = Sequence[tuple[float, float]]
 
 
-def plot(series: Sequence[Series], width: int, height: int,
-         y_range: tuple[float, float] | None = None) -> tuple[list[list[int]], list[list[int]], tuple]:
+def plot(
+    series: Sequence[Series], width: int, height: int, y_range: tuple[float, float] | None = None
+) -> tuple[list[list[int]], list[list[int]], tuple]:
     """Dot bits and the series index per cell for ``series`` drawn in a ``width`` x ``height`` cell box,
     plus the (x0, x1, y0, y1) ranges used. Later series draw over earlier ones."""
     points = [p for s in series for p in s]
@@ -47,6 +48,7 @@ def plot(series: Sequence[Series], width: int, height: int,
             else:
                 low[cx], high[cx] = min(low[cx], cy), max(high[cx], cy)
         previous: int | None = None
+        last_y = 0  # the row the line left the previous column at (set with previous)
         for cx in sorted(low):
             lo, hi = low[cx], high[cx]
             if previous is not None and cx - previous > 1:  # join the gap to the last column
@@ -78,8 +80,14 @@ class LineChart(Widget):
     LineChart > .chart--empty { color: $text-muted; }
     """
 
-    def __init__(self, empty: str = "no data yet", y_range: tuple[float, float] | None = None,
-                 x_format=lambda x: f"{x:g}", y_format=lambda y: number(y, 4), **kwargs) -> None:
+    def __init__(
+        self,
+        empty: str = "no data yet",
+        y_range: tuple[float, float] | None = None,
+        x_format=lambda x: f"{x:g}",
+        y_format=lambda y: number(y, 4),
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.empty, self.y_range, self.x_format, self.y_format = empty, y_range, x_format, y_format
         self._series: list[Series] = []

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual.containers import Vertical
 from textual.message import Message
 
-from .ticker import Ticker, defer
+from w4tui.ui.widgets.ticker import Ticker, defer
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class Mailbox:
     def _mail(self) -> dict[str, Any]:
         return self.__dict__.setdefault("_mailbox", {})
 
-    def run_loop(self, name: str, work: Callable[[], None], interval: float | Callable[[], float],
-                 shared: bool = True) -> None:
+    def run_loop(
+        self, name: str, work: Callable[[], None], interval: float | Callable[[], float], shared: bool = True
+    ) -> None:
         """Call ``work`` in a thread now and then every ``interval`` seconds, or at once when ``poke(name)``
         is called, until the widget goes away. ``shared``: on the app's ticker thread with the other quick
         jobs; else on a thread of its own, for work that may block (HTTP). Never the executor's threads:
@@ -99,7 +101,7 @@ class Mailbox:
             else:
                 loop.set()  # wake the loop so it ends now, not an interval later
 
-    def on_mailbox_changed(self, message: "Mailbox.Changed") -> None:
+    def on_mailbox_changed(self, message: Mailbox.Changed) -> None:
         if message.owner is not self:
             return
         message.stop()

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from rich.text import Text
 
-STYLE = {"running": "bold $accent", "starting": "$accent", "cancelling": "$warning", "succeeded": "$success",
-         "failed": "bold $error", "crashed": "bold $error", "cancelled": "$warning"}
-SYMBOL = {"running": "▶", "starting": "…", "cancelling": "■", "succeeded": "✓", "failed": "✗", "crashed": "✗",
-          "cancelled": "■"}
+STYLE = {
+    "running": "bold $accent",
+    "starting": "$accent",
+    "cancelling": "$warning",
+    "succeeded": "$success",
+    "failed": "bold $error",
+    "crashed": "bold $error",
+    "cancelled": "$warning",
+}
+SYMBOL = {
+    "running": "▶",
+    "starting": "…",
+    "cancelling": "■",
+    "succeeded": "✓",
+    "failed": "✗",
+    "crashed": "✗",
+    "cancelled": "■",
+}
 
 
 def status_text(status: str | None, app) -> Text:

@@ -1,0 +1,23 @@
+"""The errors stage code raises, and the exit codes they become (README: exit codes).
+
+Library code imports only this module, never the argparse/config/event glue in ``stage``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class StageError(Exception):
+    """A failure a person can act on. ``str()`` is one line; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class Cancelled(Exception):
+    """Raised by a stage that stopped early because it was asked to (SIGINT/SIGTERM)."""
+
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "StageError", "Cancelled"]

@@ -1,0 +1,103 @@
+"""What every stage's ``main(argv)`` shares: events, the one-line error contract, exit codes.
+
+A stage raises ``StageError`` for anything a person can fix (bad input, missing file, no disk space);
+it becomes one ``error`` event and one line on stderr, never a traceback. Anything else is a bug:
+the traceback goes to the log and the error event points there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from stages.common.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Cancelled, StageError
+from w4tui.config import Config, ConfigError, load_config
+from w4tui.events import EventWriter
+from w4tui.fsutil import DiskSpaceError
+
+
+class StageArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a StageError (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise StageError(f"{self.prog}: {message}", hint=f"see: python -m stages.{self.prog} --help")
+
+
+def stage_config() -> Config:
+    """The config the runner chose (W4TUI_CONFIG), else the embedded default."""
+    return load_config(None)
+
+
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so stages clean up the same way for both."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: EventWriter | None = None) -> int:
+    """Run ``body(events)``; turn its outcome into the final event and the exit code.
+
+    ``body`` returns the summary fields of the ``done`` event. Raising ``Cancelled`` or
+    KeyboardInterrupt ends the run as cancelled (exit 130).
+    """
+    # Log lines go to stdout, so stderr carries only the one-line error a person must read.
+    logging.basicConfig(
+        level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for chatty in ("httpx", "httpx2", "httpcore", "urllib3", "filelock"):  # one line per HTTP request is noise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    sigterm_as_interrupt()
+    events = events or EventWriter.from_env(name)
+    log = logging.getLogger(f"stages.{name}")
+    try:
+        events.emit("start", args=sys.argv[1:], pid=os.getpid())
+        log.info("%s started: %s", name, " ".join(sys.argv[1:]))
+        summary = body(events) or {}
+        events.done("succeeded", **summary)
+        log.info("%s succeeded", name)
+        return EXIT_OK
+    except SystemExit as exc:  # argparse's --help: the run did what was asked
+        if exc.code not in (0, None):
+            raise
+        if events.path is not None:  # run by the runner: end the run properly; alone: just the help text
+            events.done("succeeded", help=True)
+        return EXIT_OK
+    except (Cancelled, KeyboardInterrupt):
+        events.done("cancelled")
+        print(f"{name}: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (StageError, ConfigError, DiskSpaceError) as exc:
+        hint = getattr(exc, "hint", None)
+        events.error(str(exc), hint=hint)
+        print(f"error: {exc}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    except Exception as exc:  # a bug: keep the traceback for the log, give the person one line
+        traceback.print_exc()
+        events.error(
+            f"internal error in {name}: {exc.__class__.__name__}: {exc}",
+            hint="the traceback is in the run's output.log; please report it",
+        )
+        return EXIT_FAILED
+    finally:
+        events.close()
+
+
+def run_main(
+    name: str,
+    parser: Callable[[], argparse.ArgumentParser],
+    body: Callable[[argparse.Namespace, EventWriter], dict | None],
+    argv: Sequence[str] | None,
+) -> int:
+    """A stage's ``main(argv)``: build the parser (a function, since defaults read the config: no I/O at
+    import), parse inside the run so bad flags become an error event too, then run ``body``."""
+
+    def run(events: EventWriter) -> dict | None:
+        return body(parser().parse_args(argv), events)
+
+    return run_stage(name, run)

@@ -1,0 +1,1 @@
+"""Writing GGUF files: metadata, vocabulary, tensor plan and the writer (not named ``gguf``: that is gguf-py)."""

@@ -1,0 +1,1 @@
+"""Deploy and verify helpers: the Modelfile and the answer checks."""

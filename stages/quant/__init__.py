@@ -1,0 +1,1 @@
+"""Quantizer backends: llama-quantize programs and the llama_cpp binding."""

@@ -1,0 +1,169 @@
+"""The deploy stage against the Ollama stand-in, through the official client: the blob, the create
+request (TEMPLATE and stops from the live base model, SYSTEM, PARAMETERs), the Modelfile on disk, immutable
+build tags, server-side quantization, and one-line errors that never touch latest."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest_plugins = ["ollama_fixtures"]
+from ollama_standin import LIBRARY, LIBRARY_TEMPLATE
+
+from w4tui.ollama_client import builtin_template
+
+BUILD = "web4-agent:build-20261126-2130"
+PARAMS = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.1, "num_ctx": 16384}
+
+
+def parse_modelfile(text: str) -> dict:
+    """The Modelfile as `ollama create -f` reads it: FROM, TEMPLATE/SYSTEM blocks, PARAMETER lines."""
+    out = {"parameters": {}}
+    for m in re.finditer(r'^(FROM|TEMPLATE|SYSTEM|PARAMETER) (?:"""((?s:.*?))"""|(.*))$', text, re.M):
+        what, value = m.group(1), m.group(2) if m.group(2) is not None else m.group(3)
+        if what == "PARAMETER":
+            key, raw = value.split(" ", 1)
+            parsed = json.loads(raw)
+            if key == "stop":
+                out["parameters"].setdefault("stop", []).append(parsed)
+            else:
+                out["parameters"][key] = parsed
+        else:
+            out[what.lower()] = value
+    return out
+
+
+def test_deploy_creates_the_build_with_the_live_template_and_writes_its_modelfile(
+    tmp_path, ollama, run_stage, tiny_q8_gguf
+):
+    ollama.models[LIBRARY]["template"] = LIBRARY_TEMPLATE + "{{/* as the server has it */}}"
+    ollama.models[LIBRARY]["parameters"] = {"stop": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]}
+    gguf = tmp_path / "build.gguf"
+    gguf.write_bytes(tiny_q8_gguf.read_bytes())
+    result = run_stage("deploy_ollama", "--gguf", gguf, "--tag", "build-20261126-2130")
+    assert result.rc == 0, result.stderr
+    create = ollama.creates[-1]
+    assert create["model"] == BUILD and create["template"] == ollama.models[LIBRARY]["template"]
+    assert create["parameters"] == {**PARAMS, "stop": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]}
+    assert create["system"].startswith("You are the Web4 agent") and "quantize" not in create
+    digest = create["files"]["build.gguf"]
+    assert ollama.blobs[digest].read_bytes() == gguf.read_bytes()  # the server checked the sha256 too
+    served = ollama.models[BUILD]
+    assert served["quantize"] == "Q8_0" and served["blob"] == digest  # read from the uploaded GGUF's header
+    artifact = result.artifact
+    assert artifact["type"] == "ollama" and artifact["path"] == BUILD and artifact["parent"] == str(gguf)
+    assert artifact["digest"] == served["digest"] and artifact["gguf_digest"] == digest
+    assert artifact["quant"] == "Q8_0" and artifact["template_from"] == LIBRARY and artifact["server"] == "0.12.6"
+    messages = [e["message"] for e in result.of("progress") if e.get("message")]
+    assert "hashing" in messages and "uploading" in messages
+    assert messages[-1] == "ollama: success" and "ollama: writing manifest" in messages  # the create stream
+    assert "web4-agent:latest" not in ollama.models  # only verification promotes
+    # The Modelfile beside the GGUF reproduces the same create by hand
+    modelfile = parse_modelfile(gguf.with_suffix(".Modelfile").read_text())
+    assert modelfile == {
+        "from": str(gguf),
+        "template": create["template"],
+        "system": create["system"],
+        "parameters": create["parameters"],
+    }
+    assert f"ollama create {BUILD} -f build.Modelfile" in gguf.with_suffix(".Modelfile").read_text()
+
+
+def test_blob_is_sent_once_and_build_tags_are_immutable(tmp_path, ollama, run_stage, tiny_q8_gguf, tiny_f16_gguf):
+    def uploads():
+        return sum(1 for m, p in ollama.requests if m == "POST" and p.startswith("/api/blobs/"))
+
+    assert run_stage("deploy_ollama", "--gguf", tiny_q8_gguf, "--tag", "b1").rc == 0
+    assert uploads() == 1
+    second = run_stage("deploy_ollama", "--gguf", tiny_q8_gguf, "--tag", "b2")
+    assert second.rc == 0 and uploads() == 1  # HEAD found the digest
+    assert any("already has sha256:" in e["message"] for e in second.of("log"))
+    again = run_stage("deploy_ollama", "--gguf", tiny_q8_gguf, "--tag", "b2")  # the same build: nothing to do
+    assert again.rc == 0 and len(ollama.creates) == 2 and again.artifact["path"] == "web4-agent:b2"
+    other = run_stage("deploy_ollama", "--gguf", tiny_f16_gguf, "--tag", "b2", "--quantize", "none")
+    assert other.rc == 1 and "web4-agent:b2 already exists on the server with other weights" in other.stderr
+    assert "ollama rm web4-agent:b2" in other.stderr
+
+
+def test_an_f16_gguf_is_quantized_by_ollama_when_there_is_no_quantizer(ollama, run_stage, tiny_f16_gguf):
+    result = run_stage("deploy_ollama", "--gguf", tiny_f16_gguf, "--tag", "b1")
+    assert result.rc == 0, result.stderr
+    assert ollama.creates[-1]["quantize"] == "q4_K_M"  # [quantize] type, in Ollama's spelling
+    assert ollama.models["web4-agent:b1"]["quantize"] == "Q4_K_M"
+    assert result.artifact["quant"] == "Q4_K_M" and result.artifact["server_quantize"] == "q4_K_M"
+    quantizing = [e for e in result.of("progress") if e.get("message", "").startswith("quantizing F16")]
+    assert quantizing[-1]["done"] == quantizing[-1]["total"] > 0
+    plain = run_stage("deploy_ollama", "--gguf", tiny_f16_gguf, "--tag", "b2", "--quantize", "none")
+    assert plain.rc == 0 and "quantize" not in ollama.creates[-1]
+    assert ollama.models["web4-agent:b2"]["quantize"] == "F16"
+    assert any("Ollama will serve it unquantized" in e["message"] for e in plain.of("log"))
+
+
+@pytest.mark.parametrize("base", ["missing", "no template"])
+def test_without_the_base_model_the_builtin_chatml_template_is_used(ollama, run_stage, tiny_q8_gguf, base):
+    if base == "missing":
+        del ollama.models[LIBRARY]
+    else:
+        ollama.models[LIBRARY]["template"] = ""
+    result = run_stage("deploy_ollama", "--gguf", tiny_q8_gguf, "--tag", "b1")
+    assert result.rc == 0, result.stderr
+    create = ollama.creates[-1]
+    assert create["template"] == builtin_template() and "<|im_start|>assistant" in create["template"]
+    assert create["parameters"]["stop"] == ["<|im_end|>", "<|endoftext|>"]
+    warning = next(e for e in result.of("log") if e["level"] == "warning")
+    assert "built-in Qwen2.5 template" in warning["message"]
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        (
+            "down",
+            "error: Ollama is not reachable at http://127.0.0.1:9 (start it with `ollama serve` or the Ollama app",
+        ),
+        ("old", "Ollama 0.5.4 at http://127.0.0.1:"),
+        ("stream", "error: Ollama could not create web4-agent:b1: unsupported architecture"),
+        ("requantize", "--quantize q8_0: "),
+        ("latest", "error: --tag latest: give a build tag like build-20261126-2130"),
+        ("not gguf", "not a GGUF file"),
+        ("missing", "nowhere.gguf: no such file (run the quantize stage first)"),
+    ],
+)
+def test_deploy_errors_are_one_actionable_line(tmp_path, ollama, run_stage, tiny_q8_gguf, case, expected, monkeypatch):
+    args = ["--gguf", tiny_q8_gguf, "--tag", "b1"]
+    if case == "down":
+        monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    elif case == "old":
+        ollama.version = "0.5.4"
+    elif case == "stream":
+        ollama.fail_create = "unsupported architecture"
+    elif case == "requantize":
+        args += ["--quantize", "q8_0"]
+    elif case == "latest":
+        args[3] = "latest"
+    elif case == "not gguf":
+        args[1] = tmp_path / "x.gguf"
+        args[1].write_text("hello")
+    else:
+        args[1] = tmp_path / "nowhere.gguf"
+    result = run_stage("deploy_ollama", *args)
+    assert result.rc == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, result.stderr
+    assert result.events[-1]["kind"] == "error" and not result.of("artifact")
+    if case == "old":
+        assert "needs 0.5.5 or newer" in result.stderr and "ollama create NAME -f FILE" in result.stderr
+    assert "web4-agent:latest" not in ollama.models and "web4-agent:b1" not in ollama.models
+
+
+def test_deploy_runs_as_a_module(tmp_path, ollama, tiny_q8_gguf):
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.deploy_ollama", "--gguf", str(tiny_q8_gguf), "--tag", "b9"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "W4TUI_EVENTS": str(events)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "web4-agent:b9" in ollama.models and proc.stderr == ""

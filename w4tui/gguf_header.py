@@ -1,0 +1,135 @@
+"""Read a GGUF file's header fast: its scalar key-values and tensor list, without loading any data.
+
+gguf-py's GGUFReader turns every element of the 152k-entry tokenizer arrays into Python objects, which
+takes seconds; the stages only need a few keys (file type, architecture) and the tensor shapes, so this
+walks the header with ``struct`` and skips arrays by length. Standard library only.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAGIC = b"GGUF"
+# llama_ftype values (general.file_type) for the types this project reads or writes.
+FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 14: "Q4_K_S", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+FTYPE_OF = {name: value for value, name in FILE_TYPES.items()}
+UNQUANTIZED = ("F32", "F16", "BF16")
+# ggml tensor types by id (the ones a Qwen2 GGUF of these file types holds).
+TENSOR_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    15: "Q8_K",
+    30: "BF16",
+}
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+class NotGGUF(ValueError):
+    """The file is not a GGUF file (or its header is cut short)."""
+
+
+@dataclass
+class GGUFInfo:
+    version: int
+    kv: dict[str, object] = field(default_factory=dict)  # scalars and strings; arrays as their length
+    tensors: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)  # name, shape, ggml type
+
+    @property
+    def file_type(self) -> str:
+        """F16, BF16, Q4_K_M, ... ("F16" when the key is missing, as llama.cpp assumes)."""
+        value = self.kv.get("general.file_type", 1)
+        return FILE_TYPES.get(int(value), f"type {value}")  # type: ignore[arg-type]
+
+    @property
+    def architecture(self) -> str:
+        return str(self.kv.get("general.architecture", ""))
+
+    @property
+    def parameters(self) -> int:
+        count = 0
+        for _, shape, _ in self.tensors:
+            n = 1
+            for d in shape:
+                n *= d
+            count += n
+        return count
+
+
+def is_gguf(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == MAGIC
+    except OSError:
+        return False
+
+
+def read_info(path: str | Path, tensors: bool = True) -> GGUFInfo:
+    """The header of ``path``; raises NotGGUF for anything that is not a complete GGUF header."""
+    with open(path, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            raise NotGGUF(f"{path}: empty file, not a GGUF file") from None
+    with mm:
+        if mm[:4] != MAGIC:
+            raise NotGGUF(f"{path}: not a GGUF file (it does not start with 'GGUF')")
+        try:
+            return _parse(mm, tensors)
+        except (struct.error, IndexError, UnicodeDecodeError, KeyError) as exc:
+            raise NotGGUF(f"{path}: truncated or corrupt GGUF header ({exc.__class__.__name__})") from None
+
+
+def _parse(mm: mmap.mmap, want_tensors: bool) -> GGUFInfo:
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
+    if version < 2:
+        raise KeyError("GGUF v1")
+    info, pos = GGUFInfo(version), 24
+
+    def string(at: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", mm, at)
+        if at + 8 + n > len(mm):
+            raise IndexError("string past the end")
+        return mm[at + 8 : at + 8 + n].decode("utf-8"), at + 8 + n
+
+    for _ in range(n_kv):
+        key, pos = string(pos)
+        (vtype,) = struct.unpack_from("<I", mm, pos)
+        pos += 4
+        if vtype == _ARRAY:
+            etype, count = struct.unpack_from("<IQ", mm, pos)
+            pos += 12
+            if etype == _STRING:
+                for _ in range(count):
+                    pos += 8 + struct.unpack_from("<Q", mm, pos)[0]
+            else:
+                pos += count * struct.calcsize("<" + _SCALARS[etype])
+            info.kv[key] = count
+        elif vtype == _STRING:
+            info.kv[key], pos = string(pos)
+        else:
+            fmt = "<" + _SCALARS[vtype]
+            (info.kv[key],) = struct.unpack_from(fmt, mm, pos)
+            pos += struct.calcsize(fmt)
+    if want_tensors:
+        for _ in range(n_tensors):
+            name, pos = string(pos)
+            (n_dims,) = struct.unpack_from("<I", mm, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
+            ttype, _offset = struct.unpack_from("<IQ", mm, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            info.tensors.append((name, tuple(reversed(dims)), TENSOR_TYPES.get(ttype, f"type {ttype}")))
+    return info

@@ -1,0 +1,119 @@
+"""Follow a run from a terminal: a one-line progress bar on a TTY, plain event lines otherwise."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import TextIO
+
+from w4tui.events import EventReader, format_event
+from w4tui.runs.runner import Run, Runner
+
+EXIT_CODES = {"succeeded": 0, "failed": 1, "crashed": 3, "cancelled": 130}
+
+
+def follow(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0.2) -> str:
+    """Print progress until the run ends; return its final status. Ctrl-C propagates (caller detaches)."""
+    reader = EventReader(run.events_path)
+    bar = _Bar(out) if out.isatty() else None
+    while True:
+        for event in reader.read():
+            if bar is not None and event.get("kind") in ("progress", "metrics"):
+                bar.update(event)
+            elif bar is not None and event.get("kind") not in ("log", "start"):
+                bar.clear()
+                print(format_event(event), file=out, flush=True)
+            elif bar is None and event.get("kind") != "metrics":
+                print(format_event(event), file=out, flush=True)
+        run = runner.get(run.id)
+        if not run.live:
+            for event in reader.read():  # the events written just before the end
+                if event.get("kind") in ("artifact", "error", "done"):
+                    print(format_event(event), file=out, flush=True)
+            if bar is not None:
+                bar.clear()
+            return run.status
+        time.sleep(poll_s)
+
+
+class _Bar:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.last = ""
+
+    def update(self, event: dict) -> None:
+        done = event.get("step", event.get("done"))
+        total = event.get("total_steps", event.get("total"))
+        unit = "steps" if "step" in event else event.get("unit", "")
+        width = max(10, min(40, shutil.get_terminal_size().columns - 60))
+        frac = min(1.0, done / total) if isinstance(done, (int, float)) and total else 0.0
+        text = f"[{event.get('stage', '')}] [{'#' * int(frac * width):<{width}}] {frac:6.1%} {done}/{total} {unit}"
+        if "loss" in event:
+            text += f"  loss {event['loss']:.4f}"
+        if event.get("eta_s") is not None:
+            text += f"  eta {_duration(event['eta_s'])}"
+        self.last = text
+        self.out.write("\r" + text[: shutil.get_terminal_size().columns - 1] + "\x1b[K")
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.last:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+            self.last = ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def follow_log(run: Run, runner: Runner, out: TextIO = sys.stdout, poll_s: float = 0.3) -> None:
+    """``tail -f`` of a run's output.log until the run ends."""
+    offset = 0
+    while True:
+        live = runner.get(run.id).live
+        try:
+            with open(run.log_path, "rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            chunk = b""
+        offset += len(chunk)
+        if chunk:
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        if not live:
+            return
+        time.sleep(poll_s)
+
+
+def follow_pipeline(runner: Runner, job: Run, out: TextIO = sys.stdout, poll_s: float = 0.3) -> str:
+    """Follow a detached pipeline job: each step's own run as it starts (its progress bar or event
+    lines), the job's step lines between them. Returns the job's final status; Ctrl-C propagates
+    (the job keeps running: the caller says how to follow it again)."""
+    reader = EventReader(job.events_path)
+    stopped = False
+    while True:
+        live = runner.get(job.id).live  # before reading, so the events written before the end are read
+        for event in reader.read():
+            kind, status = event.get("kind"), event.get("step_status")
+            if kind == "progress" and event.get("step_run") and status is None:
+                print(f"== {event.get('message')}", file=out, flush=True)
+                follow(runner, runner.get(event["step_run"]), out)
+            elif kind == "progress" and status not in (None, "succeeded"):
+                stopped = True
+                print(f"pipeline stopped: {event.get('message')}", file=out, flush=True)
+                print(
+                    "\n".join(["-- last lines of its output.log:", *runner.get(event["step_run"]).log_tail(10)]),
+                    file=out,
+                    flush=True,
+                )
+            elif kind == "error" and not stopped:
+                print(format_event(event), file=out, flush=True)
+        if not live:
+            return runner.get(job.id).status
+        time.sleep(poll_s)

@@ -1,0 +1,208 @@
+"""Artifacts: adapters, checkpoints, merged models and GGUF files on disk (GGUF metadata from the
+header), which is latest, where each came from; inspect, delete, deploy and verify them."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from w4tui.ui.sources import fmt
+from w4tui.ui.sources.artifacts import Artifact
+from w4tui.ui.sources.runs import RunInfo
+from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.status import resolve
+
+RESCAN_S = 15.0  # disk changes nobody announced (a file copied in by hand) show up this late at most
+OTHER_COLUMNS = 10 + 3 + 9 + 7 + 11 + 6 * 2  # the fixed columns and each column's padding
+
+
+class ArtifactsPane(Pane):
+    PANE_ID, TITLE, KEY = "artifacts", "Artifacts", "3"
+    SHORT = "Artifacts"
+    DEFAULT_CSS = """
+    ArtifactsPane DataTable { height: 1fr; }
+    ArtifactsPane #artifact-detail { height: auto; max-height: 4; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("i", "inspect", "Inspect", id="artifacts.inspect", tooltip="Everything known about the artifact"),
+        Binding("d,delete", "delete", "Delete", id="artifacts.delete", tooltip="Delete it from disk (asks first)"),
+        Binding("D", "deploy", "Deploy", id="artifacts.deploy", tooltip="Deploy a GGUF file to Ollama"),
+        Binding("v", "verify", "Verify", id="artifacts.verify", tooltip="Verify the Ollama build made from it"),
+        Binding("r", "rescan", "Rescan", id="artifacts.rescan", tooltip="Scan the outputs directory again"),
+    ]
+
+    class Action(Message):
+        """An action on an artifact that needs the screen (a confirm, a form, a modal)."""
+
+        def __init__(self, verb: str, artifact: Artifact) -> None:
+            super().__init__()
+            self.verb, self.artifact = verb, artifact
+
+    def __init__(self, scanner=None) -> None:
+        super().__init__()
+        self.scanner = scanner
+        self.runs: tuple[RunInfo, ...] = ()
+        self.artifacts: list[Artifact] = []
+        self._finished: frozenset[str] = frozenset()
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(cursor_type="row", id="artifacts-table")
+        self._columns(table, 12)
+        yield table
+        yield Static(id="artifact-detail")
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(lambda: self.run_loop("artifacts", self._scan, RESCAN_S))
+
+    def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
+        """Rescan when a run finished (it may have made or removed something)."""
+        self.runs = runs
+        finished = frozenset(r.id for r in runs if not r.live)
+        if finished != self._finished:
+            self._finished = finished
+            if self.ready:  # else on_mount scans
+                self.rescan()
+
+    def rescan(self) -> None:
+        """Scan now."""
+        self.poke("artifacts")
+
+    def _scan(self) -> None:  # in the "artifacts" loop's thread
+        if self.scanner is None:
+            from w4tui.ui.sources.artifacts import ArtifactScanner
+
+            self.scanner = ArtifactScanner(self.app.config)
+        self.deliver("artifacts", self.scanner.scan(self.runs))
+
+    def restyle(self) -> None:
+        if self.ready and self.artifacts:
+            self.show_artifacts(self.artifacts, force=True)
+
+    def show_artifacts(self, artifacts: list[Artifact], force: bool = False) -> None:
+        if artifacts == self.artifacts and self.query_one(DataTable).row_count and not force:
+            return
+        self.artifacts = artifacts
+        table = self.query_one(DataTable)
+        keep = self.selected.path if self.selected else None
+        # Explicit widths, the name's fitted to the names and the pane: an auto width could be drawn
+        # before it was recomputed, and a too-wide one pushes the dates out of an 80-column terminal.
+        fits = max(12, self.size.width - 2 - OTHER_COLUMNS) if self.size.width else 40  # (2: a scrollbar)
+        table.clear(columns=True)
+        self._columns(table, min(fits, max((len(a.name) for a in artifacts), default=4)))
+        now = self.app.clock()
+        success, error, accent = (resolve(v, self.app) for v in ("$success", "$error", "$accent"))
+        for a in artifacts:
+            kind = Text(a.kind, style="dim" if a.kind == "checkpoint" else "")
+            note = Text()  # details are in the line under the table
+            note.append("★" if a.latest else " ", accent)
+            if a.verified is not None:
+                note.append("✓" if a.verified else "✗", success if a.verified else error)
+            elif a.deployed:
+                note.append("→", accent)
+            quant = a.quant or (a.gguf.quantization if a.gguf and not a.gguf.error else "")
+            table.add_row(kind, a.name, note, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), key=a.path)
+        if not artifacts:
+            self.query_one("#artifact-detail", Static).update(
+                f"Nothing in {fmt.path(self.app.config.paths.outputs, self.app.config.base_dir)} yet: "
+                "train, merge and convert to fill it."
+            )
+        paths = [a.path for a in artifacts]
+        if keep in paths:
+            table.move_cursor(row=paths.index(keep), animate=False)
+
+    @staticmethod
+    def _columns(table: DataTable, name_width: int) -> None:
+        for key, label, width in (
+            ("kind", "kind", 10),
+            ("name", "name", name_width),
+            ("note", "", 3),
+            ("size", "size", 9),
+            ("quant", "quant", 7),
+            ("when", "modified", 11),
+        ):
+            table.add_column(label, key=key, width=width)
+
+    def on_resize(self) -> None:
+        if self.ready and self.artifacts:
+            self.show_artifacts(self.artifacts, force=True)
+
+    @property
+    def selected(self) -> Artifact | None:
+        table = self.query_one(DataTable)
+        if not self.artifacts or table.cursor_row < 0 or table.cursor_row >= len(self.artifacts):
+            return None
+        return self.artifacts[table.cursor_row]
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        a = self.selected
+        if a is not None:
+            self.query_one("#artifact-detail", Static).update(describe(a, self.app.config.base_dir))
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_inspect()
+
+    def _act(self, verb: str) -> None:
+        a = self.selected
+        if a is None:
+            self.notify("no artifact selected", severity="warning")
+        else:
+            self.post_message(self.Action(verb, a))
+
+    def action_inspect(self) -> None:
+        self._act("inspect")
+
+    def action_delete(self) -> None:
+        self._act("delete")
+
+    def action_deploy(self) -> None:
+        a = self.selected
+        if a is not None and a.kind != "gguf":
+            self.notify("deploy takes a GGUF file: pick a gguf row (merge and convert make one)", severity="warning")
+            return
+        self._act("deploy")
+
+    def action_verify(self) -> None:
+        a = self.selected
+        if a is not None and not a.deployed:
+            self.notify(
+                f"{a.name} is not deployed to Ollama yet: deploy it first (D on a GGUF row)", severity="warning"
+            )
+            return
+        self._act("verify")
+
+    def action_rescan(self) -> None:
+        self.rescan()
+
+
+def describe(a: Artifact, base) -> str:
+    """A few lines about an artifact for the detail under the table."""
+    flags = [
+        text
+        for on, text in (
+            (a.latest, "★ latest of its kind"),
+            (a.verified is True, "✓ verified"),
+            (a.verified is False, "✗ failed verification"),
+            (bool(a.deployed), "→ deployed as " + ", ".join(a.deployed)),
+        )
+        if on
+    ]
+    parts = [fmt.path(a.path, base) + ("  ·  " + "  ".join(flags) if flags else "")]
+    if a.gguf and not a.gguf.error:
+        g = a.gguf
+        parts.append(
+            f"{g.architecture} · {g.quantization} · {g.tensors} tensors · ctx {g.context_length or '?'}"
+            f" · {g.parameters / 1e6:,.1f}M params"
+        )
+    elif a.gguf and a.gguf.error:
+        parts.append(f"unreadable: {a.gguf.error}")
+    if a.parent:
+        parts.append(f"from {fmt.path(a.parent, base)}" + (f" (run {a.run_id})" if a.run_id else ""))
+    return "\n".join(parts)
