@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from w4tui.config import Config, ConfigError, load_config
+from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
+from w4tui.nightly.cli import add_commands as add_nightly_commands
 from w4tui.runs import specs
 from w4tui.runs.runner import Run, RunError, Runner
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rollback", parents=[common], help="make the previous Ollama build 'latest' again")
     sub.add_parser("unload", parents=[common], help="unload every model Ollama has in memory (keep_alive=0)")
     sub.add_parser("config", parents=[common], help="check the config and print which file is in use")
+    add_nightly_commands(sub, common)  # schedule, nightly, daemon
     return parser
 
 
@@ -277,4 +280,5 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "unload": cmd_unload,
     "config": cmd_config,
+    **NIGHTLY_COMMANDS,
 }

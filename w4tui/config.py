@@ -90,6 +90,7 @@ class NightlyConfig:
     epochs: float = field(metadata=_positive())
     learning_rate: float = field(metadata=_positive())
     replay: float = field(metadata=_fraction())
+    keep: int = field(metadata=_check(lambda v: v >= 1, "must be at least 1"))
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class ScheduleConfig:
         )
     )
     days: str = field(metadata=_check(_days_ok, 'must be days like "mon-sun" or "mon,wed,fri"'))
+    misfire_grace_hours: float = field(metadata=_check(lambda v: 0 < v <= 168, "must be more than 0 and at most 168"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""`w4tui schedule`, `w4tui nightly --now | --dry-run`, `w4tui daemon [--install-launchd]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import TextIO
+
+from w4tui.config import Config, ConfigError, load_config
+from w4tui.events import EventReader
+from w4tui.nightly.ledger import Ledger
+from w4tui.runs.runner import Run, Runner
+
+EXIT_BY_OUTCOME = {"promoted": 0, "skipped": 0, "failed": 1, "cancelled": 130, "crashed": 3}
+
+
+def add_commands(sub, common: argparse.ArgumentParser) -> None:
+    sched = sub.add_parser("schedule", parents=[common], help="the nightly schedule: next night, holder, history")
+    action = sched.add_mutually_exclusive_group()
+    action.add_argument("--pause", action="store_true", help="stop scheduled nights until --resume")
+    action.add_argument("--resume", action="store_true", help="let scheduled nights run again")
+    action.add_argument("--skip-next", action="store_true", help="skip the next scheduled night only")
+    sched.add_argument("--json", action="store_true", help="machine-readable output")
+    night = sub.add_parser("nightly", parents=[common], help="run tonight's build now, or show what it would do")
+    what = night.add_mutually_exclusive_group(required=True)
+    what.add_argument("--now", action="store_true", help="run one night now, following its progress")
+    what.add_argument("--dry-run", action="store_true", help="print what tonight would do; change nothing")
+    daemon = sub.add_parser("daemon", parents=[common], help="run the nightly scheduler headless")
+    daemon.add_argument(
+        "--install-launchd",
+        action="store_true",
+        help="write a LaunchAgent that starts the daemon at login (Linux: print a systemd unit)",
+    )
+    daemon.add_argument(
+        "--poll",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between checks (taking over a free lock, config changes; default 30)",
+    )
+
+
+def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
+    from w4tui.nightly.status import describe_next, night_line, schedule_status
+
+    ledger = Ledger.open(config)
+    if args.pause or args.resume or args.skip_next:
+        print(set_control(config, ledger, "pause" if args.pause else "resume" if args.resume else "skip"))
+        return 0
+    status = schedule_status(config, ledger)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(
+        f"{describe_next(status)}  ({config.schedule.days} at {config.schedule.time}, "
+        f"misfire grace {config.schedule.misfire_grace_hours:g} h)"
+    )
+    print(
+        f"scheduler: {status['holder_text']}" + ("" if status["holder"] else " (start `w4tui daemon`, or open the TUI)")
+    )
+    if status["current"]:
+        step = status["current"].get("step") or "starting"
+        print(f"in progress: {status['current']['key']} at {step} (run {status['current'].get('run')})")
+    print("nights:" if status["nights"] else "no nights yet")
+    for night in status["nights"][:10]:
+        print("  " + night_line(night))
+    return 0
+
+
+def set_control(config: Config, ledger: Ledger, what: str) -> str:
+    """Pause, resume or skip: flags in the ledger that the scheduler's holder reads when a night is due."""
+    from w4tui.nightly.scheduler import next_night
+
+    if what == "pause":
+        ledger.set_flag("paused", str(time.time()))
+        return "scheduled nights paused (w4tui schedule --resume to resume)"
+    if what == "resume":
+        ledger.set_flag("paused", None)
+        ledger.set_flag("schedule_since", str(time.time()))  # paused nights are not "missed"
+        return "scheduled nights resumed"
+    upcoming = next_night(config, datetime.now().astimezone())
+    if upcoming is None:
+        return "nothing to skip: the schedule is disabled ([schedule] enabled = false)"
+    ledger.set_flag("skip", str(upcoming.timestamp()))
+    return f"the night of {upcoming:%a %d %b %H:%M} will be skipped"
+
+
+def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
+    from w4tui.nightly.plan import BadData, describe, make_plan
+    from w4tui.nightly.scheduler import start_night
+
+    ledger = Ledger.open(config)
+    if args.dry_run:
+        try:
+            plan = make_plan(config, ledger)
+        except BadData as exc:
+            print(f"tonight would stop before training: {exc}")
+            return 1
+        print("\n".join(describe(plan, config)))
+        return 1 if plan.steps and plan.disk_free < plan.disk_needed else 0
+    key = f"now-{time.strftime('%Y%m%d-%H%M%S')}"
+    runner = Runner(config)
+    run = start_night(config, key)
+    print(f"night {key} started: run {run.id} (pid {run.pid}); it keeps running if you press Ctrl-C", flush=True)
+    try:
+        follow_night(runner, run)
+    except KeyboardInterrupt:
+        print(f"\ndetached; the night keeps running. See it: w4tui schedule; stop it: w4tui cancel {run.id}")
+        return 130
+    night = ledger.night(key) or {"outcome": "crashed", "error": "the night's driver recorded nothing"}
+    if runner.get(run.id).status == "crashed" and night["outcome"] == "running":
+        night["outcome"] = "crashed"
+    print(
+        f"night {night['outcome']}"
+        + (f" at {night['failed_step']}" if night.get("failed_step") else "")
+        + (f": {night.get('error') or night.get('reason')}" if night.get("error") or night.get("reason") else "")
+        + (f" (build {night['build']})" if night.get("build") else "")
+    )
+    return EXIT_BY_OUTCOME.get(night["outcome"], 1)
+
+
+def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0.3) -> None:
+    """The night's own lines, and each step's progress while it runs (the steps are runs of their own)."""
+    from w4tui.runs.follow import follow
+
+    reader = EventReader(run.events_path)
+    while True:
+        live = runner.get(run.id).live
+        for event in reader.read():
+            if event.get("kind") == "progress" and event.get("step_run"):
+                print(f"== {event.get('message')}", file=out, flush=True)
+                follow(runner, runner.get(event["step_run"]), out)
+            elif event.get("kind") == "log":
+                print(event.get("message"), file=out, flush=True)
+        if not live:
+            return
+        time.sleep(poll_s)
+
+
+def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from w4tui.nightly.install import install
+    from w4tui.nightly.lock import describe_holder
+    from w4tui.nightly.scheduler import NightScheduler, next_night
+
+    if args.install_launchd:
+        print("\n".join(install(config)))
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    sched, said = NightScheduler(config, kind="daemon", poll_s=args.poll), ""
+    print(f"w4tui daemon pid {os.getpid()} ({config.file})", flush=True)
+    while not stop.is_set():
+        if not sched.sched.running and sched.start():
+            upcoming = next_night(config, sched.now())
+            said = (
+                f"holding the scheduler; next night: {upcoming:%a %d %b %H:%M}"
+                if upcoming
+                else "holding the scheduler; the schedule is disabled ([schedule] enabled = false)"
+            )
+            print(said, flush=True)
+        elif not sched.sched.running:
+            text = f"read-only: the scheduler is {describe_holder(sched.lock.holder())}; waiting to take over"
+            if text != said:
+                print(text, flush=True)
+                said = text
+        else:
+            sched = _reload(sched, config, args)
+            config = sched.config
+        stop.wait(args.poll)
+    sched.shutdown()
+    print("w4tui daemon stopped; a night in progress keeps running", flush=True)
+    return 0
+
+
+def _reload(sched, config: Config, args: argparse.Namespace):
+    """A changed [schedule] applies without a restart."""
+    try:
+        fresh = load_config(config.file)
+    except ConfigError as exc:
+        print(f"config not reloaded: {exc}", file=sys.stderr, flush=True)
+        return sched
+    if fresh.schedule != config.schedule:
+        sched.config = fresh
+        sched.grace_s = int(fresh.schedule.misfire_grace_hours * 3600)
+        sched.ensure_job()
+        print(f"schedule changed: {fresh.schedule.days} at {fresh.schedule.time}", flush=True)
+    return sched
+
+
+COMMANDS = {"schedule": cmd_schedule, "nightly": cmd_nightly, "daemon": cmd_daemon}

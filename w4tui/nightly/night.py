@@ -1,0 +1,168 @@
+"""One night, as its own detached run (``python -m w4tui.nightly.night``): find the data, train from the
+last promoted adapter, convert with the adapter merged on the fly, quantize, deploy a nightly tag, verify
+with --promote; then retention. Each step is a normal detached run, so closing the TUI or the SSH
+session never stops the night; this process only chains them, records the night in the ledger and
+reports where it is in its own events. Cancelling it cancels the step it waits for.
+
+A failed step ends the night: ``latest`` is untouched (only verify's --promote moves it, on a pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from w4tui.config import Config, ConfigError, load_config
+from w4tui.events import EventWriter
+from w4tui.fsutil import human_bytes
+from w4tui.nightly import awake, retention
+from w4tui.nightly.ledger import AlreadyRecorded, Ledger
+from w4tui.nightly.plan import BadData, make_plan
+from w4tui.nightly.record import build_fields
+from w4tui.runs.runner import Run, RunError, Runner
+
+POLL_S = 0.5
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def run_night(config: Config, key: str, events: EventWriter, run_id: str | None = None) -> dict:
+    """Run the night recorded (or to record) as ``key``; returns the ledger's night record."""
+    ledger = Ledger.open(config)
+    if ledger.night(key) is None:
+        ledger.claim_night(key, trigger="now", run=run_id)
+    else:
+        ledger.update_night(key, run=run_id, started=time.time(), outcome="running")
+    runner = Runner(config)
+    current: list[Run] = []
+    try:
+        night = _chain(config, key, ledger, runner, events, current)
+    except KeyboardInterrupt:
+        for run in current:
+            if runner.get(run.id).live:
+                runner.cancel(run.id)
+        night = ledger.update_night(key, outcome="cancelled", reason="cancelled", ended=time.time())
+    except StepFailed as exc:
+        night = ledger.update_night(key, outcome="failed", failed_step=exc.step, error=str(exc), ended=time.time())
+    build = night.get("build")
+    if build and ledger.build(build):
+        for line in retention.apply(config, ledger, build):
+            events.log(line)
+            print(line, flush=True)
+    return ledger.night(key)
+
+
+def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: EventWriter, current: list) -> dict:
+    try:
+        plan = make_plan(config, ledger, build=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}")
+    except BadData as exc:
+        raise StepFailed("data", str(exc)) from None
+    ledger.update_night(
+        key,
+        data_file=str(plan.data_file) if plan.data_file else None,
+        data_sha256=plan.data_sha256,
+        samples=plan.samples,
+        parent_adapter=plan.parent_adapter,
+    )
+    if plan.skip:
+        events.log(plan.skip)
+        print(f"skipped: {plan.skip}", flush=True)
+        return ledger.update_night(key, outcome="skipped", reason=plan.skip, ended=time.time())
+    if plan.disk_free < plan.disk_needed:
+        raise StepFailed(
+            "disk",
+            f"{config.paths.outputs}: {human_bytes(plan.disk_free)} free, a night needs "
+            f"{human_bytes(plan.disk_needed)}; free {human_bytes(plan.disk_needed - plan.disk_free)}",
+        )
+    origin = plan.parent_adapter or "the base model (first night: no promoted adapter yet)"
+    events.log(f"{plan.data_file.name}: {plan.samples} samples; training from {origin}")
+    print(f"data {plan.data_file} ({plan.samples} samples); parent: {origin}", flush=True)
+    ledger.upsert_build(plan.build, night=key)
+    ledger.update_night(key, build=plan.build, reason=None if plan.parent_adapter else "first night: from the base")
+    steps: list[dict] = []
+    fields: dict = {"night": key}
+    for position, (stage, args) in enumerate(plan.steps):
+        try:
+            run = runner.start(stage, args=args)
+        except RunError as exc:
+            raise StepFailed(stage, str(exc)) from None
+        current[:] = [run]
+        steps.append({"step": stage, "run": run.id, "started": run.started})
+        ledger.update_night(key, steps=steps)
+        events.progress(
+            position, len(plan.steps), "steps", message=f"{stage}: run {run.id}", step=stage, step_run=run.id
+        )
+        print(f"== {stage}: run {run.id}", flush=True)
+        run = _wait(runner, run)
+        steps[-1].update(ended=run.ended, status=run.status)
+        fields = build_fields(run, fields)
+        ledger.upsert_build(plan.build, **fields)
+        ledger.update_night(key, steps=steps)
+        if run.status != "succeeded":
+            raise StepFailed(stage, _error_line(run))
+    events.progress(len(plan.steps), len(plan.steps), "steps", message="promoted")
+    return ledger.update_night(key, outcome="promoted", ended=time.time())
+
+
+def _wait(runner: Runner, run: Run) -> Run:
+    while True:
+        run = runner.get(run.id)
+        if not run.live:
+            return run
+        time.sleep(POLL_S)
+
+
+def _error_line(run: Run) -> str:
+    error = run.error()
+    if error and error.get("message"):
+        return str(error["message"])
+    tail = [line for line in run.log_tail(20) if line.strip()]
+    return f"{run.stage} {run.status}" + (f": {tail[-1].strip()[:200]}" if tail else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m w4tui.nightly.night")
+    parser.add_argument("--config")
+    parser.add_argument("--night", required=True, help="the ledger key of this night")
+    args = parser.parse_args(argv)
+    events = EventWriter.from_env("nightly")
+    events.emit("start", night=args.night)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        events.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    caffeinate = awake.keep_awake(config)
+    try:
+        night = run_night(config, args.night, events, run_id=events.run or None)
+    except AlreadyRecorded:
+        events.done(outcome="duplicate")
+        return 0
+    finally:
+        if caffeinate is not None:
+            caffeinate.terminate()
+    outcome = night["outcome"]
+    if outcome in ("promoted", "skipped"):
+        events.done(outcome=outcome, build=night.get("build"), reason=night.get("reason"))
+        return 0
+    if outcome == "cancelled":
+        events.done("cancelled", outcome=outcome)
+        return 130
+    events.error(
+        f"night failed at {night.get('failed_step')}: {night.get('error')}",
+        outcome=outcome,
+        failed_step=night.get("failed_step"),
+        hint="latest was not touched; see the step's run",
+    )
+    print(f"night failed at {night.get('failed_step')}: {night.get('error')}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The nightly schedule: APScheduler 3 with a persistent SQLite job store (``<state>/scheduler.sqlite``),
+``coalesce=True``, ``max_instances=1`` and a misfire grace of hours (``[schedule] misfire_grace_hours``):
+a Mac asleep at 21:30 runs the night when it wakes (APScheduler's default 1 s grace would silently
+skip it: apscheduler#292). A night beyond the grace is recorded "missed"; scheduled times that a
+coalesced run covered are recorded too, so no night disappears without a trace.
+
+Only the holder of the scheduler lock runs it (the daemon, else a TUI). Firing claims the night's key
+in the ledger first (a scheduled time runs at most once, whoever holds the lock) and then starts the
+night as a detached run, so the holder may quit while it runs.
+
+APScheduler reads the time with ``datetime.now`` (schedulers/base.py, executors/base.py); tests swap
+that for a controllable clock, and this module takes its own ``now`` from ``self.now`` likewise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from datetime import datetime, timedelta
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.triggers.cron import CronTrigger
+
+from w4tui.config import Config, load_config
+from w4tui.nightly.ledger import AlreadyRecorded, Ledger
+from w4tui.nightly.lock import SchedulerLock
+from w4tui.runs.runner import Run, RunError, Runner
+
+JOB_ID = "nightly"
+STORE_FILE = "scheduler.sqlite"
+log = logging.getLogger(__name__)
+_active: NightScheduler | None = None  # the scheduler this process holds; its job function finds it here
+
+
+def cron_trigger(config: Config) -> CronTrigger:
+    hour, minute = config.schedule.time.split(":")
+    return CronTrigger(day_of_week=config.schedule.days, hour=int(hour), minute=int(minute))
+
+
+def next_night(config: Config, now: datetime) -> datetime | None:
+    return cron_trigger(config).get_next_fire_time(None, now) if config.schedule.enabled else None
+
+
+def night_key(when: datetime) -> str:
+    return "scheduled-" + when.strftime("%Y%m%d-%H%M")
+
+
+def start_night(config: Config, key: str) -> Run:
+    """Start one night as a detached run (its driver chains the steps); refused while one is live."""
+    runner = Runner(config)
+    live = next((r for r in runner.runs() if r.stage == "nightly" and r.live), None)
+    if live is not None:
+        raise RunError(f"a night is already running: run {live.id} (pid {live.pid})")
+    command = [sys.executable, "-m", "w4tui.nightly.night", "--config", str(config.file), "--night", key]
+    return runner.start_command("nightly", command)
+
+
+class _Scheduler(BackgroundScheduler):
+    """Waits at most ``poll_s`` at a time: a monotonic wait computed before a Mac sleeps does not count
+    the sleep, so an uncapped wait would run the night hours after the wake instead of at it."""
+
+    poll_s = 60.0
+
+    def _main_loop(self):
+        wait = self.poll_s
+        while self.state != STATE_STOPPED:
+            self._event.wait(self.poll_s if wait is None else min(wait, self.poll_s))
+            self._event.clear()
+            wait = self._process_jobs()
+
+
+class NightScheduler:
+    def __init__(self, config: Config, kind: str = "tui", poll_s: float = 60.0, starter=start_night) -> None:
+        self.config, self.kind, self.starter = config, kind, starter
+        self.lock = SchedulerLock(config.paths.state)
+        self.ledger = Ledger.open(config)
+        self.grace_s = int(config.schedule.misfire_grace_hours * 3600)
+        self.sched = _Scheduler(
+            jobstores={"default": _store(config)},
+            executors={"default": {"type": "threadpool", "max_workers": 1}},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.grace_s},
+        )
+        self.sched.poll_s = poll_s
+        self.sched.add_listener(self._missed, EVENT_JOB_MISSED)
+
+    def now(self) -> datetime:
+        return datetime.now(self.sched.timezone)
+
+    # -- holding ---------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Take the lock and run the schedule; False (read-only) when another process holds it."""
+        global _active
+        if self.sched.running:
+            return True
+        if not self.lock.acquire(self.kind):
+            return False
+        _active = self
+        self.sched.start(paused=True)  # the job store is loaded; nothing fires before the job is checked
+        self.ensure_job()
+        self.sched.resume()
+        return True
+
+    def shutdown(self) -> None:
+        global _active
+        if self.sched.running:
+            self.sched.shutdown(wait=False)
+        self.lock.release()
+        if _active is self:
+            _active = None
+
+    def ensure_job(self) -> None:
+        """Make the stored job match the config. An unchanged job keeps its stored next run time, so a
+        night due while no process held the scheduler still fires (or is recorded missed) now."""
+        job = self.sched.get_job(JOB_ID)
+        if not self.config.schedule.enabled:
+            if job is not None:
+                self.sched.remove_job(JOB_ID)
+            return
+        trigger = cron_trigger(self.config)
+        kwargs = {"config_file": str(self.config.file)}
+        if job is None or str(job.trigger) != str(trigger) or job.kwargs != kwargs:
+            self.sched.add_job(
+                fire, trigger=trigger, id=JOB_ID, name="w4tui nightly", kwargs=kwargs, replace_existing=True
+            )
+            self.ledger.set_flag("schedule_since", str(self.now().timestamp()))
+        elif job.misfire_grace_time != self.grace_s:
+            self.sched.modify_job(JOB_ID, misfire_grace_time=self.grace_s)
+
+    def wakeup(self) -> None:
+        self.sched.wakeup()
+
+    # -- firing ------------------------------------------------------------------------------
+    def fire(self) -> str | None:
+        """The job: record the night due now and start it. Returns the night key (None: not run)."""
+        now = self.now()
+        when = _last_fire(cron_trigger(self.config), now)
+        self._record_gaps(when, f"the night of {when:%a %d %b %H:%M} ran instead (coalesced)")
+        if self.ledger.flag("paused"):
+            return None
+        key = night_key(when)
+        skip = self.ledger.flag("skip")
+        try:
+            if skip and float(skip) >= when.timestamp() - 1:
+                self.ledger.set_flag("skip", None)
+                self.ledger.claim_night(
+                    key,
+                    scheduled_for=when.timestamp(),
+                    trigger="schedule",
+                    outcome="skipped",
+                    reason="skipped by request",
+                    ended=now.timestamp(),
+                )
+                return None
+            self.ledger.claim_night(key, scheduled_for=when.timestamp(), trigger="schedule", outcome="starting")
+        except AlreadyRecorded:
+            return None  # another holder ran this scheduled time already
+        try:
+            run = self.starter(self.config, key)
+        except RunError as exc:
+            self.ledger.update_night(key, outcome="skipped", reason=str(exc), ended=now.timestamp())
+            return None
+        self.ledger.update_night(key, run=run.id)
+        return key
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        when = event.scheduled_run_time
+        late = self.now() - when
+        self._record_gaps(when, "the machine was asleep or off")
+        hours = self.grace_s / 3600
+        with contextlib.suppress(AlreadyRecorded):
+            self.ledger.claim_night(
+                night_key(when),
+                scheduled_for=when.timestamp(),
+                trigger="schedule",
+                outcome="missed",
+                ended=self.now().timestamp(),
+                reason=f"missed: {_hours(late)} late, beyond the {hours:g} h grace (asleep or off at the time)",
+            )
+
+    def _record_gaps(self, before: datetime, reason: str) -> None:
+        """Scheduled times since the last recorded one that never fired on their own (asleep, off)."""
+        since = max(self.ledger.last_scheduled() or 0, float(self.ledger.flag("schedule_since") or 0))
+        if not since or self.ledger.flag("paused"):
+            return
+        trigger = cron_trigger(self.config)
+        t = trigger.get_next_fire_time(None, datetime.fromtimestamp(since, before.tzinfo) + timedelta(seconds=1))
+        for _ in range(400):
+            if t is None or t >= before:
+                return
+            with contextlib.suppress(AlreadyRecorded):
+                self.ledger.claim_night(
+                    night_key(t),
+                    scheduled_for=t.timestamp(),
+                    trigger="schedule",
+                    outcome="missed",
+                    reason=f"missed: {reason}",
+                    ended=self.now().timestamp(),
+                )
+            t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+
+
+def fire(config_file: str) -> str | None:
+    """The stored job's function (a textual reference in the job store, so it must stay importable)."""
+    if _active is not None:
+        return _active.fire()
+    return NightScheduler(load_config(config_file)).fire()  # a store restored by a process without one
+
+
+def _last_fire(trigger: CronTrigger, now: datetime) -> datetime:
+    """The newest scheduled time at or before ``now`` (the one APScheduler coalesced onto)."""
+    t = trigger.get_next_fire_time(None, now - timedelta(days=8))
+    last = t
+    while t is not None and t <= now:
+        last, t = t, trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+    return last
+
+
+def _store(config: Config):
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    config.paths.state.mkdir(parents=True, exist_ok=True)
+    return SQLAlchemyJobStore(url=f"sqlite:///{config.paths.state / STORE_FILE}")
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"
