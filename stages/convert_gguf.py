@@ -118,9 +118,10 @@ def body(args, events: EventWriter) -> dict:
     return {"tensors": len(plan), "bytes": size, "outtype": args.outtype}
 
 
-def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapter | None, progress: Progress) -> None:
-    """Tensor data in the order of the tensor infos, padded as GGUFWriter.write_tensor_data pads."""
-    fout = writer.fout[0]
+def _write_data(
+    writer: StreamingGGUFWriter, plan: list[TensorPlan], adapter: Adapter | None, progress: Progress
+) -> None:
+    """Tensor data in the order of the tensor infos; the writer checks that order and every size."""
     handles = {path: open(path, "rb") for path in {t.ref.file for t in plan}}
 
     def chunk(job: tuple[TensorPlan, int, int]) -> np.ndarray:
@@ -128,22 +129,16 @@ def _write_data(writer: gguf.GGUFWriter, plan: list[TensorPlan], adapter: Adapte
         return t.encode(merged_rows(adapter, t.ref, handles[t.ref.file], start, stop))
 
     jobs = ((t, start, stop) for t in plan for start, stop in t.chunks())
-    written = 0
     try:
         for (t, start, stop), data in ordered_map(chunk, jobs):
             if start == 0:
-                writer.write_padding(fout, fout.tell())
-                written = 0
-            fout.write(np.ascontiguousarray(data).data)
-            written += data.nbytes
+                writer.begin_tensor(t.name)
+            writer.write_rows(data)
             progress.add(data.nbytes, name=t.name)
             if stop == t.ref.rows:
-                if written != t.nbytes:  # would shift every later tensor: never write such a file
-                    raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
-                writer.write_padding(fout, t.nbytes)
+                writer.end_tensor()
                 progress.add(0, tensors=1, name=t.name)
-        fout.flush()
-        os.fsync(fout.fileno())
+        writer.finish()
     finally:
         for fh in handles.values():
             fh.close()
