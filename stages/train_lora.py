@@ -66,13 +66,13 @@ def build_parser() -> StageArgumentParser:
 
 
 class _BoolFlag(argparse.Action):
-    """--gradient_checkpointing / --no-gradient_checkpointing style switch."""
+    """--gradient_checkpointing / --no_gradient_checkpointing style switch (--no-... works too)."""
 
     def __init__(self, option_strings, dest, **kw):
-        super().__init__(option_strings + [s.replace("--", "--no-") for s in option_strings], dest, nargs=0, **kw)
+        super().__init__(option_strings + [s.replace("--", "--no_", 1) for s in option_strings], dest, nargs=0, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no-"))
+        setattr(namespace, self.dest, not option_string.startswith("--no_"))
 
 
 def check_args(args) -> None:
