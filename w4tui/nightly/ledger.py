@@ -72,7 +72,11 @@ class Ledger:
 
     @classmethod
     def open(cls, config: Config) -> Ledger:
-        return cls(config.paths.state)
+        """The ledger; rebuilt from the files on disk when its database was lost."""
+        state = config.paths.state
+        if not (state / LEDGER_FILE).exists() and (state / NIGHTS_DIR).is_dir():
+            return rebuild(config)
+        return cls(state)
 
     def close(self) -> None:
         self.db.close()
