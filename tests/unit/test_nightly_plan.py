@@ -1,0 +1,94 @@
+"""Tonight's plan: the newest dated file, a bad line named before any training, data already trained
+into the promoted lineage skipped, the steps (convert --adapter from the base, no merge), and what
+`w4tui nightly --dry-run` prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from w4tui.config import load_config
+from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.plan import BadData, make_plan, newest_data
+
+GOOD = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "PDCA"}]}\n'
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "config.toml").write_text("[nightly]\nreplay = 0.2\n")
+    config = load_config(tmp_path / "config.toml")
+    config.paths.incoming.mkdir(parents=True)
+    return config
+
+
+def test_the_newest_date_in_the_name_wins_over_mtime(config):
+    for day in ("2026-11-30", "2026-12-01", "2026-11-29"):
+        (config.paths.incoming / f"incremental_{day}.jsonl").write_text(GOOD)
+    os.utime(config.paths.incoming / "incremental_2026-11-29.jsonl")  # touched last
+    assert newest_data(config).name == "incremental_2026-12-01.jsonl"
+
+
+def test_a_bad_line_stops_the_plan_with_file_and_line(config):
+    path = config.paths.incoming / "incremental_2026-12-01.jsonl"
+    path.write_text(GOOD + "{not json\n")
+    with pytest.raises(BadData, match=rf"^{path}:2: not valid JSON"):
+        make_plan(config, Ledger.open(config))
+
+
+def test_steps_train_from_the_promoted_adapter_and_convert_from_the_base(config):
+    (config.paths.incoming / "incremental_2026-12-01.jsonl").write_text(GOOD * 3)
+    ledger = Ledger.open(config)
+    ledger.upsert_build(
+        "nightly-a", adapter="/x/adapters/nightly-a", data={"/old.jsonl": "0" * 64}, promoted=1, promoted_at=1.0
+    )
+    plan = make_plan(config, ledger, build="nightly-b")
+    steps = dict(plan.steps)
+    assert plan.samples == 3 and plan.parent_adapter == "/x/adapters/nightly-a"
+    assert list(steps) == ["train", "convert", "quantize", "deploy", "verify"]
+    train = steps["train"]
+    assert train[train.index("--resume_from") + 1] == "/x/adapters/nightly-a"
+    assert train[train.index("--epochs") + 1] == "1.0" and train[train.index("--learning_rate") + 1] == "0.0001"
+    assert train[train.index("--replay") + 1] == "0.2"
+    assert steps["convert"][:4] == [
+        "--model",
+        str(config.model.dir),
+        "--adapter",
+        str(config.paths.outputs / "adapters" / "nightly-b"),
+    ]
+    assert steps["verify"] == ["--model", "web4-agent:nightly-b", "--promote"]
+
+
+def test_data_already_in_the_promoted_lineage_is_skipped(config):
+    from w4tui.nightly.plan import sha256
+
+    path = config.paths.incoming / "incremental_2026-12-01.jsonl"
+    path.write_text(GOOD)
+    ledger = Ledger.open(config)
+    ledger.upsert_build("nightly-a", adapter="/a", data={str(path): sha256(path)}, promoted=0)
+    ledger.upsert_build("nightly-b", adapter="/b", parent_adapter="/a", data={}, promoted=1, promoted_at=2.0)
+    plan = make_plan(config, ledger)
+    assert plan.skip == f"no new data: {path.name} was already trained into nightly-a" and not plan.steps
+
+
+def test_dry_run_prints_tonight_and_changes_nothing(config):
+    (config.paths.incoming / "incremental_2026-12-01.jsonl").write_text(GOOD * 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "w4tui", "--config", str(config.file), "nightly", "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "incremental_2026-12-01.jsonl (2 samples" in out
+    assert "parent:  none: the first night starts from the base model" in out
+    assert (
+        "  2. convert  --model" in out
+        and "--adapter" in out
+        and "merge" not in out.split("steps:")[1].split("disk:")[0]
+    )
+    assert "disk:    needs" in out
+    assert not config.paths.runs.exists()
