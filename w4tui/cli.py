@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("stage", choices=specs.NAMES)
     run.add_argument("--wait", action="store_true", help="follow to the end; exit with the stage's result")
     run.add_argument(
+        "--force", action="store_true", help="start even when the pre-flight checks (disk, memory, one training) refuse"
+    )
+    run.add_argument(
         "--no-defaults", action="store_true", help="pass only the arguments after -- (no defaults from the config)"
     )
     run.epilog = (
@@ -104,9 +107,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
     runner = Runner(config)
     if args.no_defaults:
-        run = runner.start(args.stage, args.stage_args)
+        run = runner.start(args.stage, args.stage_args, force=args.force)
     else:
-        run = runner.start(args.stage, extra=args.stage_args)
+        run = runner.start(args.stage, extra=args.stage_args, force=args.force)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0

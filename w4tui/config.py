@@ -160,6 +160,17 @@ class ToolsConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    url: str = field(
+        metadata=_check(
+            lambda v: v == "" or re.match(r"https?://[^/\s]+", v) is not None,
+            'must be empty or a URL like "https://ntfy.sh/my-topic"',
+        )
+    )
+    desktop: bool
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path  # the file the user's values came from (the default file when none was given)
     model: ModelConfig
@@ -171,6 +182,7 @@ class Config:
     ollama: OllamaConfig
     verify: VerifyConfig
     tools: ToolsConfig
+    notify: NotifyConfig
 
     @property
     def base_dir(self) -> Path:

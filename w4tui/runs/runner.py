@@ -142,10 +142,12 @@ class Runner:
         build: str | None = None,
         input_path: str | None = None,
         extra: list[str] | None = None,
+        force: bool = False,
     ) -> Run:
         """Start a pipeline stage. Without ``args`` its arguments come from the config and its input
         (``input_path``, else the newest artifact of the stage before); ``extra`` then overrides those
-        defaults flag by flag. ``args`` replaces them all."""
+        defaults flag by flag. ``args`` replaces them all. Pre-flight checks refuse a run that cannot
+        succeed (RunError with the figures) unless ``force``."""
         spec = specs.BY_NAME.get(stage)
         if spec is None:
             raise RunError(f"unknown stage '{stage}' (stages: {', '.join(specs.NAMES)})")
@@ -153,11 +155,27 @@ class Runner:
             args = list(extra or [])  # the stage's help needs no input
         if args is None:
             args = specs.override(self.default_args(stage, build, input_path, extra or []), extra or [])
+        warnings = [] if force else self._preflight(stage, args)
         if stage == "train":
             self._free_memory_for_training()
-        return self.start_command(
-            stage, [sys.executable, "-m", spec.module, *args], output=specs.output_of(stage, args)
-        )
+        run = self.start_command(stage, [sys.executable, "-m", spec.module, *args], output=specs.output_of(stage, args))
+        self._preflight_record(run, warnings)
+        return run
+
+    # Pre-flight (issue 15): disk, memory, one training per machine, battery; see w4tui.monitors.preflight.
+    def _preflight(self, stage: str, args: list[str]) -> list[str]:
+        if {"-h", "--help"} & set(args):
+            return []
+        from w4tui.monitors import preflight
+
+        return preflight.check(self, stage, args)
+
+    @staticmethod
+    def _preflight_record(run: Run, warnings: list[str]) -> None:
+        if warnings:
+            from w4tui.monitors import preflight
+
+            preflight.record(run, warnings)
 
     def default_args(self, stage: str, build: str | None = None, input_path: str | None = None,
                      extra: list[str] = ()) -> list[str]:

@@ -4,7 +4,8 @@ in a session of its own, so closing the terminal (SIGHUP) or quitting the TUI ne
 
 Cancel is a file (``RUN_DIR/cancel``) rather than a signal, so any process can ask for it:
 the supervisor sends SIGINT to the stage's process group, then SIGTERM after the grace period,
-then SIGKILL. Standard library only.
+then SIGKILL. Standard library only, but for the machine watch during a training and the end-of-run
+notification (w4tui.monitors), which are imported only when used.
 """
 
 from __future__ import annotations
@@ -96,17 +97,52 @@ def supervise(run_dir: Path) -> int:
             started=time.time(),
         )
         write_record(run_dir, record)
+        stop_watch = _watch(run_dir, record)
         exit_code = _wait(
             child,
             run_dir,
             float(record.get("cancel_grace_s", 120)),
             float(record.get("kill_after_s", KILL_AFTER_TERM_S)),
         )
+        stop_watch()
     cancelled = (run_dir / CANCEL_FILE).exists()
-    status = final_status(exit_code, ev.read_events(run_dir / EVENTS_FILE), cancelled)
+    events = ev.read_events(run_dir / EVENTS_FILE)
+    status = final_status(exit_code, events, cancelled)
     record.update(ended=time.time(), exit_code=exit_code, status=status)
     write_record(run_dir, record)
+    _notify(record, events)
     return 0
+
+
+# Machine monitoring and notifications (issue 15, w4tui.monitors): never allowed to fail a run.
+def _watch(run_dir: Path, record: dict):
+    """While a training runs: swap, pressure and thermal warnings as events (w4tui.monitors.watch)."""
+    if record.get("stage") != "train":
+        return lambda: None
+    import threading
+
+    from w4tui.monitors import watch
+
+    stop = threading.Event()
+    try:
+        watch.start(run_dir / EVENTS_FILE, record["id"], record["stage"], stop, clock=time.time)
+    except Exception:
+        pass
+    return stop.set
+
+
+def _notify(record: dict, events: list[dict]) -> None:
+    """Once per run end, after the end is recorded. A stage run inside a pipeline or a night (started
+    from a supervised job, whose W4TUI_RUN_ID we inherit) is left to the job's own notification."""
+    if os.environ.get(ev.ENV_RUN_ID):
+        return
+    try:
+        from w4tui.monitors import notify
+
+        error = next((e.get("message") for e in reversed(events) if e.get("kind") == "error"), None)
+        notify.run_ended(record, error)
+    except Exception:
+        pass
 
 
 def _wait(child: subprocess.Popen, run_dir: Path, grace_s: float, kill_after_s: float) -> int:

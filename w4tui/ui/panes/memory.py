@@ -1,52 +1,82 @@
-"""Memory & load: accelerator memory from the train run's metrics, and RAM, swap, CPU, load and
-free disk from psutil, each with a sparkline of the last minutes."""
+"""Memory & load: who holds the memory and how the machine copes. GPU use and memory, memory
+pressure, power and thermal state (``w4tui.monitors``: ioreg/sysctl/pmset on macOS, NVML elsewhere),
+Ollama's loaded models, the training's own accelerator figures, and RAM, swap, CPU, load and free
+disk (psutil). What cannot be measured here says so in its row.
+
+Every figure is shown whole: a row that does not fit wraps under its label rather than being cut, and
+bars, sparklines and the chart are left out first. Bytes are GB of 10^9.
+"""
 
 from __future__ import annotations
+
+import time
+from collections import deque
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
 from w4tui.ui.sources import fmt
-from w4tui.ui.sources.system import SystemHistory, SystemSample
+from w4tui.ui.sources.system import HISTORY, SystemHistory, SystemSample, gb, machine_rows
 from w4tui.ui.widgets.chart import LineChart
 from w4tui.ui.widgets.pane import Pane
 from w4tui.ui.widgets.status import resolve, set_text
 
 SAMPLE_S = 4.0
-LABEL = 11
-VALUE = 24
+HIDDEN_S = 30.0  # machine figures while the pane is off screen (fresh enough for when it is shown)
+OLLAMA_S = 15.0  # Ollama's loaded models change when a model loads or expires: no need to ask often
+LABEL = 9  # labels are at most 8 characters
+WIDE_ROW = 60  # from this width rows get a bar and a sparkline
+VALUE = 34
+CHART_LINES = 6  # the chart and its margin
 
 
 class MemoryPane(Pane, can_focus=True):
     PANE_ID, TITLE, KEY = "memory", "Memory & load", "2"
     SHORT = "Memory"
     DEFAULT_CSS = """
-    MemoryPane #memory-body { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    MemoryPane #memory-body { height: auto; text-wrap: nowrap; }
     MemoryPane #load-chart { margin-top: 1; min-height: 5; }
     """
 
-    def __init__(self, sampler=None) -> None:
+    def __init__(self, sampler=None, machine=None) -> None:
         super().__init__()
         self.sampler = sampler  # a SystemSampler, made on first use in a worker when None
+        # A MachineSampler (w4tui.monitors.sampler); a test's system sampler may carry a scripted one.
+        self.machine_sampler = machine or getattr(sampler, "machine", None)
         self.history = SystemHistory()
+        self.machine = None  # the newest MachineSample
+        self.gpu_history: deque = deque(maxlen=HISTORY)
         self.device: str | None = None
         self.accelerator: dict[str, int] = {}
         self.accelerator_history: list[float] = []
         self._backfilled = False
+        self._ollama_at = float("-inf")
+        self._ollama_models = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="memory-body")
         yield LineChart(empty="", y_range=(0, 100), id="load-chart", x_format=_ago, y_format=lambda y: f"{y:.0f}%")
 
     def on_mount(self) -> None:
-        # After the first frame (it imports psutil), then every SAMPLE_S.
-        self.call_after_refresh(lambda: self.run_loop("memory", self._sample, SAMPLE_S))
+        # After the first frame (it imports psutil), then every SAMPLE_S. The machine tools may block
+        # (a process, an HTTP call) so they get a thread of their own, off the shared ticker.
+        def start() -> None:
+            self.run_loop("memory", self._sample, SAMPLE_S)
+            self.run_loop("machine", self._sample_machine, lambda: SAMPLE_S if self.display else HIDDEN_S, shared=False)
+
+        self.call_after_refresh(start)
         self.on_resize()
 
     def on_resize(self, _=None) -> None:
         if self.ready and self.display:  # a hidden pane is drawn when it is shown
-            set_text(self.query_one("#memory-body", Static), self._body())
+            body = self._body()
+            set_text(self.query_one("#memory-body", Static), body)
+            lines = str(body.plain).count("\n") + 1
+            chart = self.query_one(LineChart)
+            show_chart = self.size.height - lines >= CHART_LINES
+            if chart.display != show_chart:
+                chart.display = show_chart
 
     def restyle(self) -> None:
         self.on_resize()
@@ -54,11 +84,13 @@ class MemoryPane(Pane, can_focus=True):
     def on_show(self) -> None:
         self.on_resize()
         self._chart()
+        self.poke("machine")
 
     def show_accelerator(self, device: str | None, memory: dict[str, int], history: list[float]) -> None:
         self.device, self.accelerator, self.accelerator_history = device, memory, history
         self.on_resize()
 
+    # -- sampling (worker threads) -----------------------------------------------------------
     def _sample(self) -> None:  # in the "memory" loop's thread
         if self.sampler is None:
             from w4tui.ui.sources.system import SystemSampler
@@ -69,6 +101,25 @@ class MemoryPane(Pane, can_focus=True):
             self.deliver("backfill", self.sampler.backfill())
         self.deliver("system", self.sampler.sample())
 
+    def _sample_machine(self) -> None:  # in the "machine" loop's thread
+        if self.machine_sampler is None:
+            from w4tui.monitors.sampler import MachineSampler
+
+            self.machine_sampler = MachineSampler(ollama=self._ollama_models_now)
+        self.deliver("machine", self.machine_sampler.sample())
+
+    def _ollama_models_now(self) -> list[dict]:
+        """/api/ps, asked every OLLAMA_S (a failure is asked again next round)."""
+        now = time.monotonic()
+        if self._ollama_models is None or now - self._ollama_at >= OLLAMA_S:
+            from w4tui import ollama_client
+
+            self._ollama_at = now
+            self._ollama_models = None
+            self._ollama_models = ollama_client.running(self.app.config)
+        return self._ollama_models
+
+    # -- results (UI thread) -----------------------------------------------------------------
     def show_backfill(self, samples: list[SystemSample]) -> None:
         for sample in samples:
             self.history.add(sample)
@@ -83,6 +134,13 @@ class MemoryPane(Pane, can_focus=True):
         self.on_resize()
         self._chart()
 
+    def show_machine(self, sample) -> None:
+        new = self.machine is None or sample.time > self.machine.time
+        self.machine = sample
+        if sample.gpus and new:
+            self.gpu_history.append(sample.gpus[0].utilization)
+        self.on_resize()
+
     def _chart(self) -> None:
         """CPU and RAM, in percent, over the kept history (minutes before the newest sample)."""
         h, latest = self.history, self.history.latest
@@ -93,126 +151,122 @@ class MemoryPane(Pane, can_focus=True):
         self.query_one(LineChart).update([list(zip(times, h.cpu)), ram], len(h.times) and id(latest))
         self.set_subtitle("CPU % ━  RAM % ━")
 
-    # -- drawing ---------------------------------------------------------------------------
+    # -- drawing -----------------------------------------------------------------------------
     def _body(self) -> Text:
-        width = max(30, self.size.width - 2)
-        bar_w = max(6, min(16, width - LABEL - VALUE))
-        spark_w = width - LABEL - bar_w - VALUE - 1
+        self._width = max(20, self.size.width)
         app = self.app
         self._muted, self._bar, self._spark = (
             resolve("$text-muted", app),
             resolve("$primary", app),
             resolve("$accent", app),
         )
+        self._warn, self._bad = resolve("bold $warning", app), resolve("bold $error", app)
+        self._styles = {"value": "bold", "muted": self._muted, "warn": self._warn, "bad": self._bad, "bar": self._bar}
         text = Text(no_wrap=True, overflow="crop")
-        self._accelerator(text, bar_w, spark_w, width)
+        for label, units, gauge in machine_rows(self.machine, list(self.gpu_history), self.app.clock()):
+            self._row(text, label, units, gauge)
+        self._accelerator(text)
         s = self.history.latest
         if s is None:
-            text.append("system      sampling…", self._muted)
-            return text
+            self._row(text, "system", [("sampling…", "muted")])
+            return _trim(text)
         self._row(
             text,
             "RAM",
-            s.ram_used / s.ram_total if s.ram_total else 0,
-            bar_w,
-            f"{fmt.size(s.ram_used)} / {fmt.size(s.ram_total)}",
-            list(self.history.ram),
-            spark_w,
-            width,
-            high=s.ram_total,
+            [(f"{gb(s.ram_used)} / {gb(s.ram_total)}", "value")],
+            (s.ram_used / s.ram_total if s.ram_total else 0, list(self.history.ram), s.ram_total),
         )
         self._row(
             text,
             "swap",
-            s.swap_used / s.swap_total if s.swap_total else 0,
-            bar_w,
-            f"{fmt.size(s.swap_used)} / {fmt.size(s.swap_total)}",
-            list(self.history.swap),
-            spark_w,
-            width,
-            high=s.swap_total or None,
+            [(f"{gb(s.swap_used)} / {gb(s.swap_total)}", "value")],
+            (s.swap_used / s.swap_total if s.swap_total else 0, list(self.history.swap), s.swap_total or None),
         )
         self._row(
             text,
-            f"CPU {s.cpu_total:3.0f}%",
-            s.cpu_total / 100,
-            bar_w,
-            f"{len(s.cpu)} cores",
-            list(self.history.cpu),
-            spark_w,
-            width,
-            high=100,
+            "CPU",
+            [(f"{s.cpu_total:.0f}%", "value"), (f"of {len(s.cpu)} cores", "muted")],
+            (s.cpu_total / 100, list(self.history.cpu), 100),
         )
-        text.append(f"{'per core':<{LABEL}}", self._muted)
-        text.append("".join(fmt.SPARK[min(7, int(c / 100 * 8))] for c in s.cpu[: width - LABEL]), self._bar)
-        text.append("\n")
-        text.append(f"{'load':<{LABEL}}", self._muted)
-        text.append(f"{s.load[0]:.2f} {s.load[1]:.2f} {s.load[2]:.2f}", "bold")
-        text.append(" (1, 5, 15 min)\n", self._muted)
-        text.append(f"{'disk free':<{LABEL}}", self._muted)
+        if self._width >= WIDE_ROW:
+            cores = "".join(fmt.SPARK[min(7, int(c / 100 * 8))] for c in s.cpu[: self._width - LABEL])
+            self._row(text, "per core", [(cores, "bar")])
+        self._row(
+            text, "load", [(f"{s.load[0]:.2f} {s.load[1]:.2f} {s.load[2]:.2f}", "value"), ("(1/5/15 min)", "muted")]
+        )
         if s.disk_free is not None:
-            text.append(f"{fmt.size(s.disk_free)}", "bold")
-            text.append(f" of {fmt.size(s.disk_total)} on {s.disk_path}", self._muted)
+            self._row(
+                text,
+                "disk",
+                [
+                    (f"{gb(s.disk_free)} free", "value"),
+                    (f"of {gb(s.disk_total)}", "muted"),
+                    (f"on {s.disk_path}", "muted"),
+                ],
+            )
         else:
-            text.append("unknown", self._muted)
-        return text
+            self._row(text, "disk", [("free space unknown", "muted")])
+        return _trim(text)
 
-    def _accelerator(self, text: Text, bar_w: int, spark_w: int, width: int) -> None:
+    def _accelerator(self, text: Text) -> None:
         mem, device = self.accelerator, self.device
         if not mem:
-            text.append(f"{'accel':<{LABEL}}", self._muted)
-            text.append(
-                "training on the CPU: no accelerator memory\n"
-                if device == "cpu"
-                else "no figures yet (MPS / CUDA memory comes with the train run's metrics)\n",
-                self._muted,
-            )
+            note = "the training runs on the CPU" if device == "cpu" else "comes with a training's metrics"
+            self._row(text, "training", [("accelerator memory", "muted"), (note, "muted")])
             return
         limit = mem.get("mem_recommended_max") or mem.get("mem_total")
         used = mem.get("mem_allocated", 0)
-        label = f"{(device or 'accel')} alloc"
-        self._row(
-            text,
-            label,
-            used / limit if limit else 0,
-            bar_w,
-            f"{fmt.size(used)} / {fmt.size(limit)}" if limit else fmt.size(used),
-            self.accelerator_history,
-            spark_w,
-            width,
-            high=limit or None,
-        )
+        units = [(f"{device or 'accel'} alloc", "muted"), (f"{gb(used)} / {gb(limit)}" if limit else gb(used), "value")]
+        self._row(text, "training", units, (used / limit if limit else 0, self.accelerator_history, limit or None))
         for key, name in (("mem_driver", "driver"), ("mem_reserved", "reserved")):
             if key in mem:
-                self._row(
-                    text,
-                    f"{device or ''} {name}".strip(),
-                    mem[key] / limit if limit else 0,
-                    bar_w,
-                    fmt.size(mem[key]) + (" (max " + fmt.size(limit) + ")" if limit else ""),
-                    [],
-                    0,
-                    width,
-                )
+                self._row(text, "", [(f"{device or ''} {name}".strip(), "muted"), (gb(mem[key]), "value")])
 
-    def _row(
-        self,
-        text: Text,
-        label: str,
-        fraction: float,
-        bar_w: int,
-        value: str,
-        history: list[float],
-        spark_w: int,
-        width: int,
-        high: float | None = None,
-    ) -> None:
+    def _row(self, text: Text, label: str, units: list[tuple[str, str]], gauge=None) -> None:
+        """One figure: its label, a bar and sparkline when the row is wide enough, then its parts, which
+        wrap (whole) under the label instead of being cut."""
+        width = self._width
         text.append(f"{label[: LABEL - 1]:<{LABEL}}", self._muted)
-        text.append(fmt.bar(fraction, bar_w), self._bar)
-        text.append(f" {value:<{VALUE - 1}}", "bold")
-        if history and spark_w >= 8:  # narrower: the chart below has the history
-            text.append(fmt.sparkline(history, spark_w, low=0, high=high), self._spark)
+        col = LABEL
+        if gauge is not None and width >= WIDE_ROW:
+            fraction, history, high = gauge
+            bar_w = 10
+            text.append(fmt.bar(fraction, bar_w) + " ", self._bar)
+            col += bar_w + 1
+            value = " ".join(u for u, _ in units)
+            value_w = max(len(value), VALUE)  # sparklines start in one column while the values fit
+            spark_w = width - col - value_w - 2
+            if history and spark_w >= 8:
+                for i, (unit, style) in enumerate(units):
+                    text.append(("" if i == 0 else " ") + unit, self._styles[style])
+                text.append(" " * (value_w - len(value) + 2))
+                text.append(fmt.sparkline(history, min(spark_w, 30), low=0, high=high), self._spark)
+                text.append("\n")
+                return
+        first = True
+        for unit, style in units:
+            for piece in _pieces(unit, width):
+                gap = 0 if first else 1
+                if col + gap + len(piece) > width and col > 0:
+                    # Wrap under the label; a piece too long for that takes a line of its own.
+                    indent = LABEL if LABEL + len(piece) <= width else 0
+                    text.append("\n" + " " * indent)
+                    col, gap = indent, 0
+                text.append(" " * gap + piece, self._styles[style])
+                col += gap + len(piece)
+                first = False
         text.append("\n")
+
+
+def _pieces(unit: str, room: int) -> list[str]:
+    """Only a unit longer than a whole line (a long path) is split; anything else is kept whole."""
+    room = max(1, room)
+    return [unit[i : i + room] for i in range(0, len(unit), room)] or [""]
+
+
+def _trim(text: Text) -> Text:
+    text.rstrip()
+    return text
 
 
 def _ago(minutes: float) -> str:

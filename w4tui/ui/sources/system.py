@@ -1,5 +1,6 @@
 """System load for the memory pane: RAM, swap, CPU per core, load average and free disk, with a
-short history for sparklines. psutil only; one sample costs well under a millisecond."""
+short history for sparklines (psutil only; one sample costs well under a millisecond), and the rows the
+pane draws from a machine sample (``w4tui.monitors``: GPU, pressure, power, thermal, Ollama's models)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,108 @@ def _existing(path: Path) -> Path:
         if candidate.exists():
             return candidate
     return Path("/")
+
+
+def gb(n: float | None) -> str:
+    """Bytes as decimal GB (10^9), MB below one GB: what the pane and pre-flight say."""
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.1f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+PRESSURE_KIND = {"normal": "value", "warn": "warn", "critical": "bad"}
+
+
+def machine_rows(sample, gpu_history: list[float], now: float) -> list[tuple[str, list[tuple[str, str]], tuple | None]]:
+    """The machine's rows for the pane: (label, [(text, kind)], gauge or None); kind is one of value,
+    muted, warn, bad; a gauge is (fraction, history, high) for a bar and sparkline. ``sample`` is a
+    ``w4tui.monitors.sampler.MachineSample`` (None before the first one)."""
+    if sample is None:
+        return [("GPU", [("sampling…", "muted")], None)]
+    notes, rows = sample.notes, []
+    for gpu in sample.gpus:
+        units = [(f"{gpu.utilization:.0f}% busy", "value")]
+        if gpu.total:
+            units.append((f"{gb(gpu.in_use)} / {gb(gpu.total)}", "value"))
+        elif gpu.in_use is not None:
+            units.append((f"{gb(gpu.in_use)} in use", "value"))
+        if gpu.allocated:
+            units.append((f"alloc {gb(gpu.allocated)}", "muted"))
+        rows.append(("GPU", units, (gpu.utilization / 100, gpu_history, 100)))
+    if not sample.gpus:
+        rows.append(("GPU", [(notes.get("gpu", "none found"), "muted")], None))
+    if all(notes.get(k) == "not macOS" for k in ("pressure", "power", "thermal")):
+        rows.append(("pressure", [("memory pressure, power, thermal state:", "muted"), ("macOS only", "muted")], None))
+    else:
+        rows.append(
+            (
+                "pressure",
+                [(sample.pressure, PRESSURE_KIND[sample.pressure])]
+                if sample.pressure
+                else [(notes.get("pressure", "unknown"), "muted")],
+                None,
+            )
+        )
+        rows.append(("power", _power(sample.power) or [(notes.get("power", "unknown"), "muted")], None))
+        rows.append(("thermal", _thermal(sample.thermal) or [(notes.get("thermal", "unknown"), "muted")], None))
+    rows.extend(_ollama(sample, now))
+    return rows
+
+
+def _power(power) -> list[tuple[str, str]]:
+    if power is None:
+        return []
+    if power.percent is None:
+        return [(power.source, "value")]
+    units = [
+        ("battery" if power.on_battery else "AC", "warn" if power.on_battery else "value"),
+        (f"{power.percent}%", "value"),
+    ]
+    if power.state and power.state != "discharging":  # on battery it goes without saying
+        units.append((power.state, "muted"))
+    if power.on_battery and power.remaining_s:
+        units.append((f"{power.remaining_s // 3600}h{power.remaining_s % 3600 // 60:02d} left", "muted"))
+    return units
+
+
+def _thermal(thermal) -> list[tuple[str, str]]:
+    if thermal is None:
+        return []
+    if thermal.throttled:
+        units = [("throttled", "bad")]
+        if thermal.speed_limit is not None:
+            units.append((f"CPU speed {thermal.speed_limit}%", "bad"))
+        return units
+    return [("nominal", "value")] if thermal.reported else [("no warning recorded", "value")]
+
+
+def _ollama(sample, now: float) -> list[tuple[str, list[tuple[str, str]], None]]:
+    if sample.ollama is None:
+        note = sample.notes.get("ollama")
+        return [("Ollama", [(note, "muted")], None)] if note else []
+    if not sample.ollama:
+        return [("Ollama", [("no model loaded", "muted")], None)]
+    rows = []
+    for i, model in enumerate(sample.ollama):
+        size, vram = model.get("size") or 0, model.get("size_vram")
+        units = [(str(model.get("model") or model.get("name")), "value"), (gb(size), "value")]
+        if vram is not None and vram != size:
+            units.append((f"({gb(vram)} on the GPU)", "muted"))
+        until = _timestamp(model.get("expires_at"))
+        if until is not None:
+            units.append((f"until {time.strftime('%H:%M', time.localtime(until))}", "muted"))
+        rows.append(("Ollama" if i == 0 else "", units, None))
+    return rows
+
+
+def _timestamp(value) -> float | None:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,149 @@
+"""The Memory & load pane with a scripted machine: the Mac's figures (GPU, pressure, power, thermal,
+Ollama's loaded model) whole at 80x24 and 120x36, what Linux cannot measure said in its row, GB of
+10^9 bytes, and snapshots at both sizes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import tui_workspace
+from machine_script import ScriptedMachine, mac_sample
+from textual.app import App
+from tui_helpers import anyio_backend, recorded, settle, until, utc  # noqa: F401
+
+from w4tui.monitors.sampler import MachineSampler
+from w4tui.ui.panes.memory import MemoryPane
+from w4tui.ui.sources.system import gb, machine_rows
+
+SIZES = [(80, 24), (120, 36)]
+# The pane's outer size on the main screen at each terminal size: alone under the pane bar at 80x24; in the
+# third column of the top grid row (11fr of 34 rows) at 120x36. The pane is hosted alone so these tests
+# depend on no other pane.
+PANE_SIZE = {(80, 24): (80, 22), (120, 36): (40, 19)}
+
+
+class Host(App):
+    def __init__(self, config, machine, pane_size) -> None:
+        super().__init__()
+        self.config, self.clock, self.pane_size = config, (lambda: tui_workspace.NOW), pane_size
+        sampler = tui_workspace.FixedSampler()
+        self.pane = MemoryPane(sampler, machine)
+
+    def compose(self):
+        yield self.pane
+
+    def on_mount(self) -> None:
+        self.pane.styles.width, self.pane.styles.height = self.pane_size
+
+
+def make(config, machine, size=(80, 24)):
+    return Host(config, machine, PANE_SIZE[size])
+
+
+async def shown(pilot):
+    pane = pilot.app.pane
+    pane.show_accelerator(
+        "mps",
+        {"mem_allocated": 8_400_000_000, "mem_driver": 9_900_000_000, "mem_recommended_max": 21_000_000_000},
+        [7e9, 8e9, 8.4e9],
+    )
+    await until(
+        pilot,
+        lambda: pane.ready and pane.machine is not None and pane.history.latest is not None,
+        what="the memory pane's figures",
+    )
+    await settle(pilot, rounds=3)
+    return pane
+
+
+def body(pane) -> list[str]:
+    return pane._body().plain.splitlines()
+
+
+MAC_FIGURES = [
+    "GPU",
+    "2%",
+    "341 MB in use",
+    "alloc 1.2 GB",
+    "pressure",
+    "warn",
+    "battery",
+    "89%",
+    "4h47 left",
+    "no warning recorded",
+    "qwen2.5-coder:7b-instruct-q4_K_M",
+    "6.0 GB",
+    "until 21:05",
+    "RAM",
+    "/ 34.4 GB",
+    "2.50 2.10 1.90",
+    "(1/5/15 min)",
+    "129.3 GB free",
+    "of 530.9 GB",
+    "on /Users/me/w4",
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x36"])
+async def test_every_figure_whole(recorded, size):
+    app = make(recorded, ScriptedMachine(mac_sample(tui_workspace.NOW)), size)
+    async with app.run_test(size=size) as pilot:
+        pane = await shown(pilot)
+        lines = body(pane)
+        width = pane.size.width
+        assert max(len(line) for line in lines) <= width, lines
+        text = "\n".join(lines)
+        for figure in MAC_FIGURES:
+            assert figure in text, (figure, lines)
+        assert "8.4 GB / 21.0 GB" in text and "9.9 GB" in text  # 21e9 bytes is 21.0 GB, not "19.6 GB"
+        # No row is cut at the bottom either: the chart gives way first.
+        chart = pane.query_one("LineChart")
+        assert len(lines) + (6 if chart.display else 0) <= pane.size.height
+
+
+@pytest.mark.anyio
+async def test_linux_says_what_it_cannot(recorded, monkeypatch):
+    from w4tui.ollama_client import OllamaError
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+
+    def ollama():
+        raise OllamaError("Ollama is not reachable at http://127.0.0.1:9")
+
+    app = make(recorded, MachineSampler(system="Linux", ollama=ollama, clock=lambda: tui_workspace.NOW))
+    async with app.run_test(size=(80, 24)) as pilot:
+        text = "\n".join(body(await shown(pilot)))
+    assert "no NVIDIA monitoring (pip install 'w4tui[nvidia]')" in text
+    assert "memory pressure, power, thermal state: macOS only" in text
+    assert "Ollama is not reachable at http://127.0.0.1:9" in text
+
+
+def test_gb_means_ten_to_the_ninth():
+    assert gb(21e9) == "21.0 GB" and gb(19.6 * 2**30) == "21.0 GB" and gb(340983808) == "341 MB"
+    rows = machine_rows(mac_sample(tui_workspace.NOW), [2.0], tui_workspace.NOW)
+    labels = [label for label, _, _ in rows]
+    assert labels == ["GPU", "pressure", "power", "thermal", "Ollama"]
+    assert rows[1][1] == [("warn", "warn")]
+
+
+def test_critical_pressure_and_throttling_stand_out():
+    from dataclasses import replace
+
+    from w4tui.monitors.macos import Thermal
+
+    sample = replace(mac_sample(0), pressure="critical", thermal=Thermal(speed_limit=28, scheduler_limit=40))
+    rows = {label: units for label, units, _ in machine_rows(sample, [], 0)}
+    assert rows["pressure"] == [("critical", "bad")]
+    assert rows["thermal"] == [("throttled", "bad"), ("CPU speed 28%", "bad")]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x36"])
+def test_memory_pane_snapshot(snap_compare, recorded, size):
+    async def run_before(pilot):
+        await shown(pilot)
+
+    assert snap_compare(
+        make(recorded, ScriptedMachine(mac_sample(tui_workspace.NOW)), size), terminal_size=size, run_before=run_before
+    )
