@@ -1,12 +1,15 @@
-"""The training loop: token-weighted loss over gradient-accumulation windows, metrics events,
-checkpoints every N steps and on SIGINT/SIGTERM (the step in flight finishes first)."""
+"""The training loop: token-weighted loss over gradient-accumulation windows, reports through a
+callback (stages/train/callbacks.py turns them into events and log lines), checkpoints every N steps
+and on SIGINT/SIGTERM (the step in flight finishes first)."""
 
 from __future__ import annotations
 
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +18,10 @@ import torch.nn.functional as F
 from stages.common.errors import Cancelled
 from stages.train import checkpoint
 from stages.train.batches import Batch, collate, epoch_batches
+from stages.train.callbacks import TrainingCallback
+from stages.train.checkpoint import TrainState
 from stages.train.data import IGNORE, Sample
 from stages.train.device import memory_fields
-from w4tui.events import EventWriter
 
 
 @dataclass
@@ -77,26 +81,32 @@ class StopFlag:
         self.requested = True
 
 
-def run(
-    model,
-    optimizer,
-    scheduler,
-    scaler,
-    samples: list[Sample],
-    eval_samples: list[Sample],
-    state,
-    cfg: LoopConfig,
-    output,
-    device: str,
-    pad_id: int,
-    events: EventWriter,
-) -> dict:
-    lengths = np.array([len(s.ids) for s in samples])
-    per_epoch, total = total_steps(len(samples), cfg)
+@dataclass
+class Training:
+    """What one run trains with: the loop takes this one object (and a callback) instead of a dozen
+    arguments. ``state`` is what a checkpoint saves and a resume restores."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    samples: list[Sample]
+    eval_samples: list[Sample]
+    state: TrainState
+    cfg: LoopConfig
+    output: Path
+    device: str
+    pad_id: int
+
+
+def run(t: Training, callback: TrainingCallback) -> dict:
+    cfg, state = t.cfg, t.state
+    lengths = np.array([len(s.ids) for s in t.samples])
+    per_epoch, total = total_steps(len(t.samples), cfg)
     stop = StopFlag()
-    model.train()
+    t.model.train()
     loop_started, cpu_started, tokens_before = time.monotonic(), time.process_time(), state.tokens
-    window_loss, window_steps, window_tokens, window_started = 0.0, 0, 0, time.monotonic()
+    window = _Window()
     step_times: list[float] = []
     last_loss = None
     while state.step < total:
@@ -104,66 +114,42 @@ def run(
         while state.batch < len(batches) and state.step < total:
             group = batches[state.batch : state.batch + cfg.accumulation]
             step_started = time.monotonic()
-            micro = [collate([samples[i] for i in b], pad_id, cfg.batching == "pack") for b in group]
-            # Token-weighted: every labelled token in the window counts the same, whatever its batch.
-            window_labels = sum(int((m.labels[:, 1:] != IGNORE).sum()) for m in micro)
-            step_loss = 0.0
-            for batch in micro:
-                value, _ = loss_sum(model, batch, device)
-                scaled = value / window_labels
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                step_loss += float(value.detach())
-                state.tokens += batch.tokens
-                window_tokens += batch.tokens
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-            )
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            last_loss, grad_norm, tokens = _step(t, group)
             state.step += 1
             state.batch += len(group)
             state.samples += sum(len(b) for b in group)
-            last_loss = step_loss / max(window_labels, 1)
-            window_loss, window_steps = window_loss + last_loss, window_steps + 1
+            state.tokens += tokens
             state.losses.append([state.step, round(last_loss, 6)])
+            window.add(last_loss, tokens)
             step_times = (step_times + [time.monotonic() - step_started])[-50:]
             if state.step % cfg.log_every == 0 or state.step == total:
-                elapsed = max(time.monotonic() - window_started, 1e-9)
-                events.metrics(
-                    step=state.step,
-                    total_steps=total,
-                    epoch=round(state.step / per_epoch, 4),
-                    loss=round(window_loss / window_steps, 6),
-                    learning_rate=scheduler.get_last_lr()[0],
-                    grad_norm=round(grad_norm, 6) if math.isfinite(grad_norm) else None,  # fp16 overflow step
-                    tokens_per_second=round(window_tokens / elapsed, 1),
-                    eta_s=round(sum(step_times) / len(step_times) * (total - state.step), 1),
-                    device=device,
-                    **memory_fields(device),
+                callback.on_train_loss_report(
+                    {
+                        "step": state.step,
+                        "total_steps": total,
+                        "epoch": round(state.step / per_epoch, 4),
+                        "loss": round(window.loss / window.steps, 6),
+                        "learning_rate": t.scheduler.get_last_lr()[0],
+                        "grad_norm": round(grad_norm, 6) if math.isfinite(grad_norm) else None,  # fp16 overflow
+                        "tokens_per_second": round(window.tokens / max(time.monotonic() - window.started, 1e-9), 1),
+                        "eta_s": round(sum(step_times) / len(step_times) * (total - state.step), 1),
+                        "device": t.device,
+                        **memory_fields(t.device),
+                    }
                 )
-                events.progress(state.step, total, "steps")
-                window_loss, window_steps, window_tokens, window_started = 0.0, 0, 0, time.monotonic()
+                window = _Window()
             if state.step == total:
                 break  # a stop asked for now is moot: the final adapter is seconds away
             if state.step % cfg.checkpoint_every == 0 or stop.requested:
-                _checkpoint(
-                    model, optimizer, scheduler, scaler, state, output, events, eval_samples, cfg, device, pad_id, total
-                )
+                _evaluate(t, total, callback)
+                path = checkpoint.save(t.output, state, t.model, t.optimizer, t.scheduler, t.scaler)
+                callback.on_checkpoint({"step": state.step, "total_steps": total, "path": str(path)})
             if stop.requested:
                 raise Cancelled()
         if state.batch >= len(batches):
             state.epoch, state.batch = state.epoch + 1, 0
     seconds, cpu_seconds = time.monotonic() - loop_started, time.process_time() - cpu_started
-    eval_loss = evaluate(model, eval_samples, cfg, pad_id, device)
-    if eval_loss is not None:
-        events.metrics(step=state.step, total_steps=total, eval_loss=round(eval_loss, 6))
+    eval_loss = _evaluate(t, total, callback)
     return {
         "loss": last_loss,
         "eval_loss": eval_loss,
@@ -174,9 +160,47 @@ def run(
     }
 
 
-def _checkpoint(model, optimizer, scheduler, scaler, state, output, events, eval_samples, cfg, device, pad_id, total):
-    eval_loss = evaluate(model, eval_samples, cfg, pad_id, device)
+def _step(t: Training, group: list) -> tuple[float, float, int]:
+    """One optimizer step over ``group``'s micro-batches: (loss per labelled token, grad norm, tokens)."""
+    micro = [collate([t.samples[i] for i in b], t.pad_id, t.cfg.batching == "pack") for b in group]
+    # Token-weighted: every labelled token in the window counts the same, whatever its batch.
+    window_labels = sum(int((m.labels[:, 1:] != IGNORE).sum()) for m in micro)
+    step_loss, tokens = 0.0, 0
+    for batch in micro:
+        value, _ = loss_sum(t.model, batch, t.device)
+        scaled = value / window_labels
+        (t.scaler.scale(scaled) if t.scaler else scaled).backward()
+        step_loss += float(value.detach())
+        tokens += batch.tokens
+    if t.scaler:
+        t.scaler.unscale_(t.optimizer)
+    trainable = [p for p in t.model.parameters() if p.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, t.cfg.max_grad_norm))
+    if t.scaler:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        t.optimizer.step()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    return step_loss / max(window_labels, 1), grad_norm, tokens
+
+
+def _evaluate(t: Training, total: int, callback: TrainingCallback) -> float | None:
+    eval_loss = evaluate(t.model, t.eval_samples, t.cfg, t.pad_id, t.device)
     if eval_loss is not None:
-        events.metrics(step=state.step, total_steps=total, eval_loss=round(eval_loss, 6))
-    path = checkpoint.save(output, state, model, optimizer, scheduler, scaler)
-    events.artifact(path, "checkpoint", step=state.step)
+        callback.on_val_loss_report({"step": t.state.step, "total_steps": total, "eval_loss": round(eval_loss, 6)})
+    return eval_loss
+
+
+@dataclass
+class _Window:
+    """The steps since the last report: their mean loss and token rate."""
+
+    loss: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.steps, self.tokens = self.loss + loss, self.steps + 1, self.tokens + tokens

@@ -14,9 +14,10 @@ import numpy as np
 from stages.common.errors import StageError
 from stages.train import checkpoint
 from stages.train.batches import split_eval
+from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
-from stages.train.loop import LoopConfig, run, total_steps
+from stages.train.loop import LoopConfig, Training, run, total_steps
 from stages.train.tokenized import load_samples
 from w4tui.config import load_config
 from w4tui.events import EventWriter
@@ -94,20 +95,20 @@ def train(args, events: EventWriter) -> dict:
         f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)"
     )
     started = time.time()
-    result = run(
-        model,
-        optimizer,
-        scheduler,
-        scaler,
-        train_samples,
-        eval_samples,
-        state,
-        cfg,
-        args.output,
-        precision.device,
-        tokenizer.pad_token_id or 0,
-        events,
+    training = Training(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        samples=train_samples,
+        eval_samples=eval_samples,
+        state=state,
+        cfg=cfg,
+        output=args.output,
+        device=precision.device,
+        pad_id=tokenizer.pad_token_id or 0,
     )
+    result = run(training, CallbackList([EventsCallback(events), LogLineCallback()]))
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
     train_tokens = int(sum(len(s.ids) for s in train_samples))
     counts = {

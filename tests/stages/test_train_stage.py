@@ -72,6 +72,7 @@ def trained(tmp_path_factory, tiny_model, data):
     tmp = tmp_path_factory.mktemp("run")
     proc, events = train(tmp, tiny_model, data[0], tmp / "adapter", "--epochs", "2", "--checkpoint_every", "4")
     assert proc.returncode == 0, proc.stderr
+    (tmp / "output.log").write_text(proc.stdout)  # the runner's output.log is the stage's stdout
     return tmp / "adapter", events
 
 
@@ -99,6 +100,21 @@ def test_loss_decreases_and_events_carry_the_documented_keys(trained):
     assert (done["steps"], done["samples"], done["truncated"], done["skipped"]) == (20, 40, record["truncated"], 0)
     assert done["final_loss"] == record["final_loss"] and done["tokens"] == record["train_tokens"] > 0
     assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == ["step-0000012", "step-0000016"]
+
+
+def test_the_log_has_a_human_line_per_report_from_the_same_metrics(trained):
+    adapter, events = trained
+    log = (adapter.parent / "output.log").read_text().splitlines()
+    lines = [line for line in log if " | loss " in line]
+    steps = metrics(events)
+    assert len(lines) == len(steps) == 20
+    for line, e in zip(lines, steps):
+        assert f"step {e['step']}/20 (" in line and f"| loss {e['loss']:.4f} |" in line, line
+        assert f"| lr {e['learning_rate']:.2e} |" in line and " tok/s | ETA " in line, line
+    evals = [e for e in events if e["kind"] == "metrics" and "eval_loss" in e]
+    assert [line.split("eval_loss ")[1] for line in log if "eval_loss" in line] == [
+        f"{e['eval_loss']:.4f}" for e in evals
+    ]
 
 
 def test_adapter_loads_in_peft_and_changes_the_output(trained, tiny_model):
