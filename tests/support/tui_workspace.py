@@ -296,9 +296,15 @@ def build(root: Path) -> Path:
 
 
 class FixedSampler:
-    """System samples that do not depend on the machine (for snapshots)."""
+    """System samples that do not depend on the machine (for snapshots); ``machine``: the Memory & load
+    pane's GPU/pressure/power/Ollama figures, scripted from the published macOS fixtures."""
 
     disk_path = Path("/data")
+
+    def __init__(self) -> None:
+        from machine_script import ScriptedMachine, mac_sample
+
+        self.machine = ScriptedMachine(mac_sample(NOW))
 
     def sample(self) -> SystemSample:
         return self.backfill()[-1]

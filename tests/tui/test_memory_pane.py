@@ -147,3 +147,23 @@ def test_memory_pane_snapshot(snap_compare, recorded, size):
     assert snap_compare(
         make(recorded, ScriptedMachine(mac_sample(tui_workspace.NOW)), size), terminal_size=size, run_before=run_before
     )
+
+
+@pytest.mark.anyio
+async def test_a_run_that_ends_rings_the_bell_and_shows_a_toast(recorded):
+    from tui_helpers import fake_command, make_app, notifications
+
+    from w4tui.runs.runner import Runner
+
+    app = make_app(recorded)
+    bells = []
+    app.bell = lambda: bells.append(1)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: bool(app.screen.runs), what="the runs")
+        before = len(notifications(app))
+        run = Runner(recorded).start_command("convert", fake_command(15, 0.1))  # seen live: 1 s polls
+        await until(pilot, lambda: any(r.id == run.id and r.live for r in app.screen.runs), what="the run live")
+        await until(pilot, lambda: any(run.id in n for n in notifications(app)), timeout=20, what="the toast")
+        await settle(pilot)
+    toasts = [n for n in notifications(app)[before:] if run.id in n]
+    assert toasts == [f"convert succeeded ({run.id})"] and bells == [1]

@@ -16,7 +16,7 @@ def _loaded(app) -> bool:
     shown = {p.PANE_ID: p for p in screen.panes() if p.display}
     checks = {
         "training": lambda p: p.state.final == "succeeded" and p.query_one("LineChart")._version == p.state.version,
-        "memory": lambda p: p.history.latest is not None,
+        "memory": lambda p: p.history.latest is not None and p.machine is not None,
         "artifacts": lambda p: len(p.artifacts) == 6 and p.query_one("DataTable").row_count == 6,
         "logs": lambda p: bool(p.lines) and bool(str(p.query_one("#log-tail").content)),
         "stages": lambda p: p._detail_key is not None and bool(str(p.query_one("#stage-detail").content)),

@@ -107,3 +107,15 @@ def test_describe():
     record = {"id": "r1", "stage": "train", "status": "crashed", "started": 100.0, "ended": 100.0 + 3725}
     assert notify.describe(record, "out of memory") == ("w4tui: train crashed", "run r1 after 1h02m: out of memory")
     assert notify.describe({**record, "status": "succeeded"}, "ignored")[1] == "run r1 after 1h02m"
+
+
+def test_end_watch_announces_each_end_it_saw_happen_once():
+    from types import SimpleNamespace as R
+
+    watch = notify.EndWatch()
+    assert watch.ended([R(id="old", live=False), R(id="a", live=True)]) == []  # "old" ended before we looked
+    assert watch.ended([R(id="old", live=False), R(id="a", live=True), R(id="b", live=True)]) == []
+    ended = watch.ended([R(id="old", live=False), R(id="a", live=False), R(id="b", live=True)])
+    assert [r.id for r in ended] == ["a"]
+    assert watch.ended([R(id="a", live=False), R(id="b", live=False)])[0].id == "b"
+    assert watch.ended([R(id="a", live=False), R(id="b", live=False)]) == []

@@ -84,3 +84,17 @@ def _short(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class EndWatch:
+    """For the TUI's bell and toast: the runs this process saw live that have ended since, each once.
+    Runs that had ended before the TUI started are not announced."""
+
+    def __init__(self) -> None:
+        self._live: set[str] = set()
+
+    def ended(self, runs) -> list:
+        """``runs``: objects with ``id`` and ``live`` (RunInfo)."""
+        out = [run for run in runs if run.id in self._live and not run.live]
+        self._live = {run.id for run in runs if run.live}
+        return out

@@ -184,6 +184,7 @@ class MainScreen(Mailbox, Screen):
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs
+        self._announce_ends(runs)
         train = next((r for r in runs if r.stage == "train" and r.live), None) or next(
             (r for r in runs if r.stage == "train"), None
         )
@@ -191,6 +192,18 @@ class MainScreen(Mailbox, Screen):
         for pane_id in ("stages", "logs", "artifacts"):
             self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
+
+    def _announce_ends(self, runs: tuple[RunInfo, ...]) -> None:
+        """The terminal bell and a toast when a run this TUI saw running ends (issue 15; the supervisor
+        sends the desktop and URL notifications, once, whether a TUI is open or not)."""
+        from w4tui.monitors.notify import EndWatch
+
+        for run in self.__dict__.setdefault("_run_ends", EndWatch()).ended(runs):
+            self.app.bell()
+            ok = run.status == "succeeded"
+            self.notify(
+                f"{run.stage} {run.status} ({run.id})", title="run ended", severity="information" if ok else "error"
+            )
 
     @on(TrainingPane.Memory)
     def _memory(self, message: TrainingPane.Memory) -> None:
