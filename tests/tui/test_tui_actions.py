@@ -164,7 +164,10 @@ async def test_reattach_to_a_run_started_elsewhere_follow_it_and_quit_leaves_it_
             assert logs.lines[-1] in text_of(app.screen.query_one("#log-tail"))
             await pilot.press("q")
         message = app_module.live_runs_message(Runner(recorded))
-        assert run.id in message and "keeps running" in message and "w4tui` again to re-attach" in message
+        assert run.id in message and "keeps running" in message
+        # The hints name the config in use: pasted into a new shell they find the run (issue 13, item 5).
+        assert f"{recorded.cli} logs -f {run.id}" in message and f"Run `{recorded.cli}` again to re-attach" in message
+        assert "--config" in recorded.cli
         assert Runner(recorded).get(run.id).live
     finally:
         Runner(recorded).cancel(run.id)

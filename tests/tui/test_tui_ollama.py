@@ -57,7 +57,8 @@ async def test_lists_models_quantization_and_what_is_loaded(recorded, server):
         }
         table = pane.query_one("#ollama-table")
         assert str(table.get_cell(BUILD_B, "quant")) == "Q8_0"
-        assert "= latest" in str(table.get_cell(BUILD_B, "name"))  # the build latest points at
+        assert str(table.get_cell(BUILD_B, "alias")) == "latest"  # the build latest points at
+        assert str(table.get_cell(BUILD_A, "alias")) == "previous"
         assert "●" in str(table.get_cell("web4-agent:latest", "run"))
         state = text_of(pane.query_one("#ollama-state", Static))
         assert server.url in state and "5 models" in state and "loaded: web4-agent:latest" in state
@@ -137,3 +138,26 @@ async def test_modelfile_copy_delete_and_rollback(recorded, server):
         assert server.models["web4-agent:latest"]["digest"] == server.models[BUILD_A]["digest"]
         await pilot.press("b", "y")  # again: nothing to roll back, said in a notification
         await until(pilot, lambda: any("nothing to roll back" in n for n in notifications(app)), what="refusal")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (200, 55)])
+async def test_names_fit_the_pane_and_builds_stay_apart_after_a_theme_change(recorded, server, size):
+    """Issue 13, item 4: three builds of one day, a theme change: each name still differs from the others,
+    a cut one shows "…", the latest mark stays, and the loaded column stays inside the pane."""
+    builds = [f"web4-agent:build-20261201-0954{second:02d}-Q4_K_M" for second in (10, 21, 32)]
+    for build in builds:
+        server.add_model(build)
+    server.models["web4-agent:latest"] = dict(server.models[builds[1]])
+    app = make_app(recorded)
+    async with app.run_test(size=size) as pilot:
+        pane = await open_pane(pilot)
+        for _ in range(2):  # on a fresh start, then after a theme change (it redraws the table)
+            table = pane.query_one("#ollama-table")
+            shown = [str(table.get_cell(b, "name")) for b in builds]
+            assert len(set(shown)) == 3, shown
+            assert all(name == build or "…" in name for name, build in zip(shown, builds)), shown
+            assert str(table.get_cell(builds[1], "alias")) == "latest"
+            total = sum(column.get_render_width(table) for column in table.ordered_columns)
+            assert total <= table.content_size.width, (total, table.content_size.width)
+            app.theme = "w4tui-light" if app.theme != "w4tui-light" else "w4tui-dark"
+            await settle(pilot)

@@ -163,8 +163,9 @@ def live_runs_message(runner: Runner) -> str:
     lines = [
         f"{len(live)} run{'s' if len(live) > 1 else ''} keep{'s' if len(live) == 1 else ''} running in the background:"
     ]
-    lines += [f"  {r.stage:<9} {r.id}  (w4tui logs -f {r.id} · w4tui cancel {r.id})" for r in live]
-    lines.append("Run `w4tui` again to re-attach.")
+    cli = runner.config.cli  # with the --config in use: the hints are pasted into another shell
+    lines += [f"  {r.stage:<9} {r.id}  ({cli} logs -f {r.id} · {cli} cancel {r.id})" for r in live]
+    lines.append(f"Run `{cli}` again to re-attach.")
     return "\n".join(lines)
 
 

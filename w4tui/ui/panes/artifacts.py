@@ -25,7 +25,7 @@ class ArtifactsPane(Pane):
     SHORT = "Artifacts"
     DEFAULT_CSS = """
     ArtifactsPane DataTable { height: 1fr; }
-    ArtifactsPane #artifact-detail { height: auto; max-height: 4; color: $text-muted; }
+    ArtifactsPane #artifact-detail { height: 4; color: $text-muted; }
     """
     BINDINGS = [
         Binding("i", "inspect", "Inspect", id="artifacts.inspect", tooltip="Everything known about the artifact"),
@@ -92,19 +92,28 @@ class ArtifactsPane(Pane):
         # before it was recomputed, and a too-wide one pushes the dates out of an 80-column terminal.
         fits = max(12, self.size.width - 2 - OTHER_COLUMNS) if self.size.width else 40  # (2: a scrollbar)
         table.clear(columns=True)
-        self._columns(table, min(fits, max((len(a.name) for a in artifacts), default=4)))
+        width = min(fits, max((len(shown_name(a)) for a in artifacts), default=4))
+        self._columns(table, width)
         now = self.app.clock()
-        success, error, accent = (resolve(v, self.app) for v in ("$success", "$error", "$accent"))
+        success, error, accent, warning = (resolve(v, self.app) for v in ("$success", "$error", "$accent", "$warning"))
         for a in artifacts:
             kind = Text(a.kind, style="dim" if a.kind == "checkpoint" else "")
             note = Text()  # details are in the line under the table
-            note.append("★" if a.latest else " ", accent)
+            note.append("★" if a.latest else ("◐" if a.incomplete else " "), warning if a.incomplete else accent)
             if a.verified is not None:
                 note.append("✓" if a.verified else "✗", success if a.verified else error)
             elif a.deployed:
                 note.append("→", accent)
             quant = a.quant or (a.gguf.quantization if a.gguf and not a.gguf.error else "")
-            table.add_row(kind, a.name, note, fmt.size(a.bytes), quant, fmt.clock(a.modified, now), key=a.path)
+            table.add_row(
+                kind,
+                fmt.fit(shown_name(a), width),
+                note,
+                fmt.size(a.bytes),
+                quant,
+                fmt.clock(a.modified, now),
+                key=a.path,
+            )
         if not artifacts:
             self.query_one("#artifact-detail", Static).update(
                 f"Nothing in {fmt.path(self.app.config.paths.outputs, self.app.config.base_dir)} yet: "
@@ -182,12 +191,18 @@ class ArtifactsPane(Pane):
         self.rescan()
 
 
+def shown_name(a: Artifact) -> str:
+    """The name in the table: a GGUF without its extension (the kind column says gguf)."""
+    return a.name.removesuffix(".gguf") if a.kind == "gguf" else a.name
+
+
 def describe(a: Artifact, base) -> str:
     """A few lines about an artifact for the detail under the table."""
     flags = [
         text
         for on, text in (
             (a.latest, "★ latest of its kind"),
+            (a.incomplete, "◐ incomplete: the training stopped before writing it; R in Training resumes it"),
             (a.verified is True, "✓ verified"),
             (a.verified is False, "✗ failed verification"),
             (bool(a.deployed), "→ deployed as " + ", ".join(a.deployed)),

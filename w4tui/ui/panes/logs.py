@@ -112,10 +112,20 @@ class LogsPane(Pane):
         if started is not None and (current is None or not current.live) and self.following:
             self.select(started)  # a run just started while nothing live was shown: follow it
         elif current is not None:
+            ended = self.run is not None and self.run.live and not current.live
             self.run = current
             self._update_title()
+            if ended:  # the lines written between the last round and the end, which no round follows
+                self._request = (current, self._offset)
+                self.poke("logs")
         elif runs and self.run is None:
             self.select(runs[0])
+
+    def on_show(self) -> None:
+        # Rounds skip a hidden pane: what was written meanwhile is read now.
+        if self.ready and self.run is not None and self.following:
+            self._request = (self.run, self._offset)
+            self.poke("logs")
 
     def restyle(self) -> None:
         if self.ready:
@@ -170,8 +180,13 @@ class LogsPane(Pane):
 
     def show_text(self, value: tuple) -> None:
         run_id, offset, text, new_offset = value
-        if self.run is None or run_id != self.run.id or offset != self._offset:
+        if self.run is None or run_id != self.run.id:
             return  # stale: another run was selected meanwhile
+        if offset != self._offset:  # two reads of one run crossed: read on from where the shown text ends
+            if self._offset is not None and new_offset > self._offset:
+                self._request = (self.run, self._offset)
+                self.poke("logs")
+            return
         self._offset = new_offset
         if not text and offset is None and not self.run.live:
             text = f"(no output in {self.run.log_path})\n"

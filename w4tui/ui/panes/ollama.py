@@ -19,7 +19,9 @@ from w4tui.ui.widgets.status import resolve
 
 POLL_S = 5.0  # while the pane is on screen
 POLL_HIDDEN_S = 60.0  # otherwise: the list is only for the "latest" marker and quick switching
-OTHER_COLUMNS = 9 + 8 + 11 + 10 + 5 * 2  # the fixed columns and each column's padding
+KEYS = ("name", "alias", "size", "quant", "modified", "run")
+LABELS = ("name", "is", "size", "quant", "modified", "loaded")
+ALIASES = ("latest", "previous")  # tags that point at a build: moved by promote and rollback
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ def _when(value, now: float) -> str:
     return "-"
 
 
+def _alias_cell(aliases: list[str]) -> str:
+    return aliases[0] + ("+" if len(aliases) > 1 else "") if aliases else ""  # (both: right after a rollback)
+
+
 class OllamaPane(Pane):
     PANE_ID, TITLE, KEY = "ollama", "Ollama models", "4"
     SHORT = "Ollama"
@@ -64,11 +70,14 @@ class OllamaPane(Pane):
         super().__init__()
         self.snapshot: OllamaSnapshot | None = None
         self._last_poll = 0.0
+        self._fitted = 0  # the pane width the name column was fitted to
+        self._fitted = 0  # the pane width the name column was fitted to
 
     def compose(self) -> ComposeResult:
         yield Static("asking Ollama…", id="ollama-state")
         table = DataTable(cursor_type="row", id="ollama-table")
-        self._columns(table, 12)
+        for key, label in zip(KEYS, LABELS):
+            table.add_column(label, key=key, width=max(12, len(label)) if key == "name" else len(label))
         yield table
         yield Static(id="ollama-detail")
 
@@ -107,7 +116,6 @@ class OllamaPane(Pane):
     def show_snapshot(self, snap: OllamaSnapshot, force: bool = False) -> None:
         previous, self.snapshot = (None if force else self.snapshot), snap
         state = self.query_one("#ollama-state", Static)
-        now = self.app.clock()
         if snap.error:
             state.update(
                 Text.assemble(
@@ -128,43 +136,61 @@ class OllamaPane(Pane):
             )
         if previous is not None and previous.models == snap.models and previous.running == snap.running:
             return
+        self._fill(snap)
+
+    def _fill(self, snap: OllamaSnapshot) -> None:
         table = self.query_one(DataTable)
         keep = self.selected
-        table.clear(columns=True)  # explicit widths (see the artifacts pane), the name's fitted
-        longest = max((len(m["model"]) + 9 for m in snap.models), default=4)
-        self._columns(table, min(longest, max(16, self.size.width - 2 - OTHER_COLUMNS)) if self.size.width else longest)
-        running = {m["model"]: m for m in snap.running}
-        latest_digest = {m["digest"] for m in snap.models if m["model"].endswith(":latest")}
-        for m in sorted(snap.models, key=lambda m: m["model"]):
-            details = m.get("details") or {}
-            name = Text(m["model"])
-            if m["model"].split(":")[-1] not in ("latest", "previous") and m.get("digest") in latest_digest:
-                name.append(" = latest", resolve("$accent", self.app))
-            run = running.get(m["model"])
-            table.add_row(
-                name,
+        now = self.app.clock()
+        models = sorted(snap.models, key=lambda m: m["model"])
+        running = {m["model"] for m in snap.running}
+        accent, success = resolve("$accent", self.app), resolve("$success", self.app)
+        rows = [
+            (
+                m["model"],
+                _alias_cell(self.aliases_of(m["model"])),
                 fmt.size(m.get("size")),
-                details.get("quantization_level") or "-",
+                (m.get("details") or {}).get("quantization_level") or "-",
                 _when(m.get("modified_at"), now),
-                Text("● " + fmt.size(run.get("size_vram") or run.get("size")), resolve("$success", self.app))
-                if run
-                else "",
-                key=m["model"],
             )
-        names = [m["model"] for m in sorted(snap.models, key=lambda m: m["model"])]
+            for m in models
+        ]
+        # Explicit widths (see the artifacts pane): each fixed column as wide as its widest cell, the
+        # name gets the rest of the pane, cut with "…" so builds stay told apart; refitted on resize.
+        widths = [max([len(label), *(len(row[i]) for row in rows)]) for i, label in enumerate(LABELS[1:5], 1)]
+        self._fitted = self.content_size.width
+        room = self._fitted - sum(widths) - len(LABELS[5]) - 2 * len(LABELS) - 2  # (padding, a scrollbar)
+        longest = max((len(row[0]) for row in rows), default=4)
+        width = min(longest, max(12, room)) if self._fitted else min(longest, 30)
+        table.clear(columns=True)
+        for key, label, w in zip(KEYS, LABELS, (width, *widths, len(LABELS[5]))):
+            table.add_column(label, key=key, width=w)
+        for name, alias, size, quant, modified in rows:
+            table.add_row(
+                fmt.fit_name(name, width),
+                Text(alias, accent),
+                size,
+                quant,
+                modified,
+                Text("●", success) if name in running else "",
+                key=name,
+            )
+        names = [row[0] for row in rows]
         if keep in names:
             table.move_cursor(row=names.index(keep), animate=False)
 
-    @staticmethod
-    def _columns(table: DataTable, name_width: int) -> None:
-        for key, label, width in (
-            ("name", "name", name_width),
-            ("size", "size", 9),
-            ("quant", "quant", 8),
-            ("modified", "modified", 11),
-            ("run", "loaded", 10),
-        ):
-            table.add_column(label, key=key, width=width)
+    def aliases_of(self, model: str) -> list[str]:
+        """Which of ``latest`` / ``previous`` point at this build (the same digest), e.g. ``["latest"]``."""
+        if self.snapshot is None or model.rpartition(":")[2] in ALIASES:
+            return []
+        digests = {m["model"]: m.get("digest") for m in self.snapshot.models}
+        prefix = model.rpartition(":")[0] or model
+        digest = digests.get(model)
+        return [alias for alias in ALIASES if digest is not None and digests.get(f"{prefix}:{alias}") == digest]
+
+    def on_resize(self) -> None:
+        if self.ready and self.snapshot is not None and self.content_size.width != self._fitted:
+            self._fill(self.snapshot)
 
     @property
     def selected(self) -> str | None:
@@ -182,6 +208,7 @@ class OllamaPane(Pane):
             self.query_one("#ollama-detail", Static).update(
                 f"{model['model']} · {d.get('family', '?')} {d.get('parameter_size', '')} · {d.get('format', '')}"
                 f" · digest {str(model.get('digest', ''))[:12]}"
+                + "".join(f" · = {alias}" for alias in self.aliases_of(model["model"]))
             )
 
     @on(DataTable.RowSelected)
@@ -256,6 +283,13 @@ class OllamaPane(Pane):
         from w4tui.ui.screens.dialogs import ConfirmScreen
 
         name = self.app.config.ollama.model
+        if f"{name}:previous" not in {m["model"] for m in self.snapshot.models}:
+            self.notify(
+                f"no {name}:previous to roll back to: it appears when a second verified build is promoted",
+                severity="warning",
+                timeout=8,
+            )
+            return
         if await self.app.push_screen_wait(
             ConfirmScreen(
                 f"Roll {name}:latest back to {name}:previous?",

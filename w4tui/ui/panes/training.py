@@ -27,6 +27,7 @@ class TrainingPane(Pane, can_focus=True):
     SHORT = "Training"
     DEFAULT_CSS = """
     TrainingPane #training-head { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainingPane #training-error { height: auto; }
     TrainingPane LineChart { margin-top: 1; }
     """
 
@@ -52,6 +53,7 @@ class TrainingPane(Pane, can_focus=True):
 
     def compose(self) -> ComposeResult:
         yield Static(id="training-head")
+        yield Static(id="training-error")  # wraps: an error's hint is what to do, it must show whole
         yield LineChart(empty="no loss reported yet", id="loss-chart")
 
     def on_mount(self) -> None:
@@ -65,8 +67,7 @@ class TrainingPane(Pane, can_focus=True):
             if was_live and not run.live:
                 self._wanted = True  # the events written just before the end
                 self.poke("training")
-            else:
-                self.show_state(None)
+            self.show_state(None)  # the head shows the run's status: now, not when the next event comes
             return
         self.run = run
         with self._lock:
@@ -108,6 +109,9 @@ class TrainingPane(Pane, can_focus=True):
             self._memory_version = version
             self.post_message(self.Memory(*memory))
         set_text(self.query_one("#training-head", Static), head)
+        error, error_text = self.query_one("#training-error", Static), self._error(state)
+        error.display = bool(error_text.plain)
+        set_text(error, error_text)
         live = self.run is not None and self.run.live
         if not live or time.monotonic() - self._charted >= CHART_S:
             self._charted = time.monotonic()
@@ -160,11 +164,14 @@ class TrainingPane(Pane, can_focus=True):
             text.append("none yet  ", "bold")
         text.append("device ", muted)
         text.append(f"{s.device or '-'}", "bold")
-        if s.error:
-            text.append("\n")
-            text.append(f"error: {s.error}", resolve("bold $error", app))
+        return text
+
+    def _error(self, s: TrainingState) -> Text:
+        text = Text()
+        if self.run is not None and s.error:
+            text.append(f"error: {s.error}", resolve("bold $error", self.app))
             if s.hint:
-                text.append(f"  ({s.hint})", resolve("$error", app))
+                text.append(f"\nhint: {s.hint}", resolve("$error", self.app))
         return text
 
 

@@ -64,7 +64,8 @@ class TextInputScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="title")
-            yield Input(self.value, id="value", compact=True)
+            # The cursor after the text: a prefilled "model:" is to be typed after, not replaced.
+            yield Input(self.value, id="value", compact=True, select_on_focus=False)
             if self.hint:
                 yield Static(self.hint, classes="hint")
 

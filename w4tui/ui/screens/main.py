@@ -96,7 +96,11 @@ class MainScreen(Mailbox, Screen):
             for i, name in enumerate(PANES)
         ],
         Binding("question_mark", "app.help", "Help", id="app.help", tooltip="Every key and what it does"),
+        Binding(
+            "z", "toggle_zoom", "Zoom", id="app.zoom", show=False, tooltip="Show the pane full screen; again: back"
+        ),
     ]
+    ALLOW_IN_MAXIMIZED_VIEW = "PaneBar, Footer"  # a zoomed pane keeps the pane bar: 1-6 switch panes
 
     def __init__(self, sampler=None, scanner=None) -> None:
         super().__init__()
@@ -218,10 +222,23 @@ class MainScreen(Mailbox, Screen):
         if not pane.is_attached:
             self.mount_rest()
         self._layout()
+        if self.maximized is not None:
+            self.maximized = pane  # zoomed: the pane asked for is the one shown full screen
         if pane.is_mounted:
             pane.focus_main()
         else:
             self.call_after_refresh(pane.focus_main)
+
+    def action_toggle_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            self.maximize(self.pane(self.active), container=False)
+
+    def maximize(self, widget, container: bool = True) -> bool:
+        """Textual's "Maximize" (palette) takes the focused widget: here it is always its whole pane."""
+        pane = next((a for a in widget.ancestors_with_self if isinstance(a, Pane)), None)
+        return super().maximize(pane, container=False) if pane is not None else False
 
     def on_descendant_focus(self, event) -> None:
         pane = next((a for a in event.widget.ancestors_with_self if isinstance(a, Pane)), None)
@@ -308,14 +325,13 @@ class MainScreen(Mailbox, Screen):
     @work(exclusive=True, group="delete", exit_on_error=False)
     async def delete_artifact(self, artifact) -> None:
         from w4tui.ui.screens.dialogs import ConfirmScreen
-        from w4tui.ui.sources import fmt
-        from w4tui.ui.sources.artifacts import delete
+        from w4tui.ui.sources.artifacts import delete, on_disk
 
+        what = "incomplete adapter" if artifact.incomplete else artifact.kind
+        freed = await asyncio.to_thread(on_disk, artifact)  # (all it removes: checkpoints included)
         if not await self.app.push_screen_wait(
             ConfirmScreen(
-                f"Delete {artifact.kind} {artifact.name}?",
-                f"{artifact.path}\n{fmt.size(artifact.bytes)} on disk; this cannot be undone.",
-                "Delete",
+                f"Delete {what} {artifact.name}?", f"{artifact.path}\n{freed}; this cannot be undone.", "Delete"
             )
         ):
             return

@@ -36,6 +36,7 @@ class StageFormScreen(ModalScreen[list[str] | None]):
     StageFormScreen .row { height: 1; margin-bottom: 1; }
     StageFormScreen .row Label { width: 14; }
     StageFormScreen .row Input { width: 1fr; }
+    StageFormScreen .row Checkbox { width: auto; min-width: 8; }
     StageFormScreen #problem { color: $error; }
     """
     )
@@ -61,7 +62,7 @@ class StageFormScreen(ModalScreen[list[str] | None]):
                     with Horizontal(classes="row"):
                         yield Label(flag)
                         if value is None:
-                            yield Checkbox(value=True, id=f"f{index}", compact=True)
+                            yield Checkbox("on", value=True, id=f"f{index}", compact=True)
                         else:
                             yield Input(
                                 "" if flag == self.blank else value,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from w4tui.config import Config
 from w4tui.events import read_events
+from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
 
 KINDS = ("model", "adapter", "checkpoint", "merged", "gguf")
@@ -48,6 +49,7 @@ class Artifact:
     verified: bool | None = None  # the newest verify result of a tag made from it
     gguf: GGUFMeta | None = None
     extra: tuple[tuple[str, str], ...] = field(default=())  # other fields of its artifact event
+    incomplete: bool = False  # an adapter directory with checkpoints but no adapter yet (cancelled, crashed)
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
@@ -90,7 +92,11 @@ class ArtifactScanner:
         ]
         newest: dict[str, Artifact] = {}
         for a in found:
-            if a.kind != "checkpoint" and (a.kind not in newest or (a.modified or 0) > (newest[a.kind].modified or 0)):
+            if (
+                a.kind != "checkpoint"
+                and not a.incomplete
+                and (a.kind not in newest or (a.modified or 0) > (newest[a.kind].modified or 0))
+            ):
                 newest[a.kind] = a
         latest = {id(a) for a in newest.values()}
         found = [a if id(a) not in latest else _with(a, latest=True) for a in found]
@@ -127,7 +133,11 @@ class ArtifactScanner:
         return found
 
     def _artifact(self, kind: str, path: Path, event: dict | None, deployed: dict, verified: dict) -> Artifact:
-        size, modified = _size(path, skip="checkpoints" if kind == "adapter" else None), _mtime(path)
+        # The train stage writes adapter_config.json last: without it there are only checkpoints to resume
+        # from, and they are all the directory holds, so they are its size.
+        incomplete = kind == "adapter" and not (path / "adapter_config.json").exists()
+        size = _size(path, skip="checkpoints" if kind == "adapter" and not incomplete else None)
+        modified = _mtime(path)
         tags = tuple(deployed.get(str(path), ()))
         results = [verified[t] for t in tags if t in verified]
         extra = tuple(
@@ -149,6 +159,7 @@ class ArtifactScanner:
             verified=results[-1] if results else None,
             gguf=self._meta(path) if kind == "gguf" else None,
             extra=extra,
+            incomplete=incomplete,
         )
 
     def _meta(self, path: Path) -> GGUFMeta:
@@ -171,6 +182,18 @@ class ArtifactScanner:
                     self._events[run.id] = cached
             out.extend(cached)
         return out
+
+
+def on_disk(artifact: Artifact) -> str:
+    """What deleting ``artifact`` frees, for the confirmation: an adapter goes with its checkpoints."""
+    path = Path(artifact.path)
+    total = _size(path)
+    checkpoints = len(_dirs(path / "checkpoints")) if artifact.kind == "adapter" else 0
+    return (
+        fmt.size(total)
+        + " on disk"
+        + (f", its {checkpoints} checkpoint{'s' if checkpoints > 1 else ''} included" if checkpoints else "")
+    )
 
 
 def delete(artifact: Artifact, runs: Sequence[RunInfo]) -> str:

@@ -97,3 +97,25 @@ def path(value: str | os.PathLike[str] | None, base: Path) -> str:
         home = str(Path.home())
         text = str(p)
         return "~" + text[len(home) :] if home != "/" and text.startswith(home + os.sep) else text
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` in the middle with "…": build names differ at both ends (date, quant)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
+
+
+def fit_name(name: str, width: int) -> str:
+    """A model name cut to ``width`` from the front, at a separator, while at least half the width is left:
+    ``web4-agent:build-20261201-095421-Q4_K_M`` -> ``…20261201-095421-Q4_K_M`` (the part that tells builds
+    apart; the prefix is the same on every row). Else cut in the middle."""
+    if len(name) <= width:
+        return name
+    for i, char in enumerate(name):
+        if char in ":-_./" and len(name) - i <= width and len(name) - i - 1 >= width // 2:
+            return "…" + name[i + 1 :]
+    return fit(name, width)

@@ -112,6 +112,7 @@ class Mailbox:
 
 
 class Pane(Mailbox, Vertical, can_focus=False):
+    ALLOW_MAXIMIZE = True  # "Maximize" and the zoom key show a whole pane, never one table of it
     PANE_ID = ""
     TITLE = ""
     SHORT = ""  # for the pane bar of a narrow terminal
