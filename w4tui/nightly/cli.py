@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -151,6 +152,8 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     if args.install_launchd:
         print("\n".join(install(config)))
         return 0
+    # APScheduler's own lines (a night run, or missed by how much) belong in the daemon's log.
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())

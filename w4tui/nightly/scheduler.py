@@ -163,6 +163,7 @@ class NightScheduler:
             self.ledger.update_night(key, outcome="skipped", reason=str(exc), ended=now.timestamp())
             return None
         self.ledger.update_night(key, run=run.id)
+        log.info("night %s (due %s) started: run %s", key, f"{when:%H:%M}", run.id)
         return key
 
     def _missed(self, event: JobExecutionEvent) -> None:

@@ -85,7 +85,8 @@ def night_line(night: dict) -> str:
     when = night.get("scheduled_for") or night.get("started") or 0
     data = ""
     if night.get("data_file"):
-        data = f" {night['data_file'].rsplit('/', 1)[-1]} ({night.get('samples') or 0} samples)"
+        samples = f" ({night['samples']} samples)" if night.get("samples") else ""
+        data = f" {night['data_file'].rsplit('/', 1)[-1]}{samples}"
     detail = night.get("error") or night.get("reason") or ""
     failed = f" at {night['failed_step']}" if night.get("failed_step") else ""
     build = f" -> {night['build']}" if night.get("build") and night["outcome"] == "promoted" else ""
