@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", nargs="?", help="where (default: ~/.local/share/w4tui/demo)")
     sub.add_parser("rollback", parents=[common], help="make the previous Ollama build 'latest' again")
     sub.add_parser("unload", parents=[common], help="unload every model Ollama has in memory (keep_alive=0)")
-    sub.add_parser("config", parents=[common], help="check the config and print which file is in use")
+    sub.add_parser("config", parents=[common], help="check the config; print each value in effect and its file")
     add_nightly_commands(sub, common)  # schedule, nightly, daemon
     return parser
 
@@ -88,12 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         config = load_config(getattr(args, "config", None))
         handler = COMMANDS.get(args.command or "tui")
-        return handler(config, args)
+        code = handler(config, args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return code
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `w4tui runs | head`: the reader has gone, the rest is not wanted. stdout goes to /dev/null so the
+        # interpreter's last flush does not fail again (as Python's signal module docs advise).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_tui(config: Config, args: argparse.Namespace) -> int:
@@ -152,21 +160,9 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"config": str(config.file), "runs": [r.summary() for r in runs]}, indent=2))
         return 0
-    print(f"config: {config.file}")
-    live = [r for r in runs if r.live]
-    for run in live:
-        last = next((e for e in reversed(run.events()) if e.get("kind") in ("progress", "metrics")), None)
-        where = ""
-        if last:
-            done, total = last.get("step", last.get("done")), last.get("total_steps", last.get("total"))
-            where = f" {done}/{total}" + (f" loss {last['loss']:.4f}" if "loss" in last else "")
-        print(f"running: {run.stage} {run.id} (pid {run.pid}){where}")
-    if not live:
-        print("nothing running")
-    for name in specs.NAMES:
-        last_run = next((r for r in runs if r.stage == name), None)
-        if last_run:
-            print(f"  {name:<9} {last_run.status:<10} {last_run.id}")
+    from w4tui.report import status_lines
+
+    print("\n".join(status_lines(runs, config, time.time())))
     return 0
 
 
@@ -240,7 +236,9 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_config(config: Config, args: argparse.Namespace) -> int:
-    print(f"{config.file}: ok")
+    from w4tui.report import config_lines
+
+    print("\n".join(config_lines(config, dict(os.environ))))
     return 0
 
 

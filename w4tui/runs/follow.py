@@ -38,25 +38,45 @@ def follow(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0
 
 
 class _Bar:
+    """One line: the stage, a bar, done/total, and the training figures from the newest metrics event
+    (loss, tokens/s, ETA): a progress event between two metrics events keeps them."""
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.started = time.monotonic()
         self.last = ""
+        self.figures: dict = {}  # the newest metrics values, by key
 
     def update(self, event: dict) -> None:
+        if event.get("kind") == "metrics":
+            self.figures.update(
+                {k: event[k] for k in ("loss", "tokens_per_second", "eta_s") if event.get(k) is not None}
+            )
+            if "step" not in event:
+                return  # (an eval-only report)
         done = event.get("step", event.get("done"))
         total = event.get("total_steps", event.get("total"))
         unit = "steps" if "step" in event else event.get("unit", "")
-        width = max(10, min(40, shutil.get_terminal_size().columns - 60))
-        frac = min(1.0, done / total) if isinstance(done, (int, float)) and total else 0.0
-        text = f"[{event.get('stage', '')}] [{'#' * int(frac * width):<{width}}] {frac:6.1%} {done}/{total} {unit}"
-        if "loss" in event:
-            text += f"  loss {event['loss']:.4f}"
-        if event.get("eta_s") is not None:
-            text += f"  eta {_duration(event['eta_s'])}"
-        self.last = text
-        self.out.write("\r" + text[: shutil.get_terminal_size().columns - 1] + "\x1b[K")
+        self.last = text = self.line(event.get("stage", ""), done, total, unit, shutil.get_terminal_size().columns)
+        self.out.write("\r" + text + "\x1b[K")
         self.out.flush()
+
+    def line(self, stage: str, done, total, unit: str, columns: int) -> str:
+        f = self.figures
+        extra = "".join(
+            [
+                f"  loss {f['loss']:.4f}" if "loss" in f else "",
+                f"  {f['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in f else "",
+                f"  ETA {_duration(f['eta_s'])}" if "eta_s" in f else "",
+            ]
+        )
+        count = f" {done}/{total} {unit}" if total else (f" {done} {unit}" if done is not None else "")
+        head = f"[{stage}] "
+        # The figures matter more than the bar: it shrinks first on a narrow terminal.
+        width = max(10, min(40, columns - 1 - len(head) - 9 - len(count) - len(extra)))
+        frac = min(1.0, done / total) if isinstance(done, (int, float)) and total else 0.0
+        text = f"{head}[{'#' * int(frac * width):<{width}}] {frac:6.1%}{count}{extra}"
+        return text[: columns - 1]
 
     def clear(self) -> None:
         if self.last:
