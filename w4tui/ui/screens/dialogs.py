@@ -5,26 +5,31 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, ScreenResultType
 from textual.widgets import Button, Input, Label, Static
 
-DIALOG_CSS = """
-ModalScreen { align: center middle; }
-.dialog {
-    width: 90%; max-width: 110; height: auto; max-height: 90%;
-    border: round $primary; background: $surface; padding: 0 1;
-}
-.dialog .title { text-style: bold; color: $primary; margin-bottom: 1; }
-.dialog .buttons { height: auto; align-horizontal: right; margin-top: 1; }
-.dialog .buttons Button { margin-left: 1; min-width: 10; }
-.dialog .hint { color: $text-muted; }
-"""
+
+class Dialog(ModalScreen[ScreenResultType]):
+    """The base of every modal of the app: centred, a framed ``.dialog`` box with a title, hints and
+    right-aligned buttons. Subclasses add their own DEFAULT_CSS; Textual applies this one to them too
+    (type selectors match subclasses)."""
+
+    DEFAULT_CSS = """
+    Dialog { align: center middle; }
+    Dialog .dialog {
+        width: 90%; max-width: 110; height: auto; max-height: 90%;
+        border: round $primary; background: $surface; padding: 0 1;
+    }
+    Dialog .dialog .title { text-style: bold; color: $primary; margin-bottom: 1; }
+    Dialog .dialog .buttons { height: auto; align-horizontal: right; margin-top: 1; }
+    Dialog .dialog .buttons Button { margin-left: 1; min-width: 10; }
+    Dialog .dialog .hint { color: $text-muted; }
+    """
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(Dialog[bool]):
     """Asks a yes/no question; y / enter confirm, n / escape decline."""
 
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "ConfirmScreen")
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="dialog.yes"),
         Binding("n,escape", "answer(False)", "No", id="dialog.no"),
@@ -53,8 +58,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
-class TextInputScreen(ModalScreen[str | None]):
-    DEFAULT_CSS = DIALOG_CSS.replace("ModalScreen", "TextInputScreen")
+class TextInputScreen(Dialog[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
     def __init__(self, title: str, value: str = "", hint: str = "") -> None:
@@ -76,16 +80,13 @@ class TextInputScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class TextViewScreen(ModalScreen[None]):
+class TextViewScreen(Dialog[None]):
     """A scrollable text (an artifact's details, a Modelfile); escape or q closes it."""
 
-    DEFAULT_CSS = (
-        DIALOG_CSS.replace("ModalScreen", "TextViewScreen")
-        + """
+    DEFAULT_CSS = """
     TextViewScreen .dialog { height: 90%; }
     TextViewScreen VerticalScroll { height: 1fr; }
     """
-    )
     BINDINGS = [Binding("escape,q", "close", "Close", id="dialog.close")]
 
     def __init__(self, title: str, text) -> None:

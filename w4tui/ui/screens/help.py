@@ -7,10 +7,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from w4tui.ui.screens.dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import Dialog
 
 INTRO = (
     "Panes: 1-6 show a pane (on a wide terminal several are shown at once); tab and shift+tab move "
@@ -37,14 +36,11 @@ def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:
     return table
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = (
-        DIALOG_CSS.replace("ModalScreen", "HelpScreen")
-        + """
+class HelpScreen(Dialog[None]):
+    DEFAULT_CSS = """
     HelpScreen .dialog { height: 90%; max-width: 110; }
     HelpScreen VerticalScroll { height: 1fr; }
     """
-    )
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
 
     def __init__(self, groups: list[tuple[str, list[Binding]]]) -> None:

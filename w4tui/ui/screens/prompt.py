@@ -8,11 +8,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from w4tui.ui.screens.dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import Dialog
 
 
 def rate(part: dict, chunks: int, elapsed: float) -> str:
@@ -23,15 +22,12 @@ def rate(part: dict, chunks: int, elapsed: float) -> str:
     return f"{chunks} tokens · ~{chunks / elapsed:.1f} tok/s" if elapsed > 0 else f"{chunks} tokens"
 
 
-class PromptScreen(ModalScreen[None]):
-    DEFAULT_CSS = (
-        DIALOG_CSS.replace("ModalScreen", "PromptScreen")
-        + """
+class PromptScreen(Dialog[None]):
+    DEFAULT_CSS = """
     PromptScreen .dialog { height: 90%; max-width: 120; }
     PromptScreen VerticalScroll { height: 1fr; border: round $foreground 25%; }
     PromptScreen #stats { color: $text-muted; }
     """
-    )
     BINDINGS = [Binding("escape", "close", "Close", id="prompt.close")]
 
     def __init__(self, config, model: str, prompt: str) -> None:

@@ -7,10 +7,9 @@ import shlex
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from w4tui.ui.screens.dialogs import DIALOG_CSS
+from w4tui.ui.screens.dialogs import Dialog
 
 
 def split_args(args: list[str]) -> list[tuple[str, str | None]]:
@@ -27,10 +26,8 @@ def split_args(args: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-class StageFormScreen(ModalScreen[list[str] | None]):
-    DEFAULT_CSS = (
-        DIALOG_CSS.replace("ModalScreen", "StageFormScreen")
-        + """
+class StageFormScreen(Dialog[list[str] | None]):
+    DEFAULT_CSS = """
     StageFormScreen .dialog { max-width: 120; }
     StageFormScreen VerticalScroll { height: auto; max-height: 14; }
     StageFormScreen .row { height: 1; margin-bottom: 1; }
@@ -39,7 +36,6 @@ class StageFormScreen(ModalScreen[list[str] | None]):
     StageFormScreen .row Checkbox { width: auto; min-width: 8; }
     StageFormScreen #problem { color: $error; }
     """
-    )
     BINDINGS = [
         Binding("ctrl+s", "launch", "Launch", id="form.launch", priority=True),
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
