@@ -2,53 +2,33 @@
 
     python -m stages.download --repo Qwen/Qwen2.5-Coder-7B-Instruct --revision main --output models/Qwen2.5-Coder-7B-Instruct
 
-Resumable: each file streams into ``<output>/.download/<name>.part`` and continues with an HTTP Range
-request after an interruption; a file gets its real name only once complete and checked (size, and
-sha256 for LFS files). ``--repo`` may also be a local directory, whose files are copied the same way.
+The files come through huggingface_hub into the user's Hugging Face cache (HF_HUB_CACHE, by default
+~/.cache/huggingface/hub), shared with every other HF tool: a model already there is not downloaded
+again, and is found offline too (see stages/weights/hub.py). ``--output`` then gets the files as hard
+links to the cache's blobs, copies when the cache is on another file system: one copy on disk, a
+model directory the later stages and the config's ``[model] dir`` can rely on, and a cache the user
+may prune without breaking it. ``--repo`` may also be a local directory, whose files are copied.
 The Hub endpoint follows ``HF_ENDPOINT`` and the token ``HF_TOKEN``, as with every Hugging Face tool.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import importlib
+import errno
 import json
 import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from stages.common.errors import StageError
 from stages.common.stage import StageArgumentParser, run_main
+from stages.weights import hub
 from w4tui.events import EventWriter
-from w4tui.fsutil import check_free_space, fsync_dir
+from w4tui.fsutil import DiskSpaceError, atomic_path, atomic_write_text, check_free_space
 
-WANTED = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-)
-CHUNK = 1 << 20
+CHUNK = 8 << 20
 MARKER = ".w4tui-download.json"
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    name: str
-    size: int
-    sha256: str | None  # LFS files carry one; small git files do not
 
 
 def build_parser() -> StageArgumentParser:
@@ -59,193 +39,115 @@ def build_parser() -> StageArgumentParser:
     return parser
 
 
-def wanted(name: str) -> bool:
-    return "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in WANTED)
-
-
 def body(args, events: EventWriter) -> dict:
     output: Path = args.output.resolve()
     local = Path(args.repo).expanduser()
+    if not local.is_dir() and args.repo.startswith((".", "/", "~")):
+        raise StageError(f"{args.repo}: no such directory", hint="give a local model directory or a Hub repo id")
+    if local.is_dir() and local.resolve() == output:  # the model is already where it should be
+        files = _model_files(output)
+        hub.check_names(args.repo, files, output)
+        events.artifact(output, "model", source=args.repo, bytes=sum(files.values()))
+        return {"files": len(files), "bytes": sum(files.values()), "downloaded": 0}
     if local.is_dir():
-        files, commit = _local_files(local.resolve()), None
-        fetch = lambda f, part, start: _copy_range(local / f.name, part, start)  # noqa: E731
+        source, commit, downloaded = local.resolve(), None, 0
     else:
-        if args.repo.startswith((".", "/", "~")):
-            raise StageError(f"{args.repo}: no such directory", hint="give a local model directory or a Hub repo id")
-        files, commit = _hub_files(args.repo, args.revision)
-        fetch = lambda f, part, start: _http_range(args.repo, commit, f.name, part, start)  # noqa: E731
-    if not any(f.name == "config.json" for f in files):
-        raise StageError(f"{args.repo}: no config.json; this is not a Hugging Face model")
-    if not any(f.name.endswith(".safetensors") for f in files):
-        raise StageError(f"{args.repo}: no .safetensors weights (only safetensors models are supported)")
-    total = sum(f.size for f in files)
-    if local.is_dir() and local.resolve() == output:
-        events.artifact(output, "model", source=args.repo, bytes=total)
-        return {"files": len(files), "bytes": total, "downloaded": 0}
-
-    staging = output / ".download"
-    staging.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in files if not _complete(output / f.name, f)]
-    have = sum(f.size for f in files if f not in todo) + sum(_size(staging / (f.name + ".part")) for f in todo)
-    check_free_space(output, total - have + CHUNK, f"{args.repo} ({len(todo)} files)")
-    progress = _Progress(events, total, have)
-    for f in todo:
-        _fetch_file(f, output, staging, fetch, progress)
-    shutil.rmtree(staging, ignore_errors=True)
-    (output / MARKER).write_text(
-        json.dumps(
-            {"repo": args.repo, "revision": args.revision, "commit": commit, "files": {f.name: f.size for f in files}},
-            indent=2,
-        )
-        + "\n"
-    )
-    progress.emit(force=True)
+        snapshot = hub.fetch(args.repo, args.revision, events)
+        source, commit, downloaded = snapshot.path, snapshot.commit, snapshot.downloaded
+    files = _model_files(source)
+    hub.check_names(args.repo, files, source)
+    copied = _place(source, files, output, link=commit is not None, events=events)
+    record = {"repo": args.repo, "revision": args.revision, "commit": commit, "source": str(source), "files": files}
+    atomic_write_text(output / MARKER, json.dumps(record, indent=2) + "\n")
+    total = sum(files.values())
     events.artifact(output, "model", source=args.repo, revision=args.revision, commit=commit, bytes=total)
-    return {"files": len(files), "bytes": total, "downloaded": total - have}
+    return {"files": len(files), "bytes": total, "downloaded": downloaded, "copied": copied}
 
 
-def _fetch_file(f: RemoteFile, output: Path, staging: Path, fetch, progress: _Progress) -> None:
-    part = staging / (f.name + ".part")
-    start = _size(part)
-    if start > f.size:  # stale partial from another revision
-        part.unlink()
-        start = 0
-    if start < f.size:
-        for n in fetch(f, part, start):
-            progress.add(n, f.name)
-    got = _size(part)
-    if got != f.size:
-        raise StageError(f"{f.name}: got {got} bytes, expected {f.size}; run again to resume")
-    if f.sha256 and _sha256(part) != f.sha256:
-        part.unlink()
-        raise StageError(f"{f.name}: sha256 mismatch (corrupt download, removed); run again to fetch it anew")
-    os.replace(part, output / f.name)
-    fsync_dir(output)
+def _model_files(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if hub.wanted(p.name) and p.is_file()}
 
 
-def _complete(path: Path, f: RemoteFile) -> bool:
-    return path.is_file() and path.stat().st_size == f.size
+def _place(source: Path, files: dict[str, int], output: Path, link: bool, events: EventWriter) -> int:
+    """Give each file its final name in ``output`` only once complete: a hard link to the cache's blob
+    when ``link``, else (or on another file system) a copy. Files already in place are kept. Returns
+    the bytes copied."""
+    previous = _marker(output)
+    todo = [name for name in files if not _same(source / name, output / name, previous)]
+    if todo and not link:
+        check_free_space(output, sum(files[n] for n in todo) + CHUNK, f"{len(todo)} model files")
+    progress = _CopyProgress(events, sum(files[n] for n in todo))
+    copied = 0
+    for name in todo:
+        blob = (source / name).resolve()  # the cache's blob behind the snapshot's symlink
+        with atomic_path(output / name) as tmp:
+            if link and _hard_link(blob, tmp):
+                continue
+            check_free_space(output, files[name] + CHUNK, name)
+            _copy(blob, tmp, progress)
+            copied += files[name]
+    if copied:
+        progress.emit(force=True)
+    return copied
 
 
-def _size(path: Path) -> int:
+def _same(source: Path, target: Path, previous: dict) -> bool:
     try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+        if os.path.samefile(source, target):
+            return True
+        copied_from = previous.get("source") == str(source.parent) and previous.get("files", {}).get(source.name)
+        return copied_from == target.stat().st_size == source.stat().st_size
+    except OSError:
+        return False
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK * 8):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _hard_link(blob: Path, target: Path) -> bool:
+    try:
+        os.link(blob, target)
+        return True
+    except OSError:  # another file system, or one without hard links: copy instead
+        return False
 
 
-class _Progress:
-    """Byte progress, at most a few events a second however small the chunks are."""
+def _copy(source: Path, target: Path, progress: _CopyProgress) -> None:
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+                progress.add(len(chunk))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskSpaceError(
+            f"{target.parent.parent}: disk full while copying {source.name}; free some space and run again"
+        ) from None
 
-    def __init__(self, events: EventWriter, total: int, done: int) -> None:
-        self.events, self.total, self.done, self.file, self.last = events, total, done, "", 0.0
 
-    def add(self, n: int, name: str) -> None:
+def _marker(output: Path) -> dict:
+    try:
+        return json.loads((output / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class _CopyProgress:
+    """Byte progress of placing the files, at most a few events a second."""
+
+    def __init__(self, events: EventWriter, total: int) -> None:
+        self.events, self.total, self.done, self.last = events, total, 0, 0.0
+
+    def add(self, n: int) -> None:
         self.done += n
-        self.file = name
         self.emit()
 
     def emit(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last >= 0.25:
             self.last = now
-            self.events.progress(self.done, self.total, "bytes", message=self.file or None)
-
-
-def _local_files(directory: Path) -> list[RemoteFile]:
-    return [
-        RemoteFile(p.name, p.stat().st_size, None)
-        for p in sorted(directory.iterdir())
-        if p.is_file() and wanted(p.name)
-    ]
-
-
-def _copy_range(source: Path, part: Path, start: int) -> Iterator[int]:
-    with open(source, "rb") as src, open(part, "ab") as dst:
-        src.seek(start)
-        while chunk := src.read(CHUNK * 8):
-            dst.write(chunk)
-            yield len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-
-
-def _hub_files(repo: str, revision: str) -> tuple[list[RemoteFile], str | None]:
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
-    except GatedRepoError:
-        raise StageError(f"{repo} is gated", hint="accept its licence on the Hub and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise StageError(f"{repo}: no such model on the Hub (or it is private: set HF_TOKEN)") from None
-    except RevisionNotFoundError:
-        raise StageError(f"{repo}: no revision '{revision}'", hint="check [model] revision in config.toml") from None
-    except (HfHubHTTPError, *_transport_errors()) as exc:
-        raise StageError(
-            f"cannot reach the Hub for {repo}: {_first_line(exc)}",
-            hint="check the network, HF_ENDPOINT, or give a local directory as --repo",
-        ) from None
-    files = [
-        RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None)
-        for s in info.siblings or []
-        if wanted(s.rfilename)
-    ]
-    return files, info.sha
-
-
-def _http_range(repo: str, commit: str | None, name: str, part: Path, start: int) -> Iterator[int]:
-    import httpx
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers
-
-    url = hf_hub_url(repo, name, revision=commit)
-    headers = build_hf_headers()
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    try:
-        with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=60) as response:
-            if response.status_code not in (200, 206):
-                raise StageError(f"{name}: the Hub answered HTTP {response.status_code}; run again to resume")
-            mode = "ab" if response.status_code == 206 else "wb"  # 200: the server ignored Range
-            with open(part, mode) as fh:
-                if mode == "wb" and start:
-                    yield -start
-                for chunk in response.iter_bytes():  # as received, so a cut keeps every byte
-                    fh.write(chunk)
-                    yield len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-    except httpx.HTTPError as exc:
-        raise StageError(f"{name}: download interrupted ({_first_line(exc)}); run again to resume") from None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection errors of whichever HTTP library this huggingface_hub uses (requests' are OSErrors)."""
-    errors: list[type[BaseException]] = [OSError]
-    for name in ("httpx", "httpx2"):
-        try:
-            errors.append(importlib.import_module(name).HTTPError)
-        except ImportError:
-            pass
-    return tuple(errors)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            self.events.progress(self.done, self.total, "bytes", message="placing files")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
     return run_main("download", build_parser, body, argv)
 
 
