@@ -6,12 +6,15 @@ The model is ``[ollama] model:<tag>``; ``latest`` moves only when `verify --prom
 uploaded as a blob once (skipped when the server has its digest), then created with TEMPLATE, SYSTEM and
 PARAMETERs through the official client (files-based create, Ollama >= 0.5.5). The Modelfile is written
 next to the GGUF, so `ollama create web4-agent:TAG -f FILE.Modelfile` reproduces the build by hand.
+
+Since Ollama 0.30 the server rewrites every GGUF it creates from (server/create.go
+copyLayerWithLlamaQuantize, status "validating GGUF model"): the served weights have a new digest, so
+a repeat deploy is recognised from deploy's own record (stages/ollama/builds.py), not from them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,14 +22,12 @@ from pathlib import Path
 
 from stages.common.errors import StageError
 from stages.common.stage import StageArgumentParser, run_main, stage_config
-from stages.ollama import modelfile
+from stages.ollama import builds, modelfile
+from stages.ollama.deploy_rules import check_tag, create_hint, server_quantize
 from w4tui import ollama_client as oc
 from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_write_text
+from w4tui.fsutil import atomic_write_text, human_bytes
 from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
-
-TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
-RESERVED = ("latest", "previous")  # moved by promotion and rollback only
 
 
 def quantize_choice(text: str) -> str:
@@ -73,62 +74,33 @@ def sha256_digest(path: Path, events: EventWriter) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def server_quantize(choice: str, gguf: Path, file_type: str, config) -> str | None:
-    """What to ask Ollama to quantize to (None: serve the file as it is)."""
-    if choice == "none":
-        return None
-    if choice != "auto":
-        if file_type not in UNQUANTIZED:
-            raise StageError(
-                f"--quantize {choice}: {gguf} is already {file_type}; Ollama quantizes only F16, BF16 and F32 files"
-            )
-        return choice
-    if file_type not in UNQUANTIZED or not config.quantize.ollama_fallback:
-        return None
-    if config.quantize.type not in oc.SERVER_QUANTIZE:
-        raise StageError(
-            f"{gguf} is {file_type} and Ollama cannot quantize to {config.quantize.type} "
-            f"(only {', '.join(oc.SERVER_QUANTIZE)})",
-            hint="install llama.cpp and run the quantize stage, or pass --quantize none",
-        )
-    return oc.SERVER_QUANTIZE[config.quantize.type]
-
-
-def check_tag(tag: str) -> None:
-    if tag in RESERVED or not TAG.fullmatch(tag):
-        raise StageError(
-            f"--tag {tag}: give a build tag like build-20261126-2130 (letters, digits, _ . -); "
-            "'latest' and 'previous' move only by verified promotion and rollback"
-        )
-
-
 def body(args, events: EventWriter) -> dict:
     config = stage_config()
-    check_tag(args.tag)
+    check_tag(config, args.tag)
     if not args.gguf.is_file():
         raise StageError(f"{args.gguf}: no such file", hint="run the quantize stage first")
     try:
         info = read_info(args.gguf, tensors=False)
     except NotGGUF as exc:
         raise StageError(f"{exc} (deploy needs a GGUF file)") from None
-    quantize = server_quantize(args.quantize, args.gguf, info.file_type, config)
-    if info.file_type in UNQUANTIZED and not quantize:
-        events.log(f"{args.gguf.name} is {info.file_type}: Ollama will serve it unquantized", level="warning")
     model = oc.tag(config, args.tag)
     try:
-        return _deploy(args, config, model, quantize, info.file_type, events)
+        server = oc.require_files_api(config)
+        quantize = server_quantize(args.quantize, args.gguf, info, config, server)
+        if info.file_type in UNQUANTIZED and not quantize:
+            events.log(f"{args.gguf.name} is {info.file_type}: Ollama will serve it unquantized", level="warning")
+        return _deploy(args, config, model, quantize, info.file_type, server, events)
     except oc.OllamaError as exc:
         raise StageError(exc.message, hint=exc.hint or "latest was not touched") from None
 
 
-def _deploy(args, config, model: str, quantize: str | None, file_type: str, events: EventWriter) -> dict:
-    server = oc.require_files_api(config)
-    events.log(f"Ollama {server} at {oc.host(config)}")
+def _deploy(args, config, model: str, quantize: str | None, file_type: str, server: str, events: EventWriter) -> dict:
+    host = oc.host(config)
+    events.log(f"Ollama {server} at {host}")
     existing = oc.digests(config).get(model)
-    template, stops, source = oc.base_template(config)
-    events.log(
-        f"TEMPLATE and stop tokens {stops} from {source}", level="warning" if source.startswith("built-in") else "info"
-    )
+    template, stops, source, stops_from = oc.base_template(config)
+    events.log(f"TEMPLATE from {source}", level="warning" if source.startswith("built-in") else "info")
+    events.log(f"stop tokens {stops} from {stops_from}", level="warning" if stops_from != source else "info")
     params = modelfile.parameters(config, stops)
     modelfile_path = args.modelfile or args.gguf.with_suffix(".Modelfile")
     try:
@@ -140,32 +112,45 @@ def _deploy(args, config, model: str, quantize: str | None, file_type: str, even
         events.log(f"no Modelfile written: {exc}", level="warning")
         modelfile_path = None
     digest = sha256_digest(args.gguf, events)
+    print_ = builds.fingerprint(digest, template, quantize)
     started, uploaded = time.monotonic(), False
     if existing:  # build tags are immutable: only the very same build may be deployed again
-        same = oc.show(config, model)
-        if quantize or same["weights"] != digest or same.get("template") != template:
+        if not builds.same_build(config, host, model, existing, print_, oc.show(config, model)):
             raise StageError(
-                f"{model} already exists on the server with other weights or template; build tags are immutable",
+                f"{model} already exists on the server and is not this build (other GGUF, template or "
+                "quantization, or not deployed from here); build tags are immutable",
                 hint=f"choose another --tag, or remove it first: ollama rm {model}",
             )
         events.log(f"{model} is already deployed from this GGUF; nothing to do")
     else:
         uploaded = _upload(config, args.gguf, digest, events)
         _create(config, model, args.gguf.name, digest, template, params, quantize, events)
-    _check_deployed(config, model)
+    served = _check_deployed(config, model)
     size = args.gguf.stat().st_size
+    listed = oc.digests(config).get(model)
+    builds.remember(config, host, model, listed, print_)
+    if served["weights"] != digest and not existing:
+        events.log(
+            f"Ollama rewrote the GGUF while creating {model} ("
+            + (f"its {quantize} quantization" if quantize else "llama-quantize COPY, Ollama 0.30+")
+            + f"): it serves {(served['weights'] or 'new weights')[:19]}…; the uploaded blob {digest[:19]}… "
+            f"({human_bytes(size)}) stays in the server's blob store until the server restarts "
+            "(it then prunes unused blobs older than an hour)"
+        )
     events.artifact(
         model,
         "ollama",
         parent=str(args.gguf.resolve()),
-        digest=oc.digests(config).get(model),
+        digest=listed,
         gguf_digest=digest,
+        weights_digest=served["weights"],
         quant=(quantize or file_type).upper(),
         server_quantize=quantize,
         modelfile=str(modelfile_path) if modelfile_path else None,
         template_from=source,
+        stops_from=stops_from,
         server=server,
-        host=oc.host(config),
+        host=host,
         bytes=size,
     )
     return {"model": model, "uploaded": uploaded, "quantize": quantize, "seconds": round(time.monotonic() - started, 2)}
@@ -204,31 +189,30 @@ def _create(
             )
         ):
             status = part.get("status", "")
-            if part.get("total"):  # server-side quantization reports bytes
+            if part.get("total"):  # bytes: "quantizing F16 model to Q4_K_M", "validating GGUF model" (0.30+)
                 if time.monotonic() - last > 0.5 or part.get("completed") == part["total"]:
                     last = time.monotonic()
                     events.progress(part.get("completed") or 0, part["total"], "bytes", message=status)
             else:  # "parsing GGUF", "using existing layer sha256:…", "writing manifest", "success"
                 events.progress(step + 1, None, "steps", message=f"ollama: {status}")
     except oc.OllamaError as exc:
-        detail = exc.message.split(": ", 1)[-1]
-        hint = (
-            "Ollama quantizes only F16/BF16/F32 GGUFs"
-            if "quantiz" in detail
-            else "see the server's log (ollama serve, or ~/.ollama/logs/server.log)"
-        )
-        raise StageError(f"Ollama could not create {model}: {detail}", hint=hint) from None
+        detail = exc.message.split(": ", 1)[-1]  # e.g. "parsing GGUF" then "open …/blobs/sha256-…: no such file"
+        raise StageError(f"Ollama could not create {model}: {detail}", hint=create_hint(detail)) from None
 
 
-def _check_deployed(config, model: str) -> None:
-    """Never leave a build without a chat template: Ollama would serve it with a bare prompt."""
+def _check_deployed(config, model: str) -> dict:
+    """Never leave a build without a chat template: Ollama would serve it with a bare prompt (and 0.30+
+    reports that as ``{{ .Prompt }}``, server/images.go)."""
     info = oc.show(config, model)
-    if not (info.get("template") or "").strip() or "stop" not in oc.parse_parameters(info.get("parameters")):
+    if oc.template_problem(info.get("template") or "", info) or "stop" not in oc.parse_parameters(
+        info.get("parameters")
+    ):
         oc.delete(config, model)
         raise StageError(
             f"{model} came out without a TEMPLATE or stop tokens; it was removed again",
             hint="is the server older than the client? upgrade Ollama",
         )
+    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,12 @@ def build_parser() -> StageArgumentParser:
     )
     p.add_argument("--promote", action="store_true", help="make the build latest if it passes")
     p.add_argument(
+    p.add_argument(
+        "--no-answer-check",
+        "--no_answer_check",
+        action="store_true",
+        help="skip the not-an-answer check (random tokens, word salad, repeated fragments)",
+    )
         "--report",
         type=Path,
         help="write the answers and figures here as JSON (default: verify.json beside the run's events)",
@@ -55,7 +61,13 @@ def keep_alive(text: str) -> str | int:
 
 
 def run_prompt(config, model: str, prompt: str, num_predict: int) -> dict:
-    """One streamed answer and its figures."""
+    """One streamed answer and its figures.
+
+    llm/llama_server.go ends a stream with no ``done`` part when a token repeats more than 30 times:
+    ``done`` stays False. ``prompt_eval_count`` counts the runner's cached prompt tokens too, while
+    ``prompt_eval_duration`` covers only the new ones, so prompt tokens/s is given only when the model
+    was not loaded before (a fresh runner has no cache)."""
+    fresh = model not in {m["model"] for m in oc.running(config)}
     started = time.monotonic()
     first, pieces, final = None, [], {}
     for part in oc.generate_stream(
@@ -74,7 +86,10 @@ def run_prompt(config, model: str, prompt: str, num_predict: int) -> dict:
         "done_reason": final.get("done_reason"),
         "ttft_s": round(first, 3) if first is not None else None,
         "tokens_per_s": round(final.get("eval_count", 0) / eval_s, 1) if eval_s else None,
-        "prompt_tokens_per_s": round(final.get("prompt_eval_count", 0) / prompt_s, 1) if prompt_s else None,
+        "prompt_tokens_per_s": round(final.get("prompt_eval_count", 0) / prompt_s, 1) if prompt_s and fresh else None,
+        "prompt_eval_count": final.get("prompt_eval_count"),
+        "prompt_cache": "none (fresh load)" if fresh else "possible: prompt_eval_count includes cached tokens",
+        "done": bool(final),
         "load_s": round((final.get("load_duration") or 0) / 1e9, 3),
         "eval_count": final.get("eval_count"),
         "total_s": round(time.monotonic() - started, 3),
@@ -102,7 +117,9 @@ def body(args, events: EventWriter) -> dict:
         for i, prompt in enumerate(prompts):
             events.progress(i, len(prompts), "prompts", message=prompt[:60])
             result = run_prompt(config, args.model, prompt, args.num_predict)
-            result["problems"] = problems(result["answer"], result, args.num_predict, expect[i])
+            result["problems"] = problems(
+                result["answer"], result, args.num_predict, expect[i], prompt, answer_check=not args.no_answer_check
+            )
             results.append(result)
             failures += [f"prompt {i + 1}: {p}" for p in result["problems"]]
             events.metrics(

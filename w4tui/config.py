@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_CONFIG = "W4TUI_CONFIG"
+from w4tui import ollama_names
+
 
 QUANT_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -126,21 +128,30 @@ class OllamaParameters:
 class OllamaConfig:
     host: str = field(
         metadata=_check(
-            lambda v: re.match(r"https?://[^/\s]+", v) is not None, 'must be a URL like "http://127.0.0.1:11434"'
+            lambda v: re.fullmatch(r"(https?://)?[^/\s]+(/\S*)?", v) is not None,
+            'must be a host like "http://127.0.0.1:11434" or "127.0.0.1:11434"',
         )
     )
     model: str = field(
         metadata=_check(
-            lambda v: re.fullmatch(r"[a-z0-9][a-z0-9._/-]*", v) is not None,
-            "must be a lowercase model name without a tag (no ':')",
+            lambda v: ":" not in v.rsplit("/", 1)[-1] and ollama_names.name_problem(v) is None,
+            "must be an Ollama model name without a tag ([namespace/]name; parts of 1-80 letters, digits, "
+            "'_', '-', '.', starting with a letter, digit or '_'; no '.' in the namespace)",
         )
     )
-    template_from: str
+    template_from: str = field(
+        metadata=_check(
+            lambda v: ollama_names.name_problem(v) is None,
+            'must be an Ollama model name like "qwen2.5-coder:7b-instruct-q4_K_M"',
+        )
+    )
+    # As OLLAMA_HOST: "http://127.0.0.1:11434", "127.0.0.1:11434" or "0.0.0.0" (envconfig/config.go).
     system: str
     parameters: OllamaParameters
 
 
 @dataclass(frozen=True)
+    # Names are checked as the server checks them (w4tui/ollama_names.py follows types/model/name.go).
 class VerifyConfig:
     prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
     num_predict: int = field(metadata=_positive())

@@ -1,7 +1,8 @@
 """Plain functions over the official ``ollama`` client, shared by the stages and the TUI (no torch here).
 
 Host: ``OLLAMA_HOST`` in the environment wins over ``[ollama] host``, as with the ollama CLI and client,
-so any command can be pointed at another server. Every failure becomes an ``OllamaError``: one line a
+so any command can be pointed at another server; both are read as Ollama's CLI reads OLLAMA_HOST
+(envconfig/config.go ConnectableHost: ``host:port`` without a scheme, 0.0.0.0 means this machine). Every failure becomes an ``OllamaError``: one line a
 person can act on, plus a hint. Builds are ``<model>:<build tag>`` (immutable); ``latest`` moves only by
 ``promote`` (after verification) and ``previous`` keeps the one before, so ``rollback`` can restore it.
 """
@@ -9,6 +10,7 @@ person can act on, plus a hint. Builds are ``<model>:<build tag>`` (immutable); 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -18,6 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from w4tui import ollama_modelfile
 from w4tui.config import Config
 
 MIN_VERSION = (0, 5, 5)  # the first server with files-based /api/create
@@ -38,7 +41,33 @@ class OllamaError(Exception):
 
 
 def host(config: Config) -> str:
-    return os.environ.get("OLLAMA_HOST") or config.ollama.host
+    return connectable(os.environ.get("OLLAMA_HOST") or config.ollama.host)
+
+
+def connectable(value: str) -> str:
+    """A host setting as the URL to connect to, read as envconfig/config.go Host() + ConnectableHost()
+    read OLLAMA_HOST: no scheme means http and port 11434 (a scheme without a port: 80/443), and an
+    unspecified bind address (0.0.0.0, ::) means the loopback one."""
+    s = value.strip()
+    scheme, sep, hostport = s.partition("://")
+    if not sep:
+        scheme, hostport, default_port = "http", s, "11434"
+    else:
+        default_port = {"http": "80", "https": "443"}.get(scheme, "11434")
+    hostport, _, path = hostport.partition("/")
+    split = re.fullmatch(r"\[([^\]]*)\]:(.*)", hostport) or re.fullmatch(r"([^:\[\]]*):([^:]*)", hostport)
+    if split:
+        name, port = split.groups()
+    else:  # Go's net.SplitHostPort failed: a bare host or IP gets the default port
+        name, port = (hostport.strip("[]") or "127.0.0.1"), default_port
+    if not port.isdigit() or int(port) > 65535:
+        port = default_port
+    name = name or "127.0.0.1"  # ":11434": Go dials the local machine for an empty host
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(name).is_unspecified:
+            name = "127.0.0.1" if ipaddress.ip_address(name).version == 4 else "::1"
+    name = f"[{name}]" if ":" in name else name
+    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
 
 
 def client(config: Config, timeout: float | None = 10.0):
@@ -65,6 +94,11 @@ def errors(config: Config) -> Iterator[None]:
         raise OllamaError(
             f"Ollama at {host(config)} did not answer in time",
             hint="is it busy loading a model? try again, or restart it",
+        ) from None
+    except httpx.RemoteProtocolError:
+        raise OllamaError(
+            f"Ollama at {host(config)} closed the connection without an answer",
+            hint="it may have done the request or not; see the server's log",
         ) from None
     except (httpx.TransportError, ConnectionError):
         raise OllamaError(f"Ollama is not reachable at {host(config)}", hint=START_HINT) from None
@@ -125,14 +159,20 @@ def exists(config: Config, model: str) -> bool:
 
 
 def show(config: Config, model: str) -> dict[str, Any]:
-    """``/api/show`` as a dict, plus ``system`` and ``weights`` (the model blob's digest) read from its
-    Modelfile text: the client's ShowResponse drops the server's ``system`` field."""
+    """``/api/show`` as a dict, plus what its Modelfile text says (the client's ShowResponse drops the
+    server's ``system`` field): ``system``, ``renderer``/``parser`` and ``weights`` (the model blob's
+    digest), parsed by the rules of the server's parser/parser.go (bare, "…" and \"\"\"…\"\"\" values)."""
     with errors(config), client(config) as c:
         info = c.show(model).model_dump()
-    modelfile = info.get("modelfile") or ""
-    system = re.search(r'^SYSTEM (?:"""(.*?)"""|(.*))$', modelfile, re.M | re.S)
-    info["system"] = (system.group(1) if system.group(1) is not None else system.group(2)) if system else ""
-    weights = re.search(r"^FROM \S*sha256[-:]([0-9a-f]{64})", modelfile, re.M)
+    try:
+        commands = ollama_modelfile.parse(info.get("modelfile") or "")
+    except ValueError:
+        commands = []
+    first = {}
+    for name, value in commands:
+        first.setdefault(name, value)
+    info["system"], info["renderer"], info["parser"] = (first.get(k, "") for k in ("system", "renderer", "parser"))
+    weights = re.search(r"sha256[-:]([0-9a-f]{64})", first.get("from", ""))
     info["weights"] = f"sha256:{weights.group(1)}" if weights else None
     return info
 
@@ -157,21 +197,45 @@ def builtin_template() -> str:
     return files("w4tui").joinpath("data/qwen2.5-coder.template").read_text(encoding="utf-8")
 
 
-def base_template(config: Config) -> tuple[str, list[str], str]:
+def template_problem(template: str, info: dict[str, Any]) -> str | None:
+    """Why a base's template cannot be inherited, or None. images.go GetModel reports ``{{ .Prompt }}``
+    (template.DefaultTemplate) for a model without one; a RENDERER/PARSER model renders in Go code and
+    its TEMPLATE is not what it serves; a Jinja template is not a Go one; a Qwen2.5 base needs ChatML."""
+    text = template.strip()
+    if not text or re.fullmatch(r"\{\{-?\s*\.Prompt\s*-?\}\}", text):
+        return "has no TEMPLATE (the server reports {{ .Prompt }})"
+    if info.get("renderer") or info.get("parser"):
+        return f"renders with RENDERER/PARSER {info.get('renderer') or info.get('parser')} instead of a TEMPLATE"
+    if "{%" in text:
+        return "reports a Jinja chat template, not an Ollama TEMPLATE"
+    if "<|im_start|>" not in text or "<|im_end|>" not in text:
+        return "has a TEMPLATE without the ChatML markers a Qwen2.5 model needs"
+    return None
+
+
+def base_template(config: Config) -> tuple[str, list[str], str, str]:
     """TEMPLATE and stop tokens of ``[ollama] template_from`` as the live server reports it, and where
-    they came from. Falls back to the built-in Qwen2.5 ChatML template: never deploy without one, or
-    Ollama serves a fine-tune with a bare prompt (ollama#6823, #8363)."""
+    each came from. Falls back to the built-in Qwen2.5 ChatML template and stops: never deploy without
+    them, or Ollama serves a fine-tune with a bare prompt (ollama#6823, #8363)."""
     source = config.ollama.template_from
     try:
         info = show(config, source)
     except OllamaError as exc:
         if "not found" not in exc.message:
             raise
-        return builtin_template(), list(FALLBACK_STOPS), f"built-in Qwen2.5 template ({source} is not on the server)"
-    if not (info.get("template") or "").strip():
-        return builtin_template(), list(FALLBACK_STOPS), f"built-in Qwen2.5 template ({source} has none)"
-    stops = parse_parameters(info.get("parameters")).get("stop") or list(FALLBACK_STOPS)
-    return info["template"], stops, source
+        why = f"built-in Qwen2.5 template ({source} is not on the server)"
+        return builtin_template(), list(FALLBACK_STOPS), why, "built-in stops"
+    if problem := template_problem(info.get("template") or "", info):
+        return (
+            builtin_template(),
+            list(FALLBACK_STOPS),
+            f"built-in Qwen2.5 template ({source} {problem})",
+            "built-in stops",
+        )
+    stops = parse_parameters(info.get("parameters")).get("stop")
+    if not stops:  # the library qwen2.5-coder Modelfile has no stop PARAMETERs
+        return info["template"], list(FALLBACK_STOPS), source, f"built-in stops ({source} has no stop PARAMETERs)"
+    return info["template"], stops, source, source
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -246,40 +310,17 @@ def unload_all(config: Config, wait_s: float = 10.0) -> list[str]:
 
 
 def promote(config: Config, build: str) -> str:
-    """Make ``build`` the served ``latest``; the old ``latest`` is kept as ``previous`` (a copy is cheap:
-    the blobs are shared). Returns what happened, in one line."""
-    name = full_name(build).rsplit(":", 1)[0]
-    latest, previous = f"{name}:latest", f"{name}:previous"
-    known = digests(config)
-    if full_name(build) not in known:
-        raise OllamaError(f"{build} is not on the server at {host(config)}")
-    old = known.get(latest)
-    if old == known[full_name(build)]:
-        return f"{latest} already is {build}"
-    if old:
-        copy(config, latest, previous)
-    copy(config, build, latest)
-    return f"{latest} is now {build}" + (f"; the one before is kept as {previous}" if old else "")
+    """Make a verified ``build`` the served ``latest`` (see w4tui/ollama_promote.py)."""
+    from w4tui import ollama_promote  # imports this module
+
+    return ollama_promote.promote(config, build)
 
 
 def rollback(config: Config) -> str:
-    """Point ``latest`` back at ``previous``. Returns what happened; OllamaError when there is nothing."""
-    latest, previous = tag(config, "latest"), tag(config, "previous")
-    known = digests(config)
-    if previous not in known:
-        raise OllamaError(f"no {previous} to roll back to: it appears when a second verified build is promoted")
-    if known.get(latest) == known[previous]:
-        raise OllamaError(
-            f"{latest} already is {previous}: nothing to roll back",
-            hint=f"to go further back: ollama cp {config.ollama.model}:<build tag> {latest}",
-        )
-    was, now = _builds(known, known.get(latest)), _builds(known, known[previous])
-    copy(config, previous, latest)
-    return f"{latest} rolled back to {previous} ({now or known[previous][:12]})" + (f"; it was {was}" if was else "")
+    """Point ``latest`` back at ``previous`` (see w4tui/ollama_promote.py)."""
+    from w4tui import ollama_promote
 
-
-def _builds(known: dict[str, str], digest: str | None) -> str:
-    return ", ".join(n for n, d in known.items() if d == digest and not n.endswith((":latest", ":previous")))
+    return ollama_promote.rollback(config)
 
 
 def _error_text(response) -> str:

@@ -3,13 +3,22 @@ final /api/generate part, so each case is easy to test and to explain in one lin
 
 Broken builds show up as: nothing at all (a wrong template or a bad quantization), an answer that never
 stops (no stop token: the model talks on into the next turn), degenerate repetition ("GGGG…", one
-phrase over and over), chat-template tokens in the text (the template is missing or wrong: ollama#6823),
-or a missing substring the person said a good answer contains.
+phrase over and over; a real server ends such a stream with no final part), a template problem, text
+that is not an answer (random tokens, word salad: salad.py), or a missing substring the person said a
+good answer contains.
+
+A template problem shows as template tokens in the text on servers that print them (ollama#6823); a
+server that does not (0.30+: llm/llama_server.go passes no --special) shows it as a made-up next turn
+("user" / "assistant" alone on a line) or as an answer that continues the prompt's sentence.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+from stages.ollama.salad import not_an_answer
 
 TEMPLATE_TOKENS = (
     "<|im_start|>",
@@ -24,11 +33,22 @@ TEMPLATE_TOKENS = (
 )
 
 
-def problems(text: str, final: dict, num_predict: int, expect: list[str] = ()) -> list[str]:
-    """What is wrong with one answer (an empty list: it passes)."""
+ROLE_LINE = re.compile(r"^(user|assistant|system)\s*$", re.M)
+
+
+def problems(
+    text: str, final: dict, num_predict: int, expect: list[str] = (), prompt: str = "", answer_check: bool = True
+) -> list[str]:
+    """What is wrong with one answer (an empty list: it passes). ``final`` has ``done`` False when the
+    stream ended without its final part."""
     found = []
     if not text.strip():
         found.append("empty answer")
+    if final.get("done") is False:
+        found.append(
+            "the stream ended without Ollama's final part: the server cut off a degenerate "
+            "repetition (a token repeated over 30 times)"
+        )
     if final.get("done_reason") == "length" or (
         not final.get("done_reason") and (final.get("eval_count") or 0) >= num_predict
     ):
@@ -40,6 +60,14 @@ def problems(text: str, final: dict, num_predict: int, expect: list[str] = ()) -
         found.append(f"degenerate repetition: {repeat!r}")
     if leaked := [t for t in TEMPLATE_TOKENS if t in text]:
         found.append(f"template tokens in the answer: {', '.join(leaked)} (wrong or missing TEMPLATE)")
+    elif turn := ROLE_LINE.search(text):
+        found.append(f"the answer makes up a next turn (a line {turn.group(1)!r}): wrong or missing TEMPLATE")
+    elif re.match(r"[ \t]*[,.;:)]|[ \t]+[a-z]", text) and prompt.strip()[-1:] not in ".?!:":
+        found.append(
+            f"the answer continues the prompt ({text.strip()[:30]!r}…) instead of answering: wrong or missing TEMPLATE"
+        )
+    if answer_check and text.strip() and (salad := not_an_answer(text)):
+        found.append(f"not an answer: {salad}")
     found += [f"expected text missing: {e!r}" for e in expect if e not in text]
     return found
 

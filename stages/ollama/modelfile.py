@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from w4tui import ollama_modelfile
 from w4tui.config import Config
 
 # PARAMETER order as in the config file; stops come last, one line each.
@@ -26,10 +27,9 @@ def render(
     template_from: str = "",
     filename: str = "Modelfile",
 ) -> str:
-    """Modelfile text. Raises ValueError for text a Modelfile cannot hold (\"\"\" inside a block)."""
-    for what, text in (("TEMPLATE", template), ("SYSTEM", system)):
-        if '"""' in text:
-            raise ValueError(f'the {what} contains """, which a Modelfile cannot quote')
+    """Modelfile text that Ollama's parser reads back to exactly these values (parser/parser.go: the
+    quotes around a value are stripped, nothing else is unescaped). ValueError for a value no quoting
+    can carry (w4tui/ollama_modelfile.py quote)."""
     create = f"ollama create {model} -f {filename}"
     lines = [
         f"# {model}, written by w4tui deploy. Recreate it by hand with:",
@@ -37,18 +37,23 @@ def render(
     ]
     if template_from:
         lines.append(f"# TEMPLATE and stop tokens from: {template_from}")
-    lines += [f"FROM {gguf.resolve()}", f'TEMPLATE """{template}"""']
+    lines += [f"FROM {_quote(str(gguf.resolve()), 'FROM')}", f"TEMPLATE {_quote(template, 'TEMPLATE')}"]
     if system:
-        lines.append(f'SYSTEM """{system}"""')
+        lines.append(f"SYSTEM {_quote(system, 'SYSTEM')}")
     for key, value in params.items():
         for item in value if isinstance(value, list) else [value]:
-            lines.append(f"PARAMETER {key} {_quote(item)}")
+            lines.append(f"PARAMETER {key} {_quote(_plain(item), f'PARAMETER {key}')}")
     return "\n".join(lines) + "\n"
 
 
-def _quote(value: object) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _plain(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _quote(text: str, what: str) -> str:
+    try:
+        return ollama_modelfile.quote(text)
+    except ValueError as exc:
+        raise ValueError(f"the {what} value: {exc}") from None

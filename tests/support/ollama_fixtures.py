@@ -1,6 +1,8 @@
 """Fixtures for the quantize/deploy/verify tests (import the ones a test file uses from here):
 
-- ``ollama``: an Ollama stand-in with the library model, OLLAMA_HOST pointing at it, a temp config.
+- ``ollama``: an Ollama stand-in with the library model, OLLAMA_HOST pointing at it, a temp config;
+  every test that uses it runs twice, against the docs-era and the 0.30+ stand-in (``ERAS``).
+- ``modern_ollama``: the 0.30+ stand-in only, for what older servers do not do.
 - ``tiny_f16_gguf`` / ``tiny_q8_gguf``: the tiny Qwen2 model as GGUF, made by stages.convert_gguf.
 - ``run_stage``: run a stage's main() in this process (fast) the way the runner does (W4TUI_EVENTS),
   returning exit code, events and the stderr line.
@@ -56,9 +58,20 @@ def run_stage(tmp_path):
     return run
 
 
+ERAS = {"docs-era": "0.5.13", "0.30+": "0.33.0"}  # what docs/api.md describes; what the v0.33 source does
+
+
+@pytest.fixture(params=list(ERAS.values()), ids=list(ERAS))
+def ollama(request, monkeypatch, config_file):
+    with OllamaStandIn(version=request.param) as server:
+        server.add_library_model()
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        yield server
+
+
 @pytest.fixture
-def ollama(monkeypatch, config_file):
-    with OllamaStandIn() as server:
+def modern_ollama(monkeypatch, config_file):
+    with OllamaStandIn(version=ERAS["0.30+"]) as server:
         server.add_library_model()
         monkeypatch.setenv("OLLAMA_HOST", server.url)
         yield server
@@ -75,6 +88,11 @@ def _convert(model: Path, out: Path, outtype: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_f16_gguf(tmp_path_factory, tiny_model) -> Path:
     return _convert(tiny_model, tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf", "f16")
+
+
+@pytest.fixture(scope="session")
+def tiny_f32_gguf(tmp_path_factory, tiny_model) -> Path:
+    return _convert(tiny_model, tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf", "f32")
 
 
 @pytest.fixture(scope="session")

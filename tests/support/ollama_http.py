@@ -6,6 +6,7 @@ streamResponse (nothing was written yet, so the status code can still say it).""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,10 @@ def serve(route: Callable) -> ThreadingHTTPServer:
             except ValueError:
                 return self._json(400, {"error": "invalid character in request body"}, method)
             status, payload = route(method, path, body if isinstance(body, dict) else {}, raw)
+            if payload == "cut":  # a connection cut: the socket closes with no answer at all
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
             if payload is None or isinstance(payload, dict):
                 return self._json(status, payload, method)
             first = next(payload, None)
