@@ -42,12 +42,12 @@ def build_parser() -> StageArgumentParser:
     )
     p.add_argument("--promote", action="store_true", help="make the build latest if it passes")
     p.add_argument(
-    p.add_argument(
         "--no-answer-check",
         "--no_answer_check",
         action="store_true",
         help="skip the not-an-answer check (random tokens, word salad, repeated fragments)",
     )
+    p.add_argument(
         "--report",
         type=Path,
         help="write the answers and figures here as JSON (default: verify.json beside the run's events)",

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ENV_CONFIG = "W4TUI_CONFIG"
 from w4tui import ollama_names
 
+ENV_CONFIG = "W4TUI_CONFIG"
 
 QUANT_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -126,12 +126,14 @@ class OllamaParameters:
 
 @dataclass(frozen=True)
 class OllamaConfig:
+    # As OLLAMA_HOST: "http://127.0.0.1:11434", "127.0.0.1:11434" or "0.0.0.0" (envconfig/config.go).
     host: str = field(
         metadata=_check(
             lambda v: re.fullmatch(r"(https?://)?[^/\s]+(/\S*)?", v) is not None,
             'must be a host like "http://127.0.0.1:11434" or "127.0.0.1:11434"',
         )
     )
+    # Names are checked as the server checks them (w4tui/ollama_names.py follows types/model/name.go).
     model: str = field(
         metadata=_check(
             lambda v: ":" not in v.rsplit("/", 1)[-1] and ollama_names.name_problem(v) is None,
@@ -145,13 +147,11 @@ class OllamaConfig:
             'must be an Ollama model name like "qwen2.5-coder:7b-instruct-q4_K_M"',
         )
     )
-    # As OLLAMA_HOST: "http://127.0.0.1:11434", "127.0.0.1:11434" or "0.0.0.0" (envconfig/config.go).
     system: str
     parameters: OllamaParameters
 
 
 @dataclass(frozen=True)
-    # Names are checked as the server checks them (w4tui/ollama_names.py follows types/model/name.go).
 class VerifyConfig:
     prompts: list[str] = field(metadata=_check(bool, "must list at least one prompt"))
     num_predict: int = field(metadata=_positive())
