@@ -132,10 +132,11 @@ def check_names(repo: str, files: dict[str, int], directory: Path | None = None)
 
 def _verify(api, repo: str, path: Path, names: set[str]) -> None:
     result = api.verify_repo_checksums(repo, revision=path.name)
-    bad = [m for m in result.mismatches if m.path in names]
-    if bad:
+    bad = [m for m in result.mismatches if m["path"] in names]
+    if bad:  # the blob, not the snapshot's link to it: the library would link the same blob again
         raise StageError(
-            f"{path / bad[0].path}: {bad[0].algorithm} checksum differs from the Hub's",
+            f"{(path / bad[0]['path']).resolve()}: {bad[0]['algorithm']} checksum of {bad[0]['path']} differs "
+            "from the Hub's",
             hint="delete that file from the Hugging Face cache and run again",
         )
 

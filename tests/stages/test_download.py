@@ -97,6 +97,17 @@ def test_a_download_that_keeps_failing_is_one_line_and_the_next_run_continues(hu
     assert digest(out / SHARD) == digest(tiny_model / SHARD)
 
 
+def test_a_download_that_differs_from_the_hubs_checksum_is_refused(hub, tmp_path):
+    hub.corrupt.add(SHARD)
+    proc = download(["--repo", REPO, "--output", str(tmp_path / "m")], tmp_path, hub.url)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: {(snapshot(tmp_path) / SHARD).resolve()}: sha256 checksum of {SHARD} differs from the Hub's "
+        "(delete that file from the Hugging Face cache and run again)"
+    )
+    assert not (tmp_path / "m" / SHARD).exists()
+
+
 def test_a_model_in_the_hf_cache_is_found_offline_without_downloading(tiny_model, tmp_path):
     with HubStandIn(REPO, tiny_model) as hub:
         assert download(["--repo", REPO, "--output", str(tmp_path / "first")], tmp_path, hub.url).returncode == 0

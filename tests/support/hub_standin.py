@@ -6,7 +6,7 @@ and http_get): ``GET /api/models/{repo}/revision/{rev}`` (model info, with file 
 with the Hub's X-Repo-Commit / ETag / X-Linked-* headers. LFS files redirect to a CDN on another port
 (another origin, as on the real Hub, so the library stops at the redirect for the file's metadata),
 which serves Range requests. Errors carry the Hub's X-Error-Code. ``cuts[name] = [n, ...]`` drops the
-connection after n bytes of the file's body, one entry per request.
+connection after n bytes of the file's body, one entry per request; ``corrupt`` flips a bit in a file.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class HubStandIn:
         self.files = {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
         self.extra = {"README.md": b"# x\n"}  # in the repo, not a model file: never fetched
         self.cuts: dict[str, list[int]] = {}
+        self.corrupt: set[str] = set()  # files whose bytes are served with one bit flipped
         self.ranges: list[tuple[str, str | None]] = []  # (file, Range header) per file body sent
         self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), self._handler()) for _ in range(2)]
         self.url, self.cdn = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
@@ -133,6 +134,8 @@ class HubStandIn:
 
             def _file(self, name, body, headers=None):
                 data = hub.all_files()[name]
+                if name in hub.corrupt:
+                    data = bytes([data[0] ^ 1]) + data[1:]
                 rng = self.headers.get("Range")
                 start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1)) if rng else 0
                 chunk = data[start:]
