@@ -36,6 +36,12 @@ def build_parser() -> StageArgumentParser:
         help="share of the mixed training set drawn from the main dataset (limits forgetting)",
     )
     p.add_argument("--replay_dataset", type=Path, help="the main dataset to replay from (default: [paths] data)")
+    p.add_argument(
+        "--profile",
+        choices=["dry", "mini", "full"],
+        default="full",
+        help="train on 100 (dry), 3,000 (mini) or all (full) samples of --dataset, drawn at random",
+    )
     p.add_argument("--lora_r", type=int, default=t.lora_r)
     p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
     p.add_argument("--lora_dropout", type=float, default=t.lora_dropout)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="start one stage (detached); follow its progress")
-    run.add_argument("stage", choices=specs.NAMES)
+    run.add_argument("stage", choices=specs.RUNNABLE)
     run.add_argument("--wait", action="store_true", help="follow to the end; exit with the stage's result")
     run.add_argument(
         "--force", action="store_true", help="start even when the pre-flight checks (disk, memory, one training) refuse"
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", nargs="?", help="where (default: ~/.local/share/w4tui/demo)")
     sub.add_parser("rollback", parents=[common], help="make the previous Ollama build 'latest' again")
     sub.add_parser("unload", parents=[common], help="unload every model Ollama has in memory (keep_alive=0)")
+    evaluate = sub.add_parser(
+        "eval", parents=[common], help="measure what conversion and each quantization cost; print the table"
+    )
+    evaluate.add_argument("build", nargs="?", help="a GGUF file or a build name (default: the newest quantized build)")
     sub.add_parser("config", parents=[common], help="check the config; print each value in effect and its file")
     add_nightly_commands(sub, common)  # schedule, nightly, daemon
     return parser
@@ -235,6 +239,42 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(config: Config, args: argparse.Namespace) -> int:
+    """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
+    from w4tui import evaltable
+    from w4tui.runs.follow import EXIT_CODES, follow
+
+    runner = Runner(config)
+    run = runner.start(
+        "eval", input_path=_build_gguf(config, args.build) if args.build else None, extra=args.stage_args
+    )
+    print(f"started eval: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
+    try:
+        status = follow(runner, run)
+    except KeyboardInterrupt:
+        print(f"\ndetached; eval keeps running. Follow again: {config.cli} logs -f {run.id}")
+        return 130
+    finished = runner.get(run.id)
+    report = next((a["path"] for a in reversed(finished.artifacts()) if a.get("type") == "eval"), None)
+    doc = evaltable.read(report) if report and status == "succeeded" else None
+    if doc is None:
+        _print_end(finished)
+        return EXIT_CODES.get(status, 1)
+    print("\n".join(evaltable.format_table(doc)))
+    return 0
+
+
+def _build_gguf(config: Config, build: str) -> str:
+    """BUILD as a GGUF file, or the F16 GGUF of the build of that name in <outputs>/gguf."""
+    if Path(build).is_file():
+        return str(Path(build).resolve())
+    found = sorted((config.paths.outputs / "gguf").glob(f"{build}-*.gguf"))
+    f16 = [p for p in found if p.name.lower().endswith(("-f16.gguf", "-bf16.gguf", "-f32.gguf"))]
+    if not (f16 or found):
+        raise RunError(f"no build '{build}': not a GGUF file, and no {build}-*.gguf in {config.paths.outputs / 'gguf'}")
+    return str((f16 or found)[0])
+
+
 def cmd_config(config: Config, args: argparse.Namespace) -> int:
     from w4tui.report import config_lines
 
@@ -281,5 +321,6 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "unload": cmd_unload,
     "config": cmd_config,
+    "eval": cmd_eval,
     **NIGHTLY_COMMANDS,
 }

@@ -20,6 +20,8 @@ from w4tui import ollama_names
 ENV_CONFIG = "W4TUI_CONFIG"
 
 QUANT_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+# What the eval stage can quantize to (llama.cpp's K-quants and Q8_0), best first.
+EVAL_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -162,6 +164,20 @@ class VerifyConfig:
         )
     )
     expect: dict[str, list[str]]
+    regression: list[str]  # prompt files of the forgetting guard ("default": the shipped set)
+    max_regression: float = field(metadata=_check(lambda v: 0 <= v <= 1, "must be between 0 and 1"))
+    regression_num_predict: int = field(metadata=_positive())
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: str  # held-out JSONL (relative to the config file); empty: the training run's eval split
+    types: list[str] = field(
+        metadata=_check(lambda v: all(t in EVAL_TYPES for t in v), "must list types from " + ", ".join(EVAL_TYPES))
+    )
+    max_tokens: int = field(metadata=_positive())
+    transformers: bool
+    threads: int = field(metadata=_check(lambda v: v >= 0, "must be 0 (llama.cpp's default) or more"))
 
 
 @dataclass(frozen=True)
@@ -192,6 +208,7 @@ class Config:
     quantize: QuantizeConfig
     ollama: OllamaConfig
     verify: VerifyConfig
+    eval: EvalConfig
     tools: ToolsConfig
     notify: NotifyConfig
 

@@ -14,7 +14,22 @@ from pathlib import Path
 
 MAGIC = b"GGUF"
 # llama_ftype values (general.file_type) for the types this project reads or writes.
-FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 14: "Q4_K_S", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    7: "Q8_0",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
+
 FTYPE_OF = {name: value for value, name in FILE_TYPES.items()}
 UNQUANTIZED = ("F32", "F16", "BF16")
 # ggml tensor types by id (the ones a Qwen2 GGUF of these file types holds).

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import sys
 
-TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+# The quantize stage's types, and the others the eval stage compares (w4tui.config.EVAL_TYPES).
+TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q5_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,16 +9,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from stages.common.errors import StageError
-from stages.train import checkpoint
-from stages.train.batches import split_eval
+from stages.train import checkpoint, loop, selection
 from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
 from stages.train.loop import LoopConfig, Training, run, total_steps
-from stages.train.tokenized import load_samples
 from w4tui.config import load_config
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_write_text, fsync_dir
@@ -41,6 +37,7 @@ TRAJECTORY = (
     "seed",
     "replay",
     "resume_from",
+    "profile",
 )
 
 
@@ -56,14 +53,12 @@ def train(args, events: EventWriter) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     cache = load_config(None).paths.state / "cache" / "tokenized" if args.cache else None
     log = lambda message: events.log(message, level="warning")  # noqa: E731
-    samples, report = load_samples(
-        args.dataset, tokenizer, args.max_seq_length, args.overlong, args.skip_bad, cache, log
-    )
-    replayed, replay_files = 0, {}
-    if args.replay > 0:
-        samples, replayed, replay_files = _mix_replay(args, samples, report, tokenizer, cache, log)
-    train_idx, eval_idx = split_eval(len(samples), args.eval_fraction, args.seed)
-    train_samples, eval_samples = [samples[i] for i in train_idx], [samples[i] for i in eval_idx]
+    # profile, replay and eval split in one place: the eval stage rebuilds the same split from the record
+    chosen = selection.select(args, tokenizer, cache, log)
+    for note in chosen.notes:
+        events.log(note)
+    report, replayed, replay_files = chosen.report, chosen.replayed, chosen.replay_files
+    train_samples, eval_samples = chosen.train, chosen.eval
     data_key = hashlib.sha256(json.dumps([report.files, report.tokens, replay_files, replayed]).encode()).hexdigest()[
         :16
     ]
@@ -110,6 +105,10 @@ def train(args, events: EventWriter) -> dict:
     )
     result = run(training, CallbackList([EventsCallback(events), LogLineCallback()]))
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
+    # nightly: the loss on the slice of the main dataset no run trains on, so forgetting shows night by night
+    main_eval = loop.evaluate(model, chosen.main_eval, cfg, tokenizer.pad_token_id or 0, precision.device)
+    if main_eval is not None:
+        events.metrics(main_eval_loss=round(main_eval, 6), main_eval_samples=len(chosen.main_eval))
     train_tokens = int(sum(len(s.ids) for s in train_samples))
     counts = {
         "train_samples": len(train_samples),
@@ -117,6 +116,8 @@ def train(args, events: EventWriter) -> dict:
         "eval_samples": len(eval_samples),
         "replayed": replayed,
         "replay_data": replay_files,
+        "main_eval_loss": main_eval,
+        "main_eval_samples": len(chosen.main_eval),
         "device": precision.device,
         "base_dtype": precision.dtype,
     }
@@ -128,10 +129,12 @@ def train(args, events: EventWriter) -> dict:
         base_model=str(args.base_model.resolve()),
         loss=result["loss"],
         eval_loss=result["eval_loss"],
+        main_eval_loss=main_eval,
     )
     return {
         "final_loss": result["loss"],
         "eval_loss": result["eval_loss"],
+        "main_eval_loss": main_eval,
         "steps": result["steps"],
         "samples": len(train_samples),
         "tokens": train_tokens,
@@ -199,17 +202,6 @@ def _model(args, precision, torch):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, config)
-
-
-def _mix_replay(args, samples, report, tokenizer, cache, log):
-    """Add samples drawn from the main dataset so that they are ``replay`` of the mix. The draw is
-    seeded by the new data, so each night replays a different part of the main set."""
-    source = args.replay_dataset or load_config(None).paths.data
-    main, main_report = load_samples(source, tokenizer, args.max_seq_length, args.overlong, args.skip_bad, cache, log)
-    want = min(len(main), round(len(samples) * args.replay / (1 - args.replay)))
-    night = int(hashlib.sha256(json.dumps(report.files, sort_keys=True).encode()).hexdigest()[:8], 16)
-    picks = np.random.default_rng([args.seed, night]).choice(len(main), size=want, replace=False)
-    return samples + [main[i] for i in sorted(picks)], want, main_report.files
 
 
 def _save_adapter(model, args, report, result, counts: dict, parent: str, started: float, losses: list) -> None:

@@ -37,8 +37,13 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("deploy", "stages.deploy_ollama", "Deploy to Ollama", "ollama", "--tag", "quantize", "--gguf"),
     StageSpec("verify", "stages.verify", "Verify and promote", "verified", "--model", "deploy", "--model"),
 )
-BY_NAME = {spec.name: spec for spec in STAGES}
-NAMES = tuple(spec.name for spec in STAGES)
+# Stages outside the pipeline, run on their own (`w4tui run eval`, `w4tui eval`).
+EXTRA: tuple[StageSpec, ...] = (
+    StageSpec("eval", "stages.evaluate", "Evaluate quantizations", "eval", "--output", "quantize", "--gguf"),
+)
+BY_NAME = {spec.name: spec for spec in STAGES + EXTRA}
+NAMES = tuple(spec.name for spec in STAGES)  # the pipeline, in order
+RUNNABLE = NAMES + tuple(spec.name for spec in EXTRA)
 
 
 def stamp(now: float | None = None) -> str:
@@ -109,6 +114,10 @@ def default_args(stage: str, config: Config, input_path: str | None, build: str)
         return ["--gguf", _need(stage, input_path), "--tag", tag]
     if stage == "verify":
         return ["--model", _need(stage, input_path), "--promote"]
+    if stage == "eval":  # the table goes beside the build: <build>-eval.json (stages.evaluate finds the F16)
+        source = _need(stage, input_path)
+        stem = re.sub(r"-(f16|bf16|f32|q\d\w*)$", "", Path(source).name.removesuffix(".gguf"), flags=re.I)
+        return ["--gguf", source, "--output", str(Path(source).with_name(f"{stem}-eval.json"))]
     raise KeyError(stage)
 
 

@@ -1,0 +1,269 @@
+"""Measure what conversion and each quantization cost: perplexity, KL divergence against F16, top-1
+agreement, size and llama.cpp speed, on held-out samples tokenized exactly as training did.
+
+    python -m stages.evaluate --gguf outputs/gguf/BUILD-f16.gguf [--types Q8_0 Q4_K_M] [--data held-out.jsonl]
+
+Rows: the transformers base model with the build's adapter, the F16 GGUF (the reference), then each
+type, quantized into a temporary file (or the build's own file of that type when there is one). The
+scratch files are removed however the eval ends. The table goes to ``BUILD-eval.json`` beside the F16
+GGUF and into the artifact event. Defaults come from [eval].
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from stages.common.errors import StageError
+from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.evaluation import llama_run
+from stages.evaluation import samples as eval_samples
+from stages.evaluation.metrics import Scores
+from stages.evaluation.scratch import Reference, quantize, scratch_dir
+from w4tui import evaltable
+from w4tui.config import EVAL_TYPES
+from w4tui.events import EventWriter
+from w4tui.fsutil import atomic_write_text
+from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
+
+
+def build_parser() -> StageArgumentParser:
+    config = stage_config()
+    e = config.eval
+    p = StageArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--gguf", required=True, type=Path, help="the build: its F16 GGUF, or a quantized GGUF beside it")
+    p.add_argument("--types", nargs="+", choices=EVAL_TYPES, default=e.types, help="default: [eval] types")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=config.base_dir / e.data if e.data else None,
+        help="held-out JSONL (default: [eval] data, else the training run's eval split)",
+    )
+    p.add_argument("--adapter", type=Path, help="default: the adapter the GGUF names (w4tui.adapter)")
+    p.add_argument("--base_model", type=Path, help="default: the base model the GGUF names (w4tui.base_model)")
+    p.add_argument("--max_tokens", type=int, default=e.max_tokens, help="scored tokens at most ([eval] max_tokens)")
+    p.add_argument(
+        "--no-transformers",
+        dest="transformers",
+        action="store_false",
+        default=e.transformers,
+        help="skip the transformers base+adapter row",
+    )
+    p.add_argument("--threads", type=int, default=e.threads, help="llama.cpp threads (0: its default)")
+    p.add_argument(
+        "--device", choices=["auto", "mps", "cuda", "cpu"], default=config.train.device, help="for the transformers row"
+    )
+    p.add_argument("--output", type=Path, help="the table as JSON (default: BUILD-eval.json beside the F16 GGUF)")
+    return p
+
+
+def find_f16(path: Path) -> tuple[Path, dict]:
+    """The build's unquantized GGUF (``path`` itself, or the F16 beside a quantized one) and its keys."""
+    try:
+        info = read_info(path, tensors=False)
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file", hint="run the convert stage first") from None
+    except NotGGUF as exc:
+        raise StageError(f"{exc} (a readable GGUF file is needed)") from None
+    if info.file_type in UNQUANTIZED:
+        return path, info.kv
+    stem = path.name.removesuffix(".gguf")
+    stem = stem[: -len(info.file_type) - 1] if stem.upper().endswith("-" + info.file_type) else stem
+    for suffix in ("-f16", "-bf16", "-f32"):
+        candidate = path.with_name(stem + suffix + ".gguf")
+        if candidate.is_file():
+            return find_f16(candidate)
+    raise StageError(
+        f"{path} is {info.file_type}; its F16 GGUF ({stem}-f16.gguf) is not beside it",
+        hint="pass the F16 GGUF the convert stage wrote with --gguf",
+    )
+
+
+def _lineage(args, kv: dict) -> tuple[Path | None, Path | None]:
+    base = args.base_model or (Path(kv["w4tui.base_model"]) if kv.get("w4tui.base_model") else None)
+    adapter = args.adapter or (Path(kv["w4tui.adapter"]) if kv.get("w4tui.adapter") else None)
+    if base is not None and not (base / "config.json").is_file():
+        raise StageError(
+            f"{base}: the base model of this build is not there (no config.json)", hint="pass --base_model DIR"
+        )
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise StageError(f"{adapter}: the adapter of this build is not there", hint="pass --adapter DIR")
+    return base, adapter
+
+
+def load_data(args, base: Path | None, adapter: Path | None, events: EventWriter):
+    if base is None:
+        raise StageError(
+            "this GGUF names no base model (w4tui.base_model), so it cannot be tokenized as training did",
+            hint="pass --base_model DIR",
+        )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    log = lambda message: events.log(message, level="warning")  # noqa: E731
+    if args.data:
+        t = stage_config().train
+        if adapter is not None and (adapter / eval_samples.RECORD).is_file():
+            run = eval_samples.training_args(adapter)
+            t = run  # the run's own length settings, so samples are cut where training cut them
+        return eval_samples.from_files(args.data, tokenizer, t.max_seq_length, t.overlong, log)
+    if adapter is None:
+        raise StageError(
+            "this build has no adapter, so there is no training eval split to score",
+            hint="set [eval] data (or --data) to a JSONL file of held-out samples",
+        )
+    return eval_samples.train_eval_split(adapter, tokenizer, log)
+
+
+def body(args, events: EventWriter) -> dict:
+    if args.max_tokens <= 0:
+        raise StageError(f"--max_tokens must be greater than 0 (got {args.max_tokens})")
+    started = time.perf_counter()
+    f16, kv = find_f16(args.gguf)
+    output = args.output or evaltable.eval_path(f16)
+    base, adapter = _lineage(args, kv)
+    data = load_data(args, base, adapter, events)
+    data, left_out = eval_samples.cap_tokens(data, args.max_tokens)
+    events.log(
+        f"{data.scored_tokens} scored tokens in {len(data.samples)} samples of {data.source}"
+        + (f" ({left_out} more samples left out by [eval] max_tokens)" if left_out else "")
+    )
+    rows: list[dict] = []
+    steps = len(data.samples) * (len(args.types) + 1 + bool(args.transformers))
+    done = 0
+
+    def advance(message: str):
+        nonlocal done
+        done += 1
+        events.progress(done, steps, "samples", message=message)
+
+    if args.transformers:
+        from stages.evaluation import hf_row
+
+        row = {"name": "transformers", "kind": "transformers", "adapter": str(adapter) if adapter else None}
+        row.update(hf_row.perplexity(base, adapter, data.samples, args.device, lambda i: advance("transformers")))
+        rows.append(row)
+    with scratch_dir(f16.parent) as tmp:
+        n_ctx = llama_run.context_for(data.samples)
+        row, reference = _score(_file_type(f16) or "F16", f16, data.samples, n_ctx, args.threads, advance, None, tmp)
+        rows.append(row)
+        for qtype in args.types:
+            rows.append(_quantized_row(qtype, f16, data.samples, n_ctx, args, advance, reference, tmp, events))
+    doc = {
+        "version": evaltable.VERSION,
+        "build": evaltable.build_stem(f16),
+        "f16": str(f16.resolve()),
+        "created": time.time(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "data": {
+            "source": data.source,
+            "files": data.files,
+            "samples": len(data.samples),
+            "scored_tokens": data.scored_tokens,
+            "left_out_samples": left_out,
+        },
+        "adapter": str(adapter) if adapter else None,
+        "base_model": str(base) if base else None,
+        "rows": rows,
+    }
+    atomic_write_text(output, json.dumps(doc, indent=1) + "\n")
+    for line in evaltable.format_table(doc):
+        events.log(line)
+        print(line, flush=True)
+    flat = {f"{r['name']}_{k}": r.get(k) for r in rows for k in ("ppl", "kl_mean", "kl_p99", "top1", "bytes")}
+    events.artifact(output.resolve(), "eval", parent=str(f16.resolve()), types=list(args.types), **flat)
+    return {
+        "report": str(output.resolve()),
+        "samples": len(data.samples),
+        "scored_tokens": data.scored_tokens,
+        "seconds": doc["seconds"],
+    }
+
+
+def _score(
+    name: str, path: Path, samples, n_ctx: int, threads: int, advance, reference: Reference | None, tmp: Path
+) -> tuple[dict, Reference]:
+    """Score one GGUF against ``reference``; without one, this GGUF is the reference and is stored."""
+    started = time.perf_counter()
+    llm = llama_run.load(path, n_ctx, threads)
+    is_reference = reference is None
+    scores = Scores()
+    try:
+        if reference is None:
+            counts = [len(llama_run.scored_positions(s.labels)[1]) for s in samples]
+            reference = Reference(tmp, counts, llm.n_vocab())
+        for i, sample in enumerate(samples):
+            logits, targets = llama_run.scored_logits(llm, sample)
+            if is_reference:
+                reference.put(i, logits)
+            scores.add(logits, targets, reference.get(i))
+            advance(name)
+    finally:
+        llm.close()
+    figures = llama_run.speed(path, [int(t) for t in samples[0].ids], threads)
+    row = {
+        "name": name,
+        "kind": "gguf",
+        "reference": is_reference,
+        "bytes": path.stat().st_size,
+        **scores.summary(),
+        **figures,
+        "eval_s": round(time.perf_counter() - started, 3),
+    }
+    return row, reference
+
+
+def _quantized_row(
+    qtype: str, f16: Path, samples, n_ctx: int, args, advance, reference: Reference, tmp: Path, events: EventWriter
+) -> dict:
+    """The build's own file of this type when the quantize stage made one, else a temporary one."""
+    own = f16.with_name(f"{evaltable.build_stem(f16)}-{qtype}.gguf")  # the quantize stage's name for it
+    quantize_s = 0.0
+    if own.is_file() and _file_type(own) == qtype:
+        path, temporary = own, False
+        events.log(f"{qtype}: scoring the build's own {own.name}")
+    else:
+        path, temporary = tmp / f"{qtype}.gguf", True
+        events.log(f"{qtype}: quantizing {f16.name} into a temporary file")
+        started = time.perf_counter()
+        quantize(_quantizer(), f16, path, qtype, args.threads)
+        quantize_s = time.perf_counter() - started
+    try:
+        row, _ = _score(qtype, path, samples, n_ctx, args.threads, advance, reference, tmp)
+    finally:
+        if temporary:
+            path.unlink(missing_ok=True)  # free the disk before the next type
+    row.update(
+        file=None if temporary else str(own.resolve()),
+        quantize_s=round(quantize_s, 3),
+        seconds=round(row["eval_s"] + quantize_s, 3),
+    )
+    return row
+
+
+def _file_type(path: Path) -> str | None:
+    try:
+        return read_info(path, tensors=False).file_type
+    except (OSError, NotGGUF):
+        return None
+
+
+def _quantizer() -> list[str]:
+    from stages.quantize import find_backend
+
+    backend = find_backend(stage_config().tools.llama_quantize)
+    if backend is None:
+        raise StageError("no llama.cpp quantizer found for the temporary files", hint="pip install llama-cpp-python")
+    return backend.command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the eval stage; see the module docstring."""
+    return run_main("eval", build_parser, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

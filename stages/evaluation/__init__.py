@@ -1,0 +1,1 @@
+"""The eval stage's library: llama.cpp logits, the metrics, the transformers row, temporary quantizations."""

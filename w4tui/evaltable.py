@@ -1,0 +1,93 @@
+"""The eval table (eval.json, written by the eval stage) as text: the CLI prints it, the TUI shows it.
+Standard library only.
+
+    type            size      ppl    Δppl  KL mean   KL p99  top-1  prompt t/s  gen t/s     s
+    transformers       -  12.3456       -        -        -      -           -        -   3.1
+    F16           15.2 GB  12.3460  +0.00%  0.00000  0.00000 100.0%         410     12.1  40.2
+    Q4_K_M         4.7 GB  12.5900  +1.98%  0.01870  0.16000  93.1%         380     21.5  61.0
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+VERSION = 1
+HEAD = ("type", "size", "ppl", "Δppl", "KL mean", "KL p99", "top-1", "prompt t/s", "gen t/s", "s")
+WIDTHS = (12, 9, 11, 8, 8, 8, 7, 10, 8, 7)
+
+
+def read(path: str | Path) -> dict | None:
+    """The eval document, or None when it is missing, unreadable or of another version."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (
+        doc if isinstance(doc, dict) and doc.get("version") == VERSION and isinstance(doc.get("rows"), list) else None
+    )
+
+
+def build_stem(f16: str | Path) -> str:
+    """The build's name: the F16 GGUF's file name without ``-f16.gguf`` (as the convert stage names it)."""
+    stem = Path(f16).name.removesuffix(".gguf")
+    for suffix in ("-f16", "-bf16", "-f32", "-F16", "-BF16", "-F32"):
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+def eval_path(f16: str | Path) -> Path:
+    """Where the eval of a build lives: beside its F16 GGUF, ``<build>-eval.json``."""
+    return Path(f16).with_name(f"{build_stem(f16)}-eval.json")
+
+
+def human_bytes(n: float | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "-"
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def row_cells(row: dict, f16_ppl: float | None) -> tuple[str, ...]:
+    ppl = row.get("ppl")
+    delta = "-" if ppl is None or not f16_ppl or row.get("kind") != "gguf" else f"{(ppl / f16_ppl - 1) * 100:+.2f}%"
+    top1 = row.get("top1")
+    return (
+        row["name"],
+        human_bytes(row.get("bytes")),
+        _num(ppl, ".4f"),
+        delta,
+        _num(row.get("kl_mean"), ".5f"),
+        _num(row.get("kl_p99"), ".5f"),
+        "-" if top1 is None else f"{top1 * 100:.1f}%",
+        _num(row.get("prompt_tps"), ".1f"),
+        _num(row.get("gen_tps"), ".1f"),
+        _num(row.get("seconds"), ".1f"),
+    )
+
+
+def f16_ppl(doc: dict) -> float | None:
+    return next((r.get("ppl") for r in doc["rows"] if r.get("reference")), None)
+
+
+def format_table(doc: dict) -> list[str]:
+    reference = f16_ppl(doc)
+    lines = [_line(HEAD)]
+    lines += [_line(row_cells(row, reference)) for row in doc["rows"]]
+    data = doc.get("data", {})
+    lines.append(
+        f"{data.get('scored_tokens', '?')} scored tokens of {data.get('source', '?')}; "
+        f"{doc.get('seconds', 0):.0f} s in all"
+    )
+    return lines
+
+
+def _line(cells) -> str:
+    return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, WIDTHS))).rstrip()
