@@ -140,3 +140,22 @@ def test_no_subprocess_at_import_or_construction():
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_ollama_ps_against_the_stand_in():
+    from ollama_standin import OllamaStandIn
+
+    with OllamaStandIn() as server:
+        server.add_library_model()
+        assert sm.ollama_ps(server.url) == []
+        server.load("qwen2.5-coder:7b-instruct-q4_K_M")
+        (model,) = sm.ollama_ps(server.url)
+    assert model["model"] == "qwen2.5-coder:7b-instruct-q4_K_M"
+    assert model["size"] > 0 and model["size_vram"] == model["size"] and model["expires_at"]
+
+
+def test_ollama_ps_down_is_a_note():
+    with pytest.raises(ToolProblem, match=r"Ollama is not reachable at http://127\.0\.0\.1:9"):
+        sm.ollama_ps("http://127.0.0.1:9")
+    s = MachineSampler(system="Linux", ollama=lambda: sm.ollama_ps("http://127.0.0.1:9")).sample()
+    assert s.ollama is None and s.notes["ollama"] == "Ollama is not reachable at http://127.0.0.1:9"

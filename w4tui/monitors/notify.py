@@ -12,7 +12,6 @@ import logging
 import platform
 import subprocess
 import time
-import urllib.request
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,8 @@ def send(title: str, body: str, url: str = "", desktop: bool = True, system: str
         except OSError as exc:
             log.warning("osascript: %s", exc)
     if url:
+        import urllib.request  # not at import: the TUI imports this module for EndWatch, early
+
         request = urllib.request.Request(
             url,
             data=body.encode("utf-8"),

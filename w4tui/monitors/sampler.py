@@ -40,6 +40,28 @@ def run_tool(argv: list[str], timeout: float = TIMEOUT_S) -> str:
     return done.stdout
 
 
+def ollama_ps(host: str, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """Ollama's loaded models from GET /api/ps (server/routes.go PsHandler: {"models": [{"name", "model",
+    "size", "size_vram", "expires_at", ...}]}), with the standard library: asking every few seconds must
+    not cost the TUI an HTTP client (httpx builds an SSL context per client)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + "/api/ps", timeout=timeout) as response:
+            data = json.loads(response.read(1 << 20))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
+            raise ToolProblem(f"Ollama is not reachable at {host}") from None
+        raise ToolProblem(f"Ollama at {host}: {reason}") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise ToolProblem(f"Ollama at {host}: unexpected /api/ps answer")
+    return [m for m in models if isinstance(m, dict)]
+
+
 @dataclass(frozen=True)
 class MachineSample:
     time: float

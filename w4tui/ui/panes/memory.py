@@ -9,6 +9,7 @@ bars, sparklines and the chart are left out first. Bytes are GB of 10^9.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 
@@ -53,6 +54,7 @@ class MemoryPane(Pane, can_focus=True):
         self._backfilled = False
         self._ollama_at = float("-inf")
         self._ollama_models = None
+        self._delivered = None  # the last machine sample handed to the UI
 
     def compose(self) -> ComposeResult:
         yield Static(id="memory-body")
@@ -106,17 +108,22 @@ class MemoryPane(Pane, can_focus=True):
             from w4tui.monitors.sampler import MachineSampler
 
             self.machine_sampler = MachineSampler(ollama=self._ollama_models_now)
-        self.deliver("machine", self.machine_sampler.sample())
+        sample = self.machine_sampler.sample()
+        previous = self._delivered
+        if previous is None or dataclasses.replace(sample, time=previous.time) != previous:
+            self._delivered = sample  # nothing changed (most rounds on Linux): no message, no repaint
+            self.deliver("machine", sample)
 
     def _ollama_models_now(self) -> list[dict]:
         """/api/ps, asked every OLLAMA_S (a failure is asked again next round)."""
         now = time.monotonic()
         if self._ollama_models is None or now - self._ollama_at >= OLLAMA_S:
-            from w4tui import ollama_client
+            from w4tui.monitors.sampler import ollama_ps
+            from w4tui.ollama_client import host
 
             self._ollama_at = now
             self._ollama_models = None
-            self._ollama_models = ollama_client.running(self.app.config)
+            self._ollama_models = ollama_ps(host(self.app.config))
         return self._ollama_models
 
     # -- results (UI thread) -----------------------------------------------------------------
