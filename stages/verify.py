@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stages.common.errors import StageError
 from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.ollama import regression
 from stages.ollama.checks import problems
 from w4tui import ollama_client as oc
 from w4tui.events import ENV_EVENTS, EventWriter
@@ -111,7 +112,7 @@ def body(args, events: EventWriter) -> dict:
     config = stage_config()
     prompts = args.prompts or config.verify.prompts
     expect = expectations(config, prompts, args.expect)
-    results, failures = [], []
+    results, failures, guard = [], [], None
     try:
         oc.show(config, args.model)  # a clear "not found" before any prompt
         for i, prompt in enumerate(prompts):
@@ -136,6 +137,11 @@ def body(args, events: EventWriter) -> dict:
             )
             print(f"--- {prompt}\n{result['answer']}\n", flush=True)  # the answers, for output.log
         events.progress(len(prompts), len(prompts), "prompts")
+        # The forgetting guard (stages/ollama/regression.py), on every build that answers well: with
+        # --promote, a score more than [verify] max_regression below latest's blocks the promotion.
+        guard = regression.guard(config, args.model, events) if not failures else None
+        if guard and guard["blocked"] and args.promote:
+            failures.append(regression.blocked_message(guard, config.verify.max_regression))
         passed = not failures
         promoted = oc.promote(config, args.model) if passed and args.promote else None
         if promoted:
@@ -162,6 +168,7 @@ def body(args, events: EventWriter) -> dict:
         tokens_per_second=first["tokens_per_s"],
         load_s=first["load_s"],
         **figures,
+        **regression.fields(guard),
     )
     if not passed:
         raise StageError(
