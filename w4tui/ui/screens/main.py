@@ -18,6 +18,7 @@ from w4tui.ui.panes.artifacts import ArtifactsPane
 from w4tui.ui.panes.logs import LogsPane
 from w4tui.ui.panes.memory import MemoryPane
 from w4tui.ui.panes.ollama import OllamaPane
+from w4tui.ui.panes.schedule import SchedulePane
 from w4tui.ui.panes.stages import StagesPane
 from w4tui.ui.panes.training import TrainingPane
 from w4tui.ui.sources.runs import RunInfo, RunsWatcher
@@ -28,7 +29,7 @@ LATER_S = 0.4  # panes not on the first screen are mounted this long after it
 FIRST_POLL_S = 0.08
 WIDE = (120, 34)  # from this size on, several panes share the screen
 ALWAYS_WIDE = ("training", "memory", "stages")
-PANES = ("training", "memory", "artifacts", "ollama", "stages", "logs")
+PANES = ("training", "memory", "artifacts", "ollama", "stages", "logs", "schedule")
 
 
 class PaneBar(Static):
@@ -40,19 +41,25 @@ class PaneBar(Static):
 
     def show(self, screen: MainScreen) -> None:
         parts = []
+        live = [r for r in screen.runs if r.live]
+        status = (
+            f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live else "[$text-muted]idle[/]"
+        )
+        width = self.app.size.width
+        titles = {p.PANE_ID: p.TITLE if width >= 100 else p.SHORT for p in screen.panes()}
+        status_len = len(", ".join(r.stage for r in live)) + 10 if live else 4
+        if sum(len(t) + 4 for t in titles.values()) + 3 + status_len > width:
+            # Too narrow for every name and the status: the other panes by key only, the status stays.
+            titles = {k: (t if k == screen.active else "") for k, t in titles.items()}
         for pane in screen.panes():
             style = (
                 "bold reverse $primary"
                 if pane.PANE_ID == screen.active
                 else ("bold" if pane.display else "$text-muted")
             )
-            title = pane.TITLE if self.app.size.width >= 100 else pane.SHORT
-            parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY} {title} [/]")
-        live = [r for r in screen.runs if r.live]
-        status = (
-            f"[bold $accent]▶ {escape(', '.join(r.stage for r in live))} running[/]" if live else "[$text-muted]idle[/]"
-        )
-        self.update(Content.from_markup(" ".join(parts) + "   " + status))
+            title = f" {titles[pane.PANE_ID]}" if titles[pane.PANE_ID] else ""
+            parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY}{title} [/]")
+        self.update(Content.from_markup("".join(parts) + " " + status))
 
 
 class ReadyFooter(Footer):
@@ -89,6 +96,7 @@ class MainScreen(Mailbox, Screen):
     }
     MainScreen.-wide #training { column-span: 2; }
     MainScreen.-wide #artifacts, MainScreen.-wide #ollama, MainScreen.-wide #logs { column-span: 2; }
+    MainScreen.-wide #schedule { column-span: 2; }
     """
     BINDINGS = [
         *[
@@ -120,6 +128,7 @@ class MainScreen(Mailbox, Screen):
                 OllamaPane(),
                 StagesPane(),
                 LogsPane(),
+                SchedulePane(),
             )
         }
         first = self._shown(self._is_wide(self.app.size))
@@ -254,6 +263,13 @@ class MainScreen(Mailbox, Screen):
     @on(StagesPane.CancelRequested)
     def _cancel_requested(self, message: StagesPane.CancelRequested) -> None:
         self.cancel(message.run, message.others)
+
+    @on(SchedulePane.ShowLogs)
+    def _show_night_logs(self, message: SchedulePane.ShowLogs) -> None:
+        run = next((r for r in self.runs if r.id == message.run_id), None)
+        if run is not None:
+            self.action_show_pane("logs")
+            self.pane("logs").select(run)
 
     @on(StagesPane.ShowLogs)
     def _show_logs(self, message: StagesPane.ShowLogs) -> None:

@@ -1,0 +1,123 @@
+"""The Schedule pane on the recorded workspace with a few recorded nights: the history, a failed night's
+error line, the run-now key starting a real night (skipped: no data in the workspace), pause/resume,
+and a snapshot at 80x24."""
+
+from __future__ import annotations
+
+import pytest
+import tui_workspace as ws
+from textual.widgets import DataTable, Static
+from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, text_of, until, utc  # noqa: F401
+
+from w4tui.nightly.ledger import Ledger
+
+DAY = 86400
+
+
+def record_nights(config) -> None:
+    ledger = Ledger.open(config)
+    t = ws.NOW - 2 * DAY
+    steps = [
+        {"step": s, "run": f"r-{s}", "started": t + 60 * i, "ended": t + 60 * i + 50, "status": "succeeded"}
+        for i, s in enumerate(("train", "convert", "quantize", "deploy", "verify"))
+    ]
+    ledger.claim_night(
+        "scheduled-a",
+        scheduled_for=t,
+        trigger="schedule",
+        started=t,
+        ended=t + 300,
+        outcome="promoted",
+        data_file="/in/incremental_2025-11-24.jsonl",
+        samples=48,
+        build="nightly-a",
+        steps=steps,
+    )
+    failed = [dict(s) for s in steps[:2]]
+    failed[-1]["status"] = "failed"
+    ledger.claim_night(
+        "scheduled-b",
+        scheduled_for=t + DAY,
+        trigger="schedule",
+        started=t + DAY,
+        ended=t + DAY + 120,
+        outcome="failed",
+        failed_step="convert",
+        data_file="/in/incremental_2025-11-25.jsonl",
+        samples=52,
+        build="nightly-b",
+        steps=failed,
+        error="/models/base already has an adapter merged in (w4tui_merge.json)",
+    )
+    ledger.claim_night(
+        "scheduled-c",
+        scheduled_for=t + 2 * DAY - 3600,
+        trigger="schedule",
+        started=t + 2 * DAY,
+        ended=t + 2 * DAY,
+        outcome="missed",
+        reason="missed: 13.0 h late, beyond the 12 h grace",
+    )
+    ledger.close()
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_history_and_a_failed_nights_error(recorded):
+    record_nights(recorded)
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("7")
+        pane = app.screen.query_one("#schedule")
+        table = pane.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 3, what="the nights")
+        assert [str(table.get_cell_at((r, 1))) for r in range(3)] == ["missed", "failed", "promoted"]
+        assert "train 50s, convert 50s" in str(table.get_cell_at((2, 3)))
+        head = text_of(pane.query_one("#schedule-head", Static))
+        assert "schedule disabled" in head and "nobody holds the scheduler" in head
+        table.move_cursor(row=1)
+        detail = pane.query_one("#night-detail", Static)
+        await until(pilot, lambda: "already has an adapter merged in" in text_of(detail), what="the error line")
+        assert "failed at convert" in text_of(detail)
+
+
+async def test_run_now_starts_a_night_and_pause_toggles(recorded):
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("7")
+        pane = app.screen.query_one("#schedule")
+        await until(pilot, lambda: pane.status is not None, what="the schedule")
+        pane.query_one(DataTable).focus()
+        await pilot.press("n")
+        await until(pilot, lambda: any("night started" in n for n in notifications(app)), what="the night to start")
+        nights = lambda: Ledger.open(recorded).nights()  # noqa: E731
+        await until(pilot, lambda: nights() and nights()[0]["outcome"] == "skipped", timeout=30, what="the night")
+        assert "no new data" in nights()[0]["reason"]
+        await pilot.press("p")
+        await until(pilot, lambda: Ledger.open(recorded).flag("paused") is not None, what="paused")
+        pane.poke("schedule")
+        await until(
+            pilot,
+            lambda: (
+                "paused" in text_of(pane.query_one("#schedule-head", Static))
+                or "disabled" in text_of(pane.query_one("#schedule-head", Static))
+            ),
+            what="the head",
+        )
+        await pilot.press("p")
+        await until(pilot, lambda: Ledger.open(recorded).flag("paused") is None, what="resumed")
+        await settle(pilot)
+
+
+def test_schedule_pane_80x24(snap_compare, recorded):
+    record_nights(recorded)
+
+    async def run_before(pilot):
+        await pilot.press("7")
+        pane = pilot.app.screen.query_one("#schedule")
+        await until(pilot, lambda: pane.query_one(DataTable).row_count == 3, what="the nights")
+        await until(pilot, lambda: "missed" in text_of(pane.query_one("#night-detail", Static)), what="the detail")
+        await settle(pilot, rounds=4)
+
+    assert snap_compare(make_app(recorded), terminal_size=(80, 24), run_before=run_before)

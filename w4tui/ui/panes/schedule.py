@@ -1,0 +1,225 @@
+"""Schedule: the next night (or disabled / paused / who holds the scheduler), the night in progress and
+its step, and the history of nights. Keys: run a night now, pause/resume, skip the next night, logs.
+
+This TUI runs the scheduler itself when the schedule is enabled and no daemon holds it (it retries,
+so it takes over from a holder that died); otherwise it shows the schedule read-only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from w4tui.ui.sources import fmt
+from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.status import resolve
+
+POLL_S = 2.0
+OUTCOME_STYLE = {
+    "promoted": "$success",
+    "skipped": "$text-muted",
+    "failed": "bold $error",
+    "crashed": "bold $error",
+    "missed": "$warning",
+    "running": "bold $accent",
+    "starting": "$accent",
+    "cancelled": "$warning",
+}
+
+
+class SchedulePane(Pane):
+    PANE_ID, TITLE, KEY = "schedule", "Schedule", "7"
+    SHORT = "Sched"
+    DEFAULT_CSS = """
+    SchedulePane #schedule-head { height: auto; }
+    SchedulePane DataTable { height: auto; max-height: 12; overflow-x: hidden; margin-top: 1; }
+    SchedulePane #night-detail { height: 1fr; margin-top: 1; }
+    """
+    BINDINGS = [
+        Binding("n", "run_now", "Run night now", id="schedule.run_now", tooltip="Start tonight's build now (detached)"),
+        Binding("p", "pause", "Pause/resume", id="schedule.pause", tooltip="Pause or resume the scheduled nights"),
+        Binding("k", "skip", "Skip next", id="schedule.skip", tooltip="Skip the next scheduled night only"),
+        Binding("l", "logs", "Logs", id="schedule.logs", tooltip="Show the chosen night's run in the Logs pane"),
+    ]
+
+    class ShowLogs(Message):
+        def __init__(self, run_id: str) -> None:
+            super().__init__()
+            self.run_id = run_id
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: dict | None = None
+        self.scheduler = None
+        self._keys: tuple = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static("reading the schedule…", id="schedule-head")
+        table = DataTable(cursor_type="row", id="nights-table")
+        for key, width in (("when", 11), ("outcome", 12), ("data", 24), ("steps", 26), ("build", 24)):
+            table.add_column(key, key=key, width=width)
+        yield table
+        yield Static(id="night-detail")
+
+    def on_mount(self) -> None:
+        self.run_loop("schedule", self._poll, POLL_S, shared=False)
+
+    def on_unmount(self) -> None:
+        super().on_unmount()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+
+    # -- in the loop's thread ---------------------------------------------------------------
+    def _poll(self) -> None:
+        from w4tui.nightly.ledger import Ledger
+        from w4tui.nightly.status import schedule_status
+
+        config = self.app.config
+        if config.schedule.enabled and self.scheduler is None:
+            from w4tui.nightly.scheduler import NightScheduler
+
+            self.scheduler = NightScheduler(config, kind="tui")
+        if self.scheduler is not None and not self.scheduler.sched.running:
+            self.scheduler.start()  # False while a daemon holds it: tried again next round
+        ledger = Ledger.open(config)
+        try:
+            status = schedule_status(config, ledger)
+        finally:
+            ledger.close()
+        status["mine"] = self.scheduler is not None and self.scheduler.sched.running
+        self.deliver("status", status)
+
+    # -- data down -------------------------------------------------------------------------
+    def show_status(self, status: dict) -> None:
+        from w4tui.nightly.status import describe_next, step_durations
+
+        self.status = status
+        app, muted = self.app, resolve("$text-muted", self.app)
+        head = Text(describe_next(status))
+        holder = "this TUI holds the scheduler" if status.get("mine") else status["holder_text"]
+        head.append(f"   {holder}", muted)
+        current = status["current"]
+        if current:
+            head.append(f"\n▶ night {current['key']} at {current.get('step') or 'start'}", resolve("bold $accent", app))
+        self.query_one("#schedule-head", Static).update(head)
+        table = self.query_one(DataTable)
+        keys = tuple((n["key"], n["outcome"], n.get("step"), len(n.get("steps") or [])) for n in status["nights"])
+        if keys != self._keys:
+            self._keys = keys
+            row = table.cursor_row
+            table.clear()
+            for night in status["nights"]:
+                when = night.get("scheduled_for") or night.get("started")
+                data = night.get("data_file") or ""
+                data = f"{data.rsplit('/', 1)[-1]} ({night.get('samples') or 0})" if data else "-"
+                outcome = Text(night["outcome"], style=resolve(OUTCOME_STYLE.get(night["outcome"], ""), app))
+                table.add_row(
+                    time.strftime("%m-%d %H:%M", time.localtime(when)),
+                    outcome,
+                    data,
+                    step_durations(night) or "-",
+                    night.get("build") or "-",
+                    key=night["key"],
+                )
+            if status["nights"]:
+                table.move_cursor(row=min(max(row, 0), len(status["nights"]) - 1))
+        self._detail()
+
+    def selected(self) -> dict | None:
+        nights = (self.status or {}).get("nights") or []
+        if not nights:
+            return None
+        return nights[min(max(self.query_one(DataTable).cursor_row, 0), len(nights) - 1)]
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._detail()
+
+    def _detail(self) -> None:
+        night = self.selected()
+        if night is not None:
+            self._load_detail(night)
+        else:
+            self.query_one("#night-detail", Static).update(Text("No nights yet. n runs one now.", "dim"))
+
+    @work(thread=True, exclusive=True, group="night-detail", exit_on_error=False, description="read night detail")
+    def _load_detail(self, night: dict) -> None:
+        from w4tui.runs.runner import RunError
+
+        tail: list[str] = []
+        failed = next(
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+        )
+        try:
+            if failed or night.get("run"):
+                tail = self.app.runner.get(failed["run"] if failed else night["run"]).log_tail(10)
+        except RunError:
+            pass
+        self.deliver("detail", (night, tail))
+
+    def show_detail(self, value: tuple) -> None:
+        night, tail = value
+        app, muted = self.app, resolve("$text-muted", self.app)
+        text = Text(f"{night['key']}  {night['outcome']}", "bold")
+        if night.get("failed_step"):
+            text.append(f" at {night['failed_step']}", resolve("bold $error", app))
+        if night.get("error"):
+            text.append(f"\nerror: {night['error']}", resolve("bold $error", app))
+        elif night.get("reason"):
+            text.append(f"\n{night['reason']}", muted)
+        if night.get("parent_adapter"):
+            text.append(f"\nparent {fmt.path(night['parent_adapter'], app.config.base_dir)}", muted)
+        if tail:
+            text.append("\n-- last lines of the log --\n", muted)
+            text.append("\n".join(tail))
+        self.query_one("#night-detail", Static).update(text)
+
+    # -- actions ---------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="schedule-action", exit_on_error=False, description="start a night")
+    def action_run_now(self) -> None:
+        from w4tui.nightly.scheduler import start_night
+        from w4tui.runs.runner import RunError
+
+        try:
+            run = start_night(self.app.config, f"now-{time.strftime('%Y%m%d-%H%M%S')}")
+        except RunError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="warning")
+            return
+        self.app.call_from_thread(self.notify, f"night started: run {run.id}; it keeps running if you quit")
+        self.poke("schedule")
+
+    @work(thread=True, exclusive=True, group="schedule-action", exit_on_error=False, description="pause the schedule")
+    def action_pause(self) -> None:
+        self._control("resume" if (self.status or {}).get("paused") else "pause")
+
+    @work(thread=True, exclusive=True, group="schedule-action", exit_on_error=False, description="skip a night")
+    def action_skip(self) -> None:
+        self._control("skip")
+
+    def _control(self, what: str) -> None:
+        from w4tui.nightly.cli import set_control
+        from w4tui.nightly.ledger import Ledger
+
+        ledger = Ledger.open(self.app.config)
+        try:
+            message = set_control(self.app.config, ledger, what)
+        finally:
+            ledger.close()
+        self.app.call_from_thread(self.notify, message)
+        self.poke("schedule")
+
+    def action_logs(self) -> None:
+        night = self.selected()
+        if night is None or not night.get("run"):
+            self.notify("this night has no run to show", severity="warning")
+            return
+        failed = next(
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+        )
+        self.post_message(self.ShowLogs(failed["run"] if failed else night["run"]))
