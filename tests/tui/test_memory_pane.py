@@ -167,3 +167,37 @@ async def test_a_run_that_ends_rings_the_bell_and_shows_a_toast(recorded):
         await settle(pilot)
     toasts = [n for n in notifications(app)[before:] if run.id in n]
     assert toasts == [f"convert succeeded ({run.id})"] and bells == [1]
+
+
+@pytest.mark.anyio
+async def test_the_live_trainings_machine_warnings_are_shown(recorded, tmp_path):
+    from types import SimpleNamespace
+
+    from w4tui.events import EventWriter
+
+    events = tmp_path / "events.jsonl"
+    writer = EventWriter("train", events, "run-t")
+    writer.metrics(step=1, loss=2.0)
+    app = make(recorded, ScriptedMachine(mac_sample(tui_workspace.NOW)), (120, 36))
+    async with app.run_test(size=(120, 36)) as pilot:
+        pane = await shown(pilot)
+        pane.show_runs((SimpleNamespace(id="run-t", stage="train", live=True, events_path=events),))
+        writer.log(
+            "memory pressure is critical: macOS may kill the training; quit other apps",
+            level="warning",
+            source="monitor",
+        )
+        writer.log("an ordinary line", level="warning")  # not a machine warning
+        pane.poke("machine")
+        await until(pilot, lambda: pane.warnings, what="the warning")
+        await settle(pilot)
+        words = " ".join(" ".join(body(pane)).split())  # the message wraps at 120x36, word by word
+        assert (
+            "warning " in words and "memory pressure is critical: macOS may kill the training; quit other apps" in words
+        )
+        assert "ordinary" not in words
+        assert any("memory pressure is critical" in n.message for n in app._notifications)
+        assert max(len(line) for line in pane._body().plain.splitlines()) <= pane.size.width
+        pane.show_runs(())  # the training ended: its warnings go with it
+        assert pane._watched is None
+    writer.close()

@@ -15,10 +15,19 @@ from collections import deque
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from w4tui.ui.sources import fmt
-from w4tui.ui.sources.system import HISTORY, SystemHistory, SystemSample, gb, machine_rows
+from w4tui.ui.sources.system import (
+    HISTORY,
+    SystemHistory,
+    SystemSample,
+    accelerator_rows,
+    machine_rows,
+    system_rows,
+    warning_rows,
+)
 from w4tui.ui.widgets.chart import LineChart
 from w4tui.ui.widgets.pane import Pane
 from w4tui.ui.widgets.status import resolve, set_text
@@ -36,6 +45,7 @@ class MemoryPane(Pane, can_focus=True):
     PANE_ID, TITLE, KEY = "memory", "Memory & load", "2"
     SHORT = "Memory"
     DEFAULT_CSS = """
+    MemoryPane #memory-scroll { height: auto; max-height: 100%; scrollbar-size-vertical: 1; }
     MemoryPane #memory-body { height: auto; text-wrap: nowrap; }
     MemoryPane #load-chart { margin-top: 1; min-height: 5; }
     """
@@ -55,9 +65,12 @@ class MemoryPane(Pane, can_focus=True):
         self._ollama_at = float("-inf")
         self._ollama_models = None
         self._delivered = None  # the last machine sample handed to the UI
+        self.warnings: list[dict] = []  # the machine warnings (log events) of the live training, newest last
+        self._watched: tuple[str, object] | None = None  # (run id, EventReader) of the live training
 
     def compose(self) -> ComposeResult:
-        yield Static(id="memory-body")
+        with VerticalScroll(id="memory-scroll", can_focus=False):  # on a short terminal it scrolls, never cuts
+            yield Static(id="memory-body")
         yield LineChart(empty="", y_range=(0, 100), id="load-chart", x_format=_ago, y_format=lambda y: f"{y:.0f}%")
 
     def on_mount(self) -> None:
@@ -73,8 +86,11 @@ class MemoryPane(Pane, can_focus=True):
     def on_resize(self, _=None) -> None:
         if self.ready and self.display:  # a hidden pane is drawn when it is shown
             body = self._body()
+            lines = body.plain.count("\n") + 1
+            if lines > self.size.height:  # it will scroll: leave the scrollbar its column
+                body = self._body(self.size.width - 1)
+                lines = body.plain.count("\n") + 1
             set_text(self.query_one("#memory-body", Static), body)
-            lines = str(body.plain).count("\n") + 1
             chart = self.query_one(LineChart)
             show_chart = self.size.height - lines >= CHART_LINES
             if chart.display != show_chart:
@@ -108,11 +124,45 @@ class MemoryPane(Pane, can_focus=True):
             from w4tui.monitors.sampler import MachineSampler
 
             self.machine_sampler = MachineSampler(ollama=self._ollama_models_now)
+        self._read_warnings()
         sample = self.machine_sampler.sample()
         previous = self._delivered
         if previous is None or dataclasses.replace(sample, time=previous.time) != previous:
             self._delivered = sample  # nothing changed (most rounds on Linux): no message, no repaint
             self.deliver("machine", sample)
+
+    def show_runs(self, runs) -> None:
+        """The live training, whose machine warnings (from its supervisor's watch) this pane shows."""
+        train = next((r for r in runs if r.stage == "train" and r.live), None)
+        if train is None:
+            self._watched = None
+        elif self._watched is None or self._watched[0] != train.id:
+            from w4tui.events import EventReader
+
+            self._watched = (train.id, EventReader(train.events_path))
+            self.warnings = []
+            self.poke("machine")
+
+    def _read_warnings(self) -> None:  # in the "machine" loop's thread
+        watched = self._watched
+        if watched is None:
+            return
+        new = [
+            e
+            for e in watched[1].read()
+            if e.get("kind") == "log" and e.get("level") == "warning" and e.get("source") in ("monitor", "preflight")
+        ]
+        if new:
+            self.deliver("warnings", (watched[0], new))
+
+    def show_warnings(self, found: tuple[str, list[dict]]) -> None:
+        run_id, events = found
+        if self._watched is None or self._watched[0] != run_id:
+            return  # a training that has ended since
+        self.warnings = (self.warnings + events)[-2:]
+        for event in events:
+            self.notify(event.get("message", ""), title="training", severity="warning", timeout=10)
+        self.on_resize()
 
     def _ollama_models_now(self) -> list[dict]:
         """/api/ps, asked every OLLAMA_S (a failure is asked again next round)."""
@@ -159,75 +209,28 @@ class MemoryPane(Pane, can_focus=True):
         self.set_subtitle("CPU % ━  RAM % ━")
 
     # -- drawing -----------------------------------------------------------------------------
-    def _body(self) -> Text:
-        self._width = max(20, self.size.width)
-        app = self.app
-        self._muted, self._bar, self._spark = (
-            resolve("$text-muted", app),
-            resolve("$primary", app),
-            resolve("$accent", app),
-        )
-        self._warn, self._bad = resolve("bold $warning", app), resolve("bold $error", app)
-        self._styles = {"value": "bold", "muted": self._muted, "warn": self._warn, "bad": self._bad, "bar": self._bar}
+    def _body(self, width: int | None = None) -> Text:
+        self._width = max(20, self.size.width if width is None else width)
+        styles = {
+            "muted": "$text-muted",
+            "bar": "$primary",
+            "spark": "$accent",
+            "warn": "bold $warning",
+            "bad": "bold $error",
+        }
+        self._styles = {"value": "bold", **{k: resolve(v, self.app) for k, v in styles.items()}}
+        self._muted, self._bar, self._spark = self._styles["muted"], self._styles["bar"], self._styles["spark"]
         text = Text(no_wrap=True, overflow="crop")
-        for label, units, gauge in machine_rows(self.machine, list(self.gpu_history), self.app.clock()):
+        rows = [
+            *warning_rows(self.warnings),
+            *machine_rows(self.machine, list(self.gpu_history), self.app.clock()),
+            *accelerator_rows(self.device, self.accelerator, self.accelerator_history),
+            *system_rows(self.history, self._width >= WIDE_ROW, self._width - LABEL),
+        ]
+        for label, units, gauge in rows:
             self._row(text, label, units, gauge)
-        self._accelerator(text)
-        s = self.history.latest
-        if s is None:
-            self._row(text, "system", [("sampling…", "muted")])
-            return _trim(text)
-        self._row(
-            text,
-            "RAM",
-            [(f"{gb(s.ram_used)} / {gb(s.ram_total)}", "value")],
-            (s.ram_used / s.ram_total if s.ram_total else 0, list(self.history.ram), s.ram_total),
-        )
-        self._row(
-            text,
-            "swap",
-            [(f"{gb(s.swap_used)} / {gb(s.swap_total)}", "value")],
-            (s.swap_used / s.swap_total if s.swap_total else 0, list(self.history.swap), s.swap_total or None),
-        )
-        self._row(
-            text,
-            "CPU",
-            [(f"{s.cpu_total:.0f}%", "value"), (f"of {len(s.cpu)} cores", "muted")],
-            (s.cpu_total / 100, list(self.history.cpu), 100),
-        )
-        if self._width >= WIDE_ROW:
-            cores = "".join(fmt.SPARK[min(7, int(c / 100 * 8))] for c in s.cpu[: self._width - LABEL])
-            self._row(text, "per core", [(cores, "bar")])
-        self._row(
-            text, "load", [(f"{s.load[0]:.2f} {s.load[1]:.2f} {s.load[2]:.2f}", "value"), ("(1/5/15 min)", "muted")]
-        )
-        if s.disk_free is not None:
-            self._row(
-                text,
-                "disk",
-                [
-                    (f"{gb(s.disk_free)} free", "value"),
-                    (f"of {gb(s.disk_total)}", "muted"),
-                    (f"on {s.disk_path}", "muted"),
-                ],
-            )
-        else:
-            self._row(text, "disk", [("free space unknown", "muted")])
-        return _trim(text)
-
-    def _accelerator(self, text: Text) -> None:
-        mem, device = self.accelerator, self.device
-        if not mem:
-            note = "the training runs on the CPU" if device == "cpu" else "comes with a training's metrics"
-            self._row(text, "training", [("accelerator memory", "muted"), (note, "muted")])
-            return
-        limit = mem.get("mem_recommended_max") or mem.get("mem_total")
-        used = mem.get("mem_allocated", 0)
-        units = [(f"{device or 'accel'} alloc", "muted"), (f"{gb(used)} / {gb(limit)}" if limit else gb(used), "value")]
-        self._row(text, "training", units, (used / limit if limit else 0, self.accelerator_history, limit or None))
-        for key, name in (("mem_driver", "driver"), ("mem_reserved", "reserved")):
-            if key in mem:
-                self._row(text, "", [(f"{device or ''} {name}".strip(), "muted"), (gb(mem[key]), "value")])
+        text.rstrip()
+        return text
 
     def _row(self, text: Text, label: str, units: list[tuple[str, str]], gauge=None) -> None:
         """One figure: its label, a bar and sparkline when the row is wide enough, then its parts, which
@@ -269,11 +272,6 @@ def _pieces(unit: str, room: int) -> list[str]:
     """Only a unit longer than a whole line (a long path) is split; anything else is kept whole."""
     room = max(1, room)
     return [unit[i : i + room] for i in range(0, len(unit), room)] or [""]
-
-
-def _trim(text: Text) -> Text:
-    text.rstrip()
-    return text
 
 
 def _ago(minutes: float) -> str:

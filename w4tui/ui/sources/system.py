@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+SPARK = "▁▂▃▄▅▆▇█"  # as w4tui.ui.sources.fmt.SPARK
 HISTORY = 90  # samples kept: 6 minutes at the pane's 4 s interval
 
 
@@ -200,3 +201,77 @@ def _timestamp(value) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def warning_rows(warnings: list[dict]) -> list[tuple[str, list[tuple[str, str]], None]]:
+    """The live training's machine warnings (``log`` events from its supervisor's watch), each whole."""
+    rows = []
+    for event in warnings:
+        when = time.strftime("%H:%M", time.localtime(event.get("time", 0)))
+        rows.append(("warning", [(when, "warn"), *((w, "warn") for w in str(event.get("message", "")).split())], None))
+    return rows
+
+
+def accelerator_rows(device: str | None, mem: dict[str, int], history: list[float]) -> list:
+    """The training's own accelerator memory, from its metrics events."""
+    if not mem:
+        note = "the training runs on the CPU" if device == "cpu" else "comes with a training's metrics"
+        return [("training", [("accelerator memory", "muted"), (note, "muted")], None)]
+    limit = mem.get("mem_recommended_max") or mem.get("mem_total")
+    used = mem.get("mem_allocated", 0)
+    value = f"{gb(used)} / {gb(limit)}" if limit else gb(used)
+    rows = [
+        (
+            "training",
+            [(f"{device or 'accel'} alloc", "muted"), (value, "value")],
+            (used / limit if limit else 0, history, limit or None),
+        )
+    ]
+    for key, name in (("mem_driver", "driver"), ("mem_reserved", "reserved")):
+        if key in mem:
+            rows.append(("", [(f"{device or ''} {name}".strip(), "muted"), (gb(mem[key]), "value")], None))
+    return rows
+
+
+def system_rows(history: SystemHistory, per_core: bool, room: int) -> list:
+    """RAM, swap, CPU (and per core when ``per_core``), load and free disk from the newest sample."""
+    s = history.latest
+    if s is None:
+        return [("system", [("sampling…", "muted")], None)]
+    rows = [
+        (
+            "RAM",
+            [(f"{gb(s.ram_used)} / {gb(s.ram_total)}", "value")],
+            (s.ram_used / s.ram_total if s.ram_total else 0, list(history.ram), s.ram_total),
+        ),
+        (
+            "swap",
+            [(f"{gb(s.swap_used)} / {gb(s.swap_total)}", "value")],
+            (s.swap_used / s.swap_total if s.swap_total else 0, list(history.swap), s.swap_total or None),
+        ),
+        (
+            "CPU",
+            [(f"{s.cpu_total:.0f}%", "value"), (f"of {len(s.cpu)} cores", "muted")],
+            (s.cpu_total / 100, list(history.cpu), 100),
+        ),
+    ]
+    if per_core:
+        rows.append(("per core", [("".join(SPARK[min(7, int(c / 100 * 8))] for c in s.cpu[:room]), "bar")], None))
+    rows.append(
+        ("load", [(f"{s.load[0]:.2f} {s.load[1]:.2f} {s.load[2]:.2f}", "value"), ("(1/5/15 min)", "muted")], None)
+    )
+    if s.disk_free is None:
+        rows.append(("disk", [("free space unknown", "muted")], None))
+    else:
+        rows.append(
+            (
+                "disk",
+                [
+                    (f"{gb(s.disk_free)} free", "value"),
+                    (f"of {gb(s.disk_total)}", "muted"),
+                    (f"on {s.disk_path}", "muted"),
+                ],
+                None,
+            )
+        )
+    return rows
