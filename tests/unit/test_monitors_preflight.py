@@ -51,10 +51,10 @@ class FakeProbe:
     def free_disk(self, path):
         return int(self.free)
 
-    def available_memory(self):
-        return int(self.ram)
+    def memory(self, requested):
+        return ("cpu" if requested == "cpu" else "mps"), int(self.ram), "free RAM"
 
-    def ollama_loaded(self):
+    def ollama_loaded(self, on_gpu=False):
         return int(self.ollama)
 
     def trainings(self):
@@ -203,3 +203,23 @@ def test_download_needs_the_model_less_what_is_already_there(runner, tmp_path):
         preflight.check(runner, "download", ["--repo", "someone/other", "--output", str(out)], probe=FakeProbe(free=0))
         == []
     )  # its size is not known offline
+
+
+def test_on_cuda_the_gpus_free_memory_counts(runner, monkeypatch):
+    from w4tui.monitors.macos import GpuStats
+
+    monkeypatch.setattr(preflight.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(
+        "w4tui.monitors.nvidia.NvidiaProbe.read",
+        lambda self: [GpuStats("NVIDIA L4", 0.0, 1_000_000_000, None, total=24_000_000_000)],
+    )
+    device, free, where = preflight.Probe(runner.config).memory("auto")
+    assert (device, free, where) == ("cuda", 23_000_000_000, "free on NVIDIA L4")
+
+
+def test_no_refusal_on_a_guess(runner):
+    class Unknown(FakeProbe):
+        def memory(self, requested):
+            return "cuda", None, "GPU memory (unknown without nvidia-ml-py)"
+
+    assert preflight.check(runner, "train", ["--max_seq_length", "65536"], probe=Unknown()) == []

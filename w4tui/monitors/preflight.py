@@ -74,17 +74,28 @@ class Probe:
                 return shutil.disk_usage(candidate).free
         return shutil.disk_usage("/").free
 
-    def available_memory(self) -> int:
+    def memory(self, requested: str) -> tuple[str, int | None, str]:
+        """(device the training will use, bytes free for it, what they are): unified RAM on a Mac and on
+        the CPU, the first GPU's free memory (NVML) with CUDA; None when that cannot be told."""
         import psutil
 
-        return psutil.virtual_memory().available
+        if platform.system() == "Darwin" or requested == "cpu":
+            return ("mps" if requested in ("auto", "mps") else requested), psutil.virtual_memory().available, "free RAM"
+        from .nvidia import NvidiaProbe
 
-    def ollama_loaded(self) -> int:
-        """Bytes Ollama's loaded models hold; the runner unloads them before training."""
+        gpus = NvidiaProbe().read()
+        if gpus and gpus[0].total:
+            return "cuda", gpus[0].total - (gpus[0].in_use or 0), f"free on {gpus[0].name}"
+        if requested == "cuda" or Path("/dev/nvidia0").exists():
+            return "cuda", None, "GPU memory (unknown without nvidia-ml-py)"
+        return "cpu", psutil.virtual_memory().available, "free RAM"
+
+    def ollama_loaded(self, on_gpu: bool = False) -> int:
+        """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
         from ..ollama_client import OllamaError, running
 
         try:
-            return sum(int(m.get("size") or 0) for m in running(self.config))
+            return sum(int(m.get("size_vram" if on_gpu else "size") or 0) for m in running(self.config))
         except OllamaError:
             return 0
 
@@ -208,15 +219,18 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         int(_flag(args, "--max_seq_length", str(t.max_seq_length))),
         int(_flag(args, "--batch_size", str(t.batch_size))),
     )
+    device, free, where = probe.memory(device)
+    if free is None:
+        return problems  # nothing to compare with: no refusal on a guess
     dtype = "float32" if device == "cpu" else "bfloat16"
     shape, r, targets = _shape(args, config), int(_flag(args, "--lora_r", str(t.lora_r))), _targets(args, config)
 
-    def need(s: int, b: int, c: bool) -> est.TrainingMemory:
-        return est.training_memory(shape, dtype, s, b, c, r, targets)
+    def need(s: int, b: int, c: bool) -> est.TrainingMemory:  # CUDA's SDPA kernels never hold the s x s scores
+        return est.training_memory(shape, dtype, s, b, c, r, targets, fused_attention=device == "cuda")
 
     mem = need(seq, batch, ckpt)
-    ram, ollama = probe.available_memory(), probe.ollama_loaded()
-    available = ram + ollama
+    ollama = probe.ollama_loaded(on_gpu=device == "cuda")
+    available = free + ollama
     if mem.total <= available:
         return problems
     fix = _what_fits(need, seq, batch, ckpt, available)
@@ -224,7 +238,7 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         f"train needs ~{gb(mem.total)} of memory (base weights {gb(mem.weights)} {dtype}, LoRA + AdamW "
         f"{gb(mem.lora)}, activations {gb(mem.activations)} for {seq} tokens x {batch} "
         f"{'with' if ckpt else 'without'} gradient checkpointing, {gb(mem.overhead)} overhead) but "
-        f"{gb(available)} is available ({gb(ram)} free RAM + {gb(ollama)} Ollama will unload); {fix}"
+        f"{gb(available)} is available ({gb(free)} {where} + {gb(ollama)} Ollama will unload); {fix}"
     )
     return problems
 
