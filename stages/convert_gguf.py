@@ -28,6 +28,7 @@ import gguf
 import numpy as np
 
 from stages.common.errors import StageError
+from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ggufio.meta import architecture, write_metadata
 from stages.ggufio.tensors import TensorPlan, plan_tensors
@@ -38,6 +39,7 @@ from stages.weights.safetensors import model_tensors
 from stages.weights.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
 from w4tui.fsutil import atomic_path, check_free_space
+from w4tui.gguf_header import written_by_w4tui
 
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 
@@ -66,6 +68,7 @@ def build_parser() -> StageArgumentParser:
 
 
 def body(args, events: EventWriter) -> dict:
+    check_output(args.output, "file", inputs=[args.model, args.adapter], own=written_by_w4tui, what="the GGUF")
     if args.output.suffix != ".gguf":
         raise StageError(f"{args.output}: the output must end in .gguf")
     if args.adapter and (args.model / MERGE_RECORD).exists():

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from stages.common.errors import StageError
+from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main
 from stages.weights.halfprec import convert
 from stages.weights.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_files, read_config
@@ -34,6 +35,7 @@ from w4tui.fsutil import atomic_path, check_free_space
 
 log = logging.getLogger(__name__)
 OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
+INDEX = "model.safetensors.index.json"
 TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
@@ -51,9 +53,15 @@ def build_parser() -> StageArgumentParser:
     return p
 
 
+def merged_before(path: Path) -> bool:
+    """A directory this stage wrote (its record is there) holding only what the stage writes."""
+    return (path / MERGE_RECORD).is_file() and only_names(
+        path, lambda n: n in CARRIED or n in (MERGE_RECORD, INDEX) or n.endswith(".safetensors")
+    )
+
+
 def body(args, events: EventWriter) -> dict:
-    if args.output.resolve() in (args.base_model.resolve(), args.adapter.resolve()):
-        raise StageError(f"--output {args.output} would overwrite an input", hint="choose a new directory")
+    check_output(args.output, "dir", inputs=[args.base_model, args.adapter], own=merged_before, what="the merged model")
     with atomic_path(args.output) as tmp:
         summary = merge_to(args.base_model, args.adapter, tmp, args.dtype, events)
     events.artifact(
@@ -146,7 +154,7 @@ def _write_config(config: dict, dtype: str, base: Path, out: Path) -> None:
 
 def _write_index(out: Path, refs, sizes: dict[str, int], total: int) -> None:
     index = {"metadata": {"total_size": total}, "weight_map": {r.name: r.file.name for r in refs}}
-    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

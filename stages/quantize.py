@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.common.errors import StageError
+from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from w4tui.config import QUANT_TYPES
 from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_path, check_free_space, human_bytes
-from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
+from w4tui.fsutil import DiskSpaceError, atomic_path, check_free_space, human_bytes
+from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info, written_by_w4tui
 
 BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5}  # bits per weight, for estimates
 OLLAMA_TYPES = ("Q4_K_M", "Q4_K_S", "Q8_0")  # what Ollama's server-side quantization makes
@@ -132,11 +133,14 @@ def body(args, events: EventWriter) -> dict:
         f"with {backend.name}"
     )
     with atomic_path(args.output) as tmp:
-        fallbacks = _run(backend, args, tmp, len(info.tensors), events)
         try:
+            fallbacks = _run(backend, args, tmp, len(info.tensors), events)
             made = read_info(tmp, tensors=False).file_type
-        except NotGGUF as exc:
-            raise StageError(f"{backend.name} wrote no valid GGUF: {exc}") from None
+        except (StageError, NotGGUF) as exc:
+            _name_a_full_disk(tmp, args.output, exc)
+            if isinstance(exc, NotGGUF):
+                raise StageError(f"{backend.name} wrote no valid GGUF: {exc}") from None
+            raise
         if made != args.type:
             raise StageError(f"{backend.name} wrote a {made} file, not {args.type}")
     size_in, size_out = args.input.stat().st_size, args.output.stat().st_size
@@ -161,6 +165,7 @@ def body(args, events: EventWriter) -> dict:
 
 
 def _check_input(args):
+    check_output(args.output, "file", inputs=[args.input], own=written_by_w4tui, what="the quantized GGUF")
     if args.output.suffix != ".gguf":
         raise StageError(f"{args.output}: the output must end in .gguf")
     if not args.input.is_file():
@@ -206,7 +211,9 @@ def _run(backend: Backend, args, tmp: Path, total: int, events: EventWriter) -> 
     events.progress(0, total, "tensors")
     tail: deque[str] = deque(maxlen=20)
     fallbacks = 0
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )  # stdin: our child sees EOF when we die (stages.quant.llama_quantize)
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             sys.stdout.write(line)  # the run's output.log keeps llama.cpp's own report
@@ -222,6 +229,7 @@ def _run(backend: Backend, args, tmp: Path, total: int, events: EventWriter) -> 
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        proc.stdin.close()  # type: ignore[union-attr]
     if rc != 0 or not tmp.exists():
         reason = next(
             (t for t in reversed(tail) if re.search(r"error|failed|invalid", t, re.I)), tail[-1] if tail else ""
@@ -230,6 +238,17 @@ def _run(backend: Backend, args, tmp: Path, total: int, events: EventWriter) -> 
             f"{backend.name} failed (exit {rc}): {reason[:200]}", hint="its output is in the run's output.log"
         )
     return fallbacks
+
+
+def _name_a_full_disk(tmp: Path, output: Path, exc: Exception) -> None:
+    """llama.cpp reports a full disk as a failed write (or writes a short file): say what it was."""
+    free = shutil.disk_usage(tmp.parent).free
+    if free < (1 << 20):
+        raise DiskSpaceError(
+            f"{output.parent}: disk full while writing {output.name} ({human_bytes(free)} free; "
+            f"the quantizer said: {str(exc)[:120]}); the partial output was removed; free some "
+            "space and run again"
+        ) from None
 
 
 def _count(shape: tuple[int, ...]) -> int:

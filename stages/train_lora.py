@@ -16,8 +16,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError
+from stages.common.errors import StageError, UsageError
+from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.train.data import dataset_files
+from stages.weights.hf_model import read_config
+from stages.weights.lora_merge import Adapter
+from stages.weights.safetensors import model_tensors
+from w4tui.config import TrainConfig, field_problem
 from w4tui.events import EventWriter
 
 
@@ -81,21 +87,51 @@ class _BoolFlag(argparse.Action):
         setattr(namespace, self.dest, not option_string.startswith("--no_"))
 
 
+# What this stage writes into --output; a directory holding anything else is not its to write into.
+OWN_NAMES = ("adapter_config.json", "adapter_model.safetensors", "training_run.json", "checkpoints", ".final.partial")
+RANGED = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "learning_rate",
+    "epochs",
+    "max_seq_length",
+    "batch_size",
+    "gradient_accumulation",
+    "checkpoint_every",
+    "log_every",
+    "eval_fraction",
+)
+
+
 def check_args(args) -> None:
-    for name in ("lora_r", "batch_size", "gradient_accumulation", "checkpoint_every", "log_every", "max_seq_length"):
-        if getattr(args, name) <= 0:
-            raise StageError(f"--{name} must be greater than 0 (got {getattr(args, name)})")
-    if args.epochs <= 0 or args.learning_rate <= 0:
-        raise StageError("--epochs and --learning_rate must be greater than 0")
-    if not 0 <= args.replay < 1 or not 0 <= args.eval_fraction < 1:
-        raise StageError("--replay and --eval_fraction must be at least 0 and less than 1")
+    """Everything that can be known before torch loads, so a mistake costs a second, not a night."""
+    for name in RANGED:  # the same ranges as the [train] keys
+        if problem := field_problem(TrainConfig, name, getattr(args, name)):
+            raise UsageError(f"--{name} {problem} (got {getattr(args, name)})", hint="see [train] in config.toml")
+    if not 0 <= args.replay < 1:
+        raise UsageError(f"--replay must be at least 0 and less than 1 (got {args.replay})")
+    check_output(
+        args.output,
+        "dir",
+        inputs=[args.base_model, args.dataset, args.resume_from, args.replay_dataset],
+        own=lambda p: only_names(p, OWN_NAMES.__contains__),
+        what="the adapter",
+    )
     if not (args.base_model / "config.json").is_file():
         raise StageError(
             f"{args.base_model}: not a Hugging Face model directory (no config.json)",
             hint="run the download stage first, or check --base_model",
         )
-    if args.resume_from and not (args.resume_from / "adapter_config.json").is_file():
-        raise StageError(f"{args.resume_from}: not a PEFT adapter (no adapter_config.json)")
+    read_config(args.base_model)  # valid JSON, or one line naming it
+    base = {ref.name: ref for ref in model_tensors(args.base_model)}  # every shard whole, or the shard named
+    if args.resume_from:
+        if not (args.resume_from / "adapter_config.json").is_file():
+            raise StageError(f"{args.resume_from}: not a PEFT adapter (no adapter_config.json)")
+        adapter = Adapter(args.resume_from)
+        adapter.fh.close()
+        adapter.check_fits(base)  # an adapter of another base: both shapes named, not a size-mismatch traceback
+    dataset_files(args.dataset)
     taken = [name for name in ("adapter_config.json", "checkpoints") if (args.output / name).exists()]
     if taken and not args.resume:
         # A second run here would mix its checkpoints with the first one's; --resume would pick the wrong one.

@@ -6,6 +6,7 @@ Standard library only (plus nothing): stages import this too.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -37,6 +38,15 @@ def _positive() -> dict[str, Any]:
     return _check(lambda v: v > 0, "must be greater than 0")
 
 
+def _up_to(limit: float) -> dict[str, Any]:
+    """Greater than 0 and at most ``limit``: values beyond any reason are typos (1e9 epochs)."""
+    return _check(lambda v: 0 < v <= limit, f"must be greater than 0 and at most {limit:g}")
+
+
+def _directory() -> dict[str, Any]:
+    return _check(lambda v: not v.exists() or v.is_dir(), "must be a directory, but it is a file")
+
+
 def _fraction() -> dict[str, Any]:
     return _check(lambda v: 0 <= v < 1, "must be at least 0 and less than 1")
 
@@ -60,24 +70,26 @@ class ModelConfig:
 @dataclass(frozen=True)
 class PathsConfig:
     data: Path
-    incoming: Path
-    outputs: Path
-    runs: Path
-    state: Path
+    incoming: Path = field(metadata=_directory())
+    outputs: Path = field(metadata=_directory())
+    runs: Path = field(metadata=_directory())
+    state: Path = field(metadata=_directory())
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lora_r: int = field(metadata=_positive())
-    lora_alpha: float = field(metadata=_positive())
+    lora_r: int = field(metadata=_up_to(1024))
+    lora_alpha: float = field(metadata=_up_to(100_000))
     lora_dropout: float = field(metadata=_fraction())
     target_modules: list[str] = field(metadata=_check(bool, "must list at least one module"))
-    learning_rate: float = field(metadata=_positive())
-    epochs: float = field(metadata=_positive())
-    max_seq_length: int = field(metadata=_check(lambda v: v >= 16, "must be at least 16"))
+    learning_rate: float = field(metadata=_up_to(1))
+    epochs: float = field(metadata=_up_to(1000))
+    max_seq_length: int = field(
+        metadata=_check(lambda v: 16 <= v <= 1 << 20, "must be at least 16 and at most 1048576")
+    )
     overlong: str = field(metadata=_one_of("truncate", "drop"))
-    batch_size: int = field(metadata=_positive())
-    gradient_accumulation: int = field(metadata=_positive())
+    batch_size: int = field(metadata=_up_to(4096))
+    gradient_accumulation: int = field(metadata=_up_to(65536))
     gradient_checkpointing: bool
     batching: str = field(metadata=_one_of("pack", "group", "pad"))
     cache: bool
@@ -91,8 +103,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class NightlyConfig:
     dataset_glob: str = field(metadata=_check(lambda v: v.endswith(".jsonl"), 'must end in ".jsonl"'))
-    epochs: float = field(metadata=_positive())
-    learning_rate: float = field(metadata=_positive())
+    epochs: float = field(metadata=_up_to(1000))
+    learning_rate: float = field(metadata=_up_to(1))
     replay: float = field(metadata=_fraction())
     keep: int = field(metadata=_check(lambda v: v >= 1, "must be at least 1"))
 
@@ -248,7 +260,23 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     defaults = _read_toml(default_config_path())
     user = _read_toml(path) if path != default_config_path() else {}
     merged = _overlay(defaults, user)
-    return _build(Config, merged, path, "", base=path.parent)
+    config = _build(Config, merged, path, "", base=path.parent)
+    unknown = [key for key in config.verify.expect if key not in config.verify.prompts]
+    if unknown:  # a typo in the key would otherwise silently check nothing
+        raise ConfigError(
+            f"{path}: [verify.expect] names a prompt that is not in [verify] prompts: {unknown[0]!r} "
+            "(the keys must be the prompts, word for word)"
+        )
+    return config
+
+
+def field_problem(cls: type, name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` of a config section (None: nothing), so a stage's
+    command-line flags are held to the same ranges as the config's keys."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    check = next((f.metadata.get("check") for f in fields(cls) if f.name == name), None)
+    return check[1] if check and not check[0](value) else None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -259,6 +287,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found (create it, or drop --config / W4TUI_CONFIG)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.__class__.__name__}") from None
 
@@ -316,7 +346,9 @@ def _coerce(value: Any, hint: Any, file: Path, key: str, base: Path) -> Any:
         return list(value)
     ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
+        value, ok = (float(value), True) if abs(value) < 2**1023 else (float("inf"), True)
+    if hint is float and ok and not math.isfinite(value):  # TOML allows inf and nan; no setting does
+        raise ConfigError(f"{file}: '{key}' must be a finite number (got {value!r})")
     if hint is Path and isinstance(value, str) and value.strip():
         return (base / Path(value).expanduser()).resolve()
     if not ok:

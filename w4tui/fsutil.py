@@ -7,6 +7,8 @@ crash or Ctrl-C never leaves a half-written file under the real name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -48,20 +50,35 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
+PARTIAL = ".partial"
+LOCK = ".writer.lock"  # inside a partial: flock-ed by its writer for as long as it lives
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``,
-    on failure removed. Works for a file or a directory written at the yielded path."""
+    on failure removed. Works for a file or a directory written at the yielded path.
+
+    What a killed writer of the same output left (its partial, or the old copy it was swapping out)
+    is reclaimed first; a disk that fills while writing is a DiskSpaceError naming the output."""
     final = Path(path)
+    made = _missing_parents(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(final.parent, final.name)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not old.is_symlink():
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # killed between the two renames below: the old copy is the only one, put it back
+            os.replace(old, final)
     # A hidden sibling directory keeps the final name (tools that look at suffixes still work).
-    tmp_parent = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp_parent = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=PARTIAL, dir=final.parent))
+    lock = _hold_lock(tmp_parent)
     target = tmp_parent / final.name
     try:
         yield target
         _fsync_tree(target)
         if final.is_dir() and not final.is_symlink():
-            old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(target, final)
@@ -69,8 +86,74 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.replace(target, final)
         fsync_dir(final.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp_parent, ignore_errors=True)
+        for directory in made:  # a failed write leaves no empty folders behind either
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskSpaceError(
+            f"{final.parent}: disk full while writing {final.name} ({exc.strerror}); the partial "
+            "output was removed; free some space and run again"
+        ) from None
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
+        os.close(lock)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The directories above ``path`` that do not exist yet, deepest first."""
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
+def remove_stale_partials(directory: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove the partial outputs in ``directory`` (of ``name`` only, when given) whose writer is gone:
+    their lock is free. A partial without a lock, or one whose lock is held, is left alone."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        label = entry.name
+        if not (label.startswith(".") and label.endswith(PARTIAL)) or entry.is_symlink() or not entry.is_dir():
+            continue
+        if name is not None and label[1 : -len(PARTIAL)].rsplit(".", 1)[0] != name:
+            continue
+        if _writer_gone(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _hold_lock(partial: Path) -> int:
+    """Lock a new partial for as long as this process lives (the kernel drops a dead process's flock).
+    Locked under another name, then renamed: no moment shows the lock file unlocked."""
+    fd = os.open(partial / (LOCK + ".new"), os.O_RDWR | os.O_CREAT, 0o644)
+    with contextlib.suppress(OSError):  # a file system without locks: the partial is then never reclaimed
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.replace(partial / (LOCK + ".new"), partial / LOCK)
+    return fd
+
+
+def _writer_gone(partial: Path) -> bool:
+    try:
+        fd = os.open(partial / LOCK, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the lock just taken
 
 
 def _fsync_tree(path: Path) -> None:

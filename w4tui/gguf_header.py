@@ -29,7 +29,6 @@ FILE_TYPES = {
     18: "Q6_K",
     32: "BF16",
 }
-
 FTYPE_OF = {name: value for value, name in FILE_TYPES.items()}
 UNQUANTIZED = ("F32", "F16", "BF16")
 # ggml tensor types by id (the ones a Qwen2 GGUF of these file types holds).
@@ -49,12 +48,26 @@ TENSOR_TYPES = {
     15: "Q8_K",
     30: "BF16",
 }
+# ggml type id -> (elements per block, bytes per block), as in ggml's type_traits (ggml/src/ggml.c); what a
+# tensor's data takes in the file. gguf-py's GGML_QUANT_SIZES holds the same (a test compares them).
+TYPE_SIZES = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+MAX_DIMS = 4  # GGML_MAX_DIMS
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 
 
 class NotGGUF(ValueError):
-    """The file is not a GGUF file (or its header is cut short)."""
+    """The file is not a GGUF file, its header is cut short, or its tensor data does not fit in it."""
+
+
+class _Corrupt(Exception):
+    """A header inconsistency; the message says which (read_info adds the file name)."""
 
 
 @dataclass
@@ -62,6 +75,7 @@ class GGUFInfo:
     version: int
     kv: dict[str, object] = field(default_factory=dict)  # scalars and strings; arrays as their length
     tensors: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)  # name, shape, ggml type
+    data_offset: int = 0  # where the tensor data starts in the file
 
     @property
     def file_type(self) -> str:
@@ -92,8 +106,19 @@ def is_gguf(path: str | Path) -> bool:
         return False
 
 
+def written_by_w4tui(path: str | Path) -> bool:
+    """A GGUF this project's convert or quantize stage wrote: it carries the w4tui.* lineage keys
+    (llama.cpp's quantizer copies them along). Stages replace such a file, never another one."""
+    try:
+        return any(key.startswith("w4tui.") for key in read_info(path, tensors=False).kv)
+    except (NotGGUF, OSError):
+        return False
+
+
 def read_info(path: str | Path, tensors: bool = True) -> GGUFInfo:
-    """The header of ``path``; raises NotGGUF for anything that is not a complete GGUF header."""
+    """The header of ``path``; raises NotGGUF for anything that is not a complete GGUF file: a cut or
+    corrupt header, or tensor data that does not lie inside the file (a truncated download or copy).
+    ``tensors=False`` leaves the tensor list out of the result; the checks are made either way."""
     with open(path, "rb") as fh:
         try:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -104,6 +129,8 @@ def read_info(path: str | Path, tensors: bool = True) -> GGUFInfo:
             raise NotGGUF(f"{path}: not a GGUF file (it does not start with 'GGUF')")
         try:
             return _parse(mm, tensors)
+        except _Corrupt as exc:
+            raise NotGGUF(f"{path}: {exc}") from None
         except (struct.error, IndexError, UnicodeDecodeError, KeyError) as exc:
             raise NotGGUF(f"{path}: truncated or corrupt GGUF header ({exc.__class__.__name__})") from None
 
@@ -139,12 +166,46 @@ def _parse(mm: mmap.mmap, want_tensors: bool) -> GGUFInfo:
             fmt = "<" + _SCALARS[vtype]
             (info.kv[key],) = struct.unpack_from(fmt, mm, pos)
             pos += struct.calcsize(fmt)
+    infos = []
+    for _ in range(n_tensors):
+        name, pos = string(pos)
+        (n_dims,) = struct.unpack_from("<I", mm, pos)
+        if n_dims > MAX_DIMS:
+            raise _Corrupt(f"corrupt GGUF header: tensor {name} has {n_dims} dimensions")
+        dims = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
+        ttype, offset = struct.unpack_from("<IQ", mm, pos + 4 + 8 * n_dims)
+        pos += 4 + 8 * n_dims + 12
+        infos.append((name, dims, ttype, offset))
+    alignment = int(info.kv.get("general.alignment", 32))  # type: ignore[call-overload]
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise _Corrupt(f"corrupt GGUF header: general.alignment {alignment} is not a power of two")
+    info.data_offset = _pad(pos, alignment)
+    _check_extents(infos, info.data_offset, alignment, len(mm))
     if want_tensors:
-        for _ in range(n_tensors):
-            name, pos = string(pos)
-            (n_dims,) = struct.unpack_from("<I", mm, pos)
-            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
-            ttype, _offset = struct.unpack_from("<IQ", mm, pos + 4 + 8 * n_dims)
-            pos += 4 + 8 * n_dims + 12
-            info.tensors.append((name, tuple(reversed(dims)), TENSOR_TYPES.get(ttype, f"type {ttype}")))
+        info.tensors = [(n, tuple(reversed(d)), TENSOR_TYPES.get(t, f"type {t}")) for n, d, t, _ in infos]
     return info
+
+
+def _pad(n: int, alignment: int) -> int:
+    return n + (-n % alignment)
+
+
+def _check_extents(infos: list, data_offset: int, alignment: int, size: int) -> None:
+    """Each tensor's data starts where the one before it ended (padded), as llama.cpp requires
+    (ggml/src/gguf.cpp: "tensor has offset X, expected Y"), and ends inside the file."""
+    expected = 0
+    for name, dims, ttype, offset in infos:
+        if ttype not in TYPE_SIZES:
+            raise _Corrupt(f"corrupt GGUF header: tensor {name} has unknown type {ttype}")
+        block, block_bytes = TYPE_SIZES[ttype]
+        count = 1
+        for d in dims:
+            count *= d
+        if count % block:
+            raise _Corrupt(f"corrupt GGUF header: tensor {name} has {count} elements, not whole blocks of {block}")
+        if offset != expected:
+            raise _Corrupt(f"corrupt GGUF header: tensor {name} has offset {offset}, expected {expected}")
+        end = data_offset + offset + count // block * block_bytes
+        if end > size:
+            raise _Corrupt(f"truncated: tensor {name} ends at byte {end}, the file has {size} bytes")
+        expected = _pad(offset + count // block * block_bytes, alignment)

@@ -16,8 +16,12 @@ class StageError(Exception):
         self.hint = hint
 
 
+class UsageError(StageError):
+    """A mistake in the command line (unknown flag, a value out of range): exit 2, like a config mistake."""
+
+
 class Cancelled(Exception):
     """Raised by a stage that stopped early because it was asked to (SIGINT/SIGTERM)."""
 
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "StageError", "Cancelled"]
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "StageError", "UsageError", "Cancelled"]

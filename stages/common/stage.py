@@ -8,6 +8,7 @@ the traceback goes to the log and the error event points there.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -15,14 +16,23 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from stages.common.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Cancelled, StageError
+from stages.common.errors import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Cancelled,
+    StageError,
+    UsageError,
+)
 from w4tui.config import Config, ConfigError, load_config
 from w4tui.events import EventWriter
 from w4tui.fsutil import DiskSpaceError
+from w4tui.pipes import tolerate_closed_stdout
 
 
 class StageArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a StageError (one line, exit 2) instead of exiting, and takes
+    """argparse that reports a bad flag as a UsageError (one line, exit 2) instead of exiting, and takes
     each long flag in both spellings: ``--base_model`` (the one the help shows) or ``--base-model``."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -53,7 +63,7 @@ class StageArgumentParser(argparse.ArgumentParser):
         return out
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise StageError(f"{self.prog}: {message}", hint=f"see: python -m stages.{self.prog} --help")
+        raise UsageError(f"{self.prog}: {message}", hint=f"see: python -m stages.{self.prog} --help")
 
 
 def snake_flag(name: str) -> str:
@@ -77,6 +87,7 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     ``body`` returns the summary fields of the ``done`` event. Raising ``Cancelled`` or
     KeyboardInterrupt ends the run as cancelled (exit 130).
     """
+    tolerate_closed_stdout()  # `python -m stages.x ... | head`: the stage still does its work
     # Log lines go to stdout, so stderr carries only the one-line error a person must read.
     logging.basicConfig(
         level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
@@ -109,16 +120,29 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
         hint = getattr(exc, "hint", None)
         events.error(str(exc), hint=hint)
         print(f"error: {exc}" + (f" ({hint})" if hint else ""), file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
-    except Exception as exc:  # a bug: keep the traceback for the log, give the person one line
-        traceback.print_exc()
-        events.error(
-            f"internal error in {name}: {exc.__class__.__name__}: {exc}",
-            hint="the traceback is in the run's output.log; please report it",
-        )
+        return EXIT_USAGE if isinstance(exc, (ConfigError, UsageError)) else EXIT_FAILED
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _internal_error(name, exc, events)
+        where = f" writing {exc.filename}" if exc.filename else ""
+        message = f"disk full{where}: {exc.strerror}"
+        events.error(message, hint="free some space and run again")
+        print(f"error: {message} (free some space and run again)", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        return _internal_error(name, exc, events)
     finally:
         events.close()
+
+
+def _internal_error(name: str, exc: BaseException, events: EventWriter) -> int:
+    """A bug: keep the traceback for the log, give the person one line."""
+    traceback.print_exception(exc)
+    events.error(
+        f"internal error in {name}: {exc.__class__.__name__}: {exc}",
+        hint="the traceback is in the run's output.log; please report it",
+    )
+    return EXIT_FAILED
 
 
 def run_main(

@@ -10,7 +10,9 @@ and Ctrl-C stops the child instead of waiting for a C call that cannot be interr
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import threading
 
 # The quantize stage's types, and the others the eval stage compares (w4tui.config.EVAL_TYPES).
 TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q5_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    _exit_with_parent()
     import llama_cpp  # also installs the binding's logger, which prints llama.cpp's lines to stderr
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -37,6 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         print(f"error: llama_model_quantize failed with code {rc}", file=sys.stderr)
     return 1 if rc else 0
+
+
+def _exit_with_parent() -> None:
+    """The quantize stage holds our stdin open: EOF means it is gone (even by kill -9), and then so is the
+    output's partial directory we write into, so stop instead of finishing a file nobody will keep."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return
+
+    def watch() -> None:
+        while os.read(0, 4096):  # the raw fd: a buffered read would hold a lock at interpreter exit
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 if __name__ == "__main__":

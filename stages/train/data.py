@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,15 @@ def dataset_files(path: Path) -> list[Path]:
     if not path.exists():
         raise StageError(f"{path}: no such file or directory", hint="check --dataset or [paths] data in config.toml")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        files = sorted(path.rglob("*.jsonl"))
+        for f in files:  # skipping one silently would train on less data than the person thinks
+            if f.is_symlink() and not f.exists():
+                raise StageError(
+                    f"{f}: unreadable: a symbolic link to {os.readlink(f)}, which does not exist",
+                    hint="fix or remove the link",
+                )
+            if not f.is_file():
+                raise StageError(f"{f}: not a regular file", hint="rename it, or move it out of the dataset directory")
         if not files:
             raise StageError(f"{path}: no .jsonl files in this directory")
         return files
@@ -104,6 +113,8 @@ def _parse(raw: bytes) -> Any:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     return record

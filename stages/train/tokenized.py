@@ -40,6 +40,15 @@ def load_samples(
         except (OSError, ValueError, KeyError):
             log(f"ignoring unreadable token cache {cached}")
     records = read_records(files, skip_bad, report, log)
+    if not getattr(tokenizer, "chat_template", None):
+        chat = next((where for where, r in records if "messages" in r or "instruction" in r), None)
+        if chat:  # transformers would raise a ValueError deep inside the first apply_chat_template
+            from stages.common.errors import StageError
+
+            raise StageError(
+                f"{chat}: a chat sample, but the base model's tokenizer has no chat template",
+                hint="add chat_template to its tokenizer_config.json, or use prompt/completion samples",
+            )
     samples: list[Sample] = []
     for _where, record in records:
         sample, cut = tokenize(record, tokenizer, max_len, overlong)

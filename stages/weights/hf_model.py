@@ -35,7 +35,7 @@ def read_config(model: Path) -> dict:
         raise StageError(f"{model}: not a Hugging Face model directory (no config.json)")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise StageError(f"{config_file}: not valid JSON", hint="download the model again") from None
     if not isinstance(config, dict):
         raise StageError(f"{config_file}: not a JSON object", hint="download the model again")

@@ -85,8 +85,10 @@ class Adapter:
             )
         try:
             self.config = json.loads(config_file.read_text())
-        except ValueError:
-            raise StageError(f"{config_file}: not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise StageError(f"{config_file}: not valid JSON", hint="the adapter is damaged") from None
+        if not isinstance(self.config, dict):
+            raise StageError(f"{config_file}: not a JSON object", hint="the adapter is damaged")
         if self.config.get("peft_type", "LORA") != "LORA":
             raise StageError(f"{path}: a {self.config['peft_type']} adapter; only LoRA can be merged")
         if self.config.get("use_dora"):

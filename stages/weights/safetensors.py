@@ -55,7 +55,7 @@ def read_header(path: Path) -> tuple[dict, int]:
             raise StageError(f"{path}: corrupt safetensors header (claims {length} bytes)", hint="download it again")
         try:
             header = json.loads(fh.read(length))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             raise StageError(f"{path}: corrupt safetensors header (not JSON)", hint="download it again") from None
     return header, 8 + length
 
@@ -83,7 +83,28 @@ def scan(path: Path) -> list[TensorRef]:
                 hint="download the model again",
             )
         refs.append(TensorRef(name, path, dtype, shape, start + begin, end - begin))
-    return sorted(refs, key=lambda r: r.offset)
+    refs.sort(key=lambda r: r.offset)
+    _check_contiguous(path, refs, start, size)
+    return refs
+
+
+def _check_contiguous(path: Path, refs: list[TensorRef], start: int, size: int) -> None:
+    """The tensors tile the data exactly: no overlap (two names for the same bytes), no gap, nothing after
+    the last one, as the safetensors library itself requires of a file it writes or loads."""
+    at = start
+    for ref in refs:
+        if ref.offset < at:
+            raise StageError(
+                f"{path}: corrupt: tensor {ref.name} overlaps the tensor before it", hint="download the model again"
+            )
+        if ref.offset > at:
+            raise StageError(
+                f"{path}: corrupt: a gap of {ref.offset - at} bytes before tensor {ref.name}",
+                hint="download the model again",
+            )
+        at = ref.offset + ref.nbytes
+    if at != size:
+        raise StageError(f"{path}: corrupt: {size - at} bytes after the last tensor", hint="download the model again")
 
 
 def model_tensors(model_dir: Path) -> list[TensorRef]:
@@ -92,7 +113,7 @@ def model_tensors(model_dir: Path) -> list[TensorRef]:
     if index.exists():
         try:
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise StageError(f"{index}: not a valid safetensors index") from None
     else:
         files = sorted(p.name for p in model_dir.glob("*.safetensors"))

@@ -219,7 +219,7 @@ def test_bad_flags_and_inputs_are_one_line(tmp_path, tiny_model, data):
     proc, _ = train(tmp_path, tiny_model, data[0], tmp_path / "o", "--resume")
     assert "no checkpoint to resume from" in proc.stderr
     proc, _ = train(tmp_path, tiny_model, data[0], tmp_path / "o", "--lora_r", "0")
-    assert proc.returncode == 1 and "--lora_r must be greater than 0" in proc.stderr
+    assert proc.returncode == 2 and "--lora_r must be greater than 0" in proc.stderr  # a usage mistake
 
 
 def test_a_new_run_never_mixes_with_an_old_one(tmp_path, trained, tiny_model, data):
