@@ -52,11 +52,11 @@ def body(args, events: EventWriter) -> dict:
     if local.is_dir():
         source, commit, downloaded = local.resolve(), None, 0
     else:
-        snapshot = hub.fetch(args.repo, args.revision, events)
+        snapshot = hub.fetch(args.repo, args.revision, events, _earlier(output, args.repo))
         source, commit, downloaded = snapshot.path, snapshot.commit, snapshot.downloaded
     files = _model_files(source)
     hub.check_names(args.repo, files, source)
-    copied = _place(source, files, output, link=commit is not None, events=events)
+    copied = _place(source, files, output, link=not local.is_dir(), events=events)
     record = {"repo": args.repo, "revision": args.revision, "commit": commit, "source": str(source), "files": files}
     atomic_write_text(output / MARKER, json.dumps(record, indent=2) + "\n")
     total = sum(files.values())
@@ -121,6 +121,17 @@ def _copy(source: Path, target: Path, progress: _CopyProgress) -> None:
         raise DiskSpaceError(
             f"{target.parent.parent}: disk full while copying {source.name}; free some space and run again"
         ) from None
+
+
+def _earlier(output: Path, repo: str) -> hub.Earlier | None:
+    """What the resumable client before the HF cache left in ``output``, when it finished and is intact."""
+    record = _marker(output)
+    sizes = record.get("files")
+    if record.get("repo") != repo or record.get("source", str(output)) != str(output) or not isinstance(sizes, dict):
+        return None
+    if any(not (output / name).is_file() or (output / name).stat().st_size != size for name, size in sizes.items()):
+        return None
+    return hub.Earlier(output, record.get("revision", ""), record.get("commit"), sizes)
 
 
 def _marker(output: Path) -> dict:

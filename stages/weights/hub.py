@@ -43,7 +43,7 @@ log = logging.getLogger("stages.download")
 @dataclass(frozen=True)
 class Snapshot:
     path: Path  # the cache's snapshot directory (symlinks to its blobs)
-    commit: str
+    commit: str | None
     downloaded: int  # bytes fetched by this run
 
 
@@ -51,7 +51,18 @@ def wanted(name: str) -> bool:
     return "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in WANTED)
 
 
-def fetch(repo: str, revision: str, events: EventWriter) -> Snapshot:
+@dataclass(frozen=True)
+class Earlier:
+    """A model directory an earlier w4tui downloaded itself (before the cache was used): its files are
+    taken as they are when they are that revision's, so nobody downloads 15 GB again."""
+
+    path: Path
+    revision: str
+    commit: str | None
+    sizes: dict[str, int]
+
+
+def fetch(repo: str, revision: str, events: EventWriter, earlier: Earlier | None = None) -> Snapshot:
     """The model's files in the cache, downloading those not there yet."""
     from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache
 
@@ -62,9 +73,17 @@ def fetch(repo: str, revision: str, events: EventWriter) -> Snapshot:
         info = api.model_info(repo, revision=revision, files_metadata=True)
     except (OSError, *_transport_errors()) as exc:
         _refuse_access_errors(exc, repo, revision)
+        if earlier and earlier.revision == revision:
+            log.info(
+                "%s: the Hub cannot be asked (%s); using %s as downloaded before", repo, _first_line(exc), earlier.path
+            )
+            return Snapshot(earlier.path, earlier.commit, 0)
         return cached(repo, revision, exc)
     sizes = {s.rfilename: s.lfs.size if s.lfs else s.size or 0 for s in info.siblings or [] if wanted(s.rfilename)}
     check_names(repo, sizes)
+    if earlier and earlier.commit == info.sha and earlier.sizes == sizes:
+        log.info("%s at %s is already whole in %s (downloaded before): nothing to fetch", repo, info.sha, earlier.path)
+        return Snapshot(earlier.path, info.sha, 0)
     have = {n for n in sizes if isinstance(try_to_load_from_cache(repo, n, revision=info.sha), str)}
     missing = sum(size for name, size in sizes.items() if name not in have)
     if missing:

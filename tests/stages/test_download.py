@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -120,6 +121,18 @@ def test_a_model_in_the_hf_cache_is_found_offline_without_downloading(tiny_model
             assert os.path.samefile(tmp_path / out / name, snapshot(tmp_path) / name)
         artifact = next(e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "artifact")
         assert artifact["commit"] == COMMIT and artifact["path"] == str(tmp_path / out)
+
+
+def test_a_model_dir_the_former_client_downloaded_is_used_without_downloading_again(hub, tiny_model, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    record = {"repo": REPO, "revision": "main", "commit": COMMIT, "files": {n: len(d) for n, d in hub.files.items()}}
+    (out / ".w4tui-download.json").write_text(json.dumps(record))
+    for kwargs in ({"endpoint": hub.url}, {"endpoint": hub.url}, {"offline": True}):
+        proc = download(["--repo", REPO, "--output", str(out)], tmp_path, **kwargs)
+        assert proc.returncode == 0, proc.stderr
+        assert hub.ranges == [] and not snapshot(tmp_path).exists()
+    assert names(out) == sorted(hub.files) and all(digest(out / n) == digest(tiny_model / n) for n in names(out))
 
 
 def test_offline_without_the_model_in_the_cache_is_one_line(tmp_path):
