@@ -11,6 +11,7 @@ substring ([verify.expect], --expect). A failure is an error event and exit 1, a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -26,12 +27,15 @@ from stages.ollama.checks import problems
 from w4tui import ollama_client as oc
 from w4tui.events import ENV_EVENTS, EventWriter
 from w4tui.fsutil import atomic_write_text
+from w4tui.ollama_names import name_problem
 
 
 def build_parser() -> StageArgumentParser:
     v = stage_config().verify
     p = StageArgumentParser(prog="verify", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="the build to verify, e.g. web4-agent:build-20261126-2130")
+    p.add_argument(
+        "--model", required=True, type=model_name, help="the build to verify, e.g. web4-agent:build-20261126-2130"
+    )
     p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable; default: [verify] prompts)")
     p.add_argument("--expect", action="append", default=[], help="a substring every answer must contain (repeatable)")
     p.add_argument(
@@ -54,6 +58,13 @@ def build_parser() -> StageArgumentParser:
         help="write the answers and figures here as JSON (default: verify.json beside the run's events)",
     )
     return p
+
+
+def model_name(text: str) -> str:
+    """A model name as the server checks it (types/model/name.go), or argparse's one-line error."""
+    if problem := name_problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
 
 
 def keep_alive(text: str) -> str | int:

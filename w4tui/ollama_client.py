@@ -10,6 +10,7 @@ person can act on, plus a hint. Builds are ``<model>:<build tag>`` (immutable); 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -76,7 +77,16 @@ def client(config: Config, timeout: float | None = 10.0):
     import httpx
     from ollama import Client
 
-    return Client(host=host(config), timeout=httpx.Timeout(timeout, connect=5.0))
+    return Client(host=host(config), timeout=httpx.Timeout(timeout, connect=5.0), verify=_ssl_context())
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context():
+    """One TLS context for every client: httpx builds a new one per client otherwise (reading the CA
+    bundle, ~0.1 s), which made each call to a local server cost that much."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 @contextlib.contextmanager

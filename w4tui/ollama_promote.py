@@ -16,6 +16,7 @@ writes it), so a copy that fails or is cut can leave its destination broken. Hen
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -153,14 +154,18 @@ def promote(config: Config, build: str) -> str:
         "previous_after": old or prev,
     }
     _write(config, state)
-    if prev and prev != old:  # previous is about to be overwritten: its content keeps another name
-        state["kept_previous"] = keep(config, prev, (previous,))
-    if old:
-        state["kept_latest"] = keep(config, old, (latest,))
+
+    def steps() -> None:
+        if prev and prev != old:  # previous is about to be overwritten: its content keeps another name
+            state["kept_previous"] = keep(config, prev, (previous,))
+        if old:
+            state["kept_latest"] = keep(config, old, (latest,))
+            _write(config, state)
+            _set(config, previous, old, state["kept_latest"])  # only now: the new build has passed
         _write(config, state)
-        _set(config, previous, old, state["kept_latest"])
-    _write(config, state)
-    _copy_or_undo(config, build, latest, new)
+        checked_copy(config, build, latest, new)
+
+    _run_or_undo(config, steps, latest, new)
     _journal(config).unlink(missing_ok=True)
     return "; ".join(notes + [f"{latest} is now {build}" + (f"; the one before is kept as {previous}" if old else "")])
 
@@ -193,21 +198,25 @@ def rollback(config: Config) -> str:
     if old:
         state["kept_latest"] = keep(config, old, (latest,))
         _write(config, state)
-    _copy_or_undo(config, previous, latest, target)
+    _run_or_undo(config, lambda: checked_copy(config, previous, latest, target), latest, target)
     _journal(config).unlink(missing_ok=True)
     return "; ".join(
         notes + [f"{latest} rolled back to {previous} ({now or target[:12]})" + (f"; it was {was}" if was else "")]
     )
 
 
-def _copy_or_undo(config: Config, source: str, destination: str, digest: str) -> None:
+def _run_or_undo(config: Config, steps, latest: str, digest: str) -> None:
+    """Run the copies; on a failure, ``latest`` either already holds ``digest`` (the server did the copy
+    and only the answer was lost: done) or is put back as it was at once. If even that fails, the
+    journal stays and the next promote or rollback repairs it first."""
     try:
-        checked_copy(config, source, destination, digest)
+        steps()
     except oc.OllamaError:
-        try:  # put the old latest back at once; if even that fails, the next run's recover does it
+        with contextlib.suppress(oc.OllamaError):
+            state = _read(config)
+            if works(config, latest, digest) and state and works(config, _names(config)[1], state["previous_after"]):
+                return
             recover(config)
-        except oc.OllamaError:
-            pass
         raise
 
 
