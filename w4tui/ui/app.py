@@ -17,7 +17,7 @@ from textual.screen import Screen
 
 from w4tui.config import Config
 from w4tui.runs.runner import Runner
-from w4tui.settings import load_settings, save_setting
+from w4tui.settings import load_settings, save_setting, settings_path
 from w4tui.ui.screens.main import PANES, MainScreen
 from w4tui.ui.themes import DEFAULT_THEME, builtin_dir, load_themes
 
@@ -64,8 +64,21 @@ class W4App(App[int]):
         self.theme = wanted
         keymap = settings.get("keymap", {})
         if isinstance(keymap, dict) and keymap:
-            self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+            self.set_keymap(self._known_keys({str(k): str(v) for k, v in keymap.items()}))
         self._saved_theme = wanted
+
+    def _known_keys(self, keymap: dict[str, str]) -> dict[str, str]:
+        """The keymap without ids no binding has: each mistyped one is reported (it would do nothing)."""
+        import difflib
+
+        known = binding_ids()
+        for wrong in sorted(set(keymap) - known):
+            close = difflib.get_close_matches(wrong, sorted(known), n=1)
+            self._problems.append(
+                f"[keymap] in {settings_path(self.config)}: no key has the id '{wrong}', ignored"
+                + (f" (did you mean '{close[0]}'?)" if close else "; ? lists every id")
+            )
+        return {k: v for k, v in keymap.items() if k in known}
 
     def get_default_screen(self) -> Screen:
         return MainScreen(self._sampler, self._scanner)
@@ -140,6 +153,15 @@ class W4App(App[int]):
             return
         yield SystemCommand("Help: keys", "Every key and what it does", self.action_help)
         yield SystemCommand("Refresh", "Read runs, artifacts and Ollama again now", self.action_refresh_all)
+        from w4tui.runs import specs
+
+        for spec in specs.STAGES:  # (so "train" finds "Start train", not only "Stages: Start…")
+            yield SystemCommand(
+                f"Start {spec.name}",
+                f"{spec.title}: its form, arguments from the config",
+                lambda name=spec.name: screen.launch(name),
+            )
+        yield SystemCommand("Start pipeline", "Run all stages in order (detached)", lambda: screen.launch("pipeline"))
         for name in PANES:
             pane = screen.pane(name)
             yield SystemCommand(f"Show {pane.TITLE}", f"Pane {pane.KEY}", lambda p=name: screen.action_show_pane(p))
@@ -154,6 +176,20 @@ class W4App(App[int]):
         screen.action_show_pane(pane_id)
         pane = screen.pane(pane_id)
         self.call_later(pane.run_action, action)
+
+
+def binding_ids() -> set[str]:
+    """Every binding id of the app, its screens and panes: what a [keymap] may name."""
+    from textual.screen import ModalScreen
+
+    from w4tui.ui.screens import dialogs, help, prompt, stage_form  # noqa: F401 (their screens count)
+    from w4tui.ui.widgets.pane import Pane
+
+    def every(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in every(sub))]
+
+    classes = [W4App, MainScreen, *every(Pane), *every(ModalScreen)]
+    return {b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
 
 
 def live_runs_message(runner: Runner) -> str:

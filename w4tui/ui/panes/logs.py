@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Log, Static
@@ -61,6 +61,16 @@ class LogsPane(Pane):
             id="logs.focus",
             tooltip="Stop following and scroll the whole log; again: back to the run list",
         ),
+        Binding("slash", "search", "Search", id="logs.search", tooltip="Find text in the log (n / N: next / previous)"),
+        Binding("n", "next_match(1)", "Next match", id="logs.next", show=False, tooltip="The next match of the search"),
+        Binding(
+            "N",
+            "next_match(-1)",
+            "Previous match",
+            id="logs.previous",
+            show=False,
+            tooltip="The previous match of the search",
+        ),
     ]
 
     def __init__(self) -> None:
@@ -72,6 +82,8 @@ class LogsPane(Pane):
         self._seen: set[str] | None = None  # run ids known at the last update
         self._request: tuple | None = None  # (run, offset) to read at the loop's next round
         self.lines: deque[str] = deque(maxlen=MAX_LINES)  # the selected run's output (its tail)
+        self.search: str = ""  # the text `/` looks for (case-insensitive)
+        self.match: int | None = None  # the line of self.lines the log shows at its top for it
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="row", id="runs-table")
@@ -236,3 +248,44 @@ class LogsPane(Pane):
         if self.following:
             self._set_following(False)
         log.focus()
+
+    # -- search ------------------------------------------------------------------------------
+    @work(exclusive=True, group="logs-search", exit_on_error=False)
+    async def action_search(self) -> None:
+        from w4tui.ui.screens.dialogs import TextInputScreen
+
+        if self.run is None:
+            self.notify("no run selected", severity="warning")
+            return
+        text = await self.app.push_screen_wait(
+            TextInputScreen(
+                f"Search the log of {self.run.id}", self.search, hint="case-insensitive; n / N: next / previous match"
+            )
+        )
+        if text:
+            self.search, self.match = text, None
+            self.action_next_match(-1)  # from the end: the newest match first
+
+    def action_next_match(self, step: int) -> None:
+        """Show the next (``step`` 1) or previous (-1) line holding the search text, wrapping around."""
+        if not self.search:
+            self.notify("nothing to find yet: / searches", severity="warning")
+            return
+        needle = self.search.lower()
+        found = [i for i, line in enumerate(self.lines) if needle in line.lower()]
+        if not found:
+            self.notify(f"'{self.search}' is not in the last {len(self.lines)} lines", severity="warning", timeout=4)
+            return
+        if self.match is None:
+            index = len(found) - 1 if step < 0 else 0
+        else:
+            after = [k for k, i in enumerate(found) if (i > self.match if step > 0 else i < self.match)]
+            index = (after[0] if step > 0 else after[-1]) if after else (0 if step > 0 else len(found) - 1)
+        self.match = found[index]
+        if self.following:
+            self._set_following(False)  # the scrollable log holds every line; following shows only the tail
+        log = self.query_one(Log)
+        log.focus()
+        line = self.match
+        self.call_after_refresh(lambda: log.scroll_to(y=max(0, line - 2), animate=False))
+        self.set_subtitle(f"'{self.search}' {index + 1}/{len(found)} · line {line + 1}")

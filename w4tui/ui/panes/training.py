@@ -7,6 +7,7 @@ import time
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
@@ -30,6 +31,23 @@ class TrainingPane(Pane, can_focus=True):
     TrainingPane #training-error { height: auto; }
     TrainingPane LineChart { margin-top: 1; }
     """
+    BINDINGS = [
+        Binding(
+            "R",
+            "resume",
+            "Resume",
+            id="training.resume",
+            tooltip="Continue a cancelled, failed or crashed training from its newest checkpoint",
+        ),
+    ]
+    RESUMABLE = ("cancelled", "failed", "crashed")
+
+    class ResumeRequested(Message):
+        """The user asked to resume ``run`` (a stopped train run); the screen opens its form."""
+
+        def __init__(self, run: RunInfo) -> None:
+            super().__init__()
+            self.run = run
 
     class Memory(Message):
         """Accelerator memory from the followed run's metrics, for the memory pane."""
@@ -79,6 +97,14 @@ class TrainingPane(Pane, can_focus=True):
 
     def restyle(self) -> None:
         self.show_state(None)
+
+    def action_resume(self) -> None:
+        run = self.run
+        if run is None or run.live or run.status not in self.RESUMABLE:
+            what = "no training yet" if run is None else f"train run {run.id} is {run.status}"
+            self.notify(f"nothing to resume: {what} (R resumes a cancelled, failed or crashed one)", severity="warning")
+            return
+        self.post_message(self.ResumeRequested(run))
 
     def _follow_round(self) -> None:  # in the "training" loop's thread
         with self._lock:

@@ -40,6 +40,27 @@ def prepare(runner: Runner, config: Config, stage: str, input_path: str | None, 
         return Prepared(title, args, note=str(exc), blank=blank)
 
 
+def prepare_resume(run_dir, run_id: str) -> Prepared:
+    """The form to resume a stopped training: its own arguments, plus ``--resume`` (the stage continues
+    from the newest checkpoint in its --output and refuses changed training settings). LookupError: no
+    checkpoint to resume from."""
+    from pathlib import Path
+
+    from w4tui.runs.supervise import read_record
+
+    command = read_record(Path(run_dir))["command"]
+    args = command[command.index("-m") + 2 :] if "-m" in command else command[1:]
+    output = dict(specs.flag_values(args)).get("--output")
+    checkpoints = sorted((Path(output[0]) / "checkpoints").glob("step-*")) if output else []
+    if not checkpoints:
+        raise LookupError(f"train run {run_id} saved no checkpoint: nothing to resume; start train again (5, s)")
+    return Prepared(
+        f"Resume training {run_id}  (python -m stages.train_lora … --resume)",
+        [*args, *([] if "--resume" in args else ["--resume"])],
+        note=f"continues from {checkpoints[-1].name} in {output[0]}",
+    )
+
+
 def pipeline_command(config: Config, args: list[str]) -> list[str]:
     from w4tui.runs.pipeline_job import command
 

@@ -202,7 +202,7 @@ class MainScreen(Mailbox, Screen):
             (r for r in runs if r.stage == "train"), None
         )
         self.pane("training").follow(train)
-        for pane_id in ("stages", "logs", "artifacts", "memory"):  # memory: the live training's machine warnings
+        for pane_id in ("stages", "logs", "artifacts"):
             self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
 
@@ -256,6 +256,10 @@ class MainScreen(Mailbox, Screen):
             self.query_one(PaneBar).show(self)
 
     # -- requests from the panes --------------------------------------------------------------
+    @on(TrainingPane.ResumeRequested)
+    def _resume_requested(self, message: TrainingPane.ResumeRequested) -> None:
+        self.launch("train", resume=message.run)
+
     @on(StagesPane.StartRequested)
     def _start_requested(self, message: StagesPane.StartRequested) -> None:
         self.launch(message.stage)
@@ -292,13 +296,20 @@ class MainScreen(Mailbox, Screen):
             self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
 
     @work(exclusive=True, group="launch", exit_on_error=False)
-    async def launch(self, stage: str, input_path: str | None = None) -> None:
+    async def launch(self, stage: str, input_path: str | None = None, resume: RunInfo | None = None) -> None:
         from w4tui.runs.runner import RunError
         from w4tui.ui.screens import launch as L
         from w4tui.ui.screens.stage_form import StageFormScreen
 
         runner, config = self.app.runner, self.app.config
-        prepared = await asyncio.to_thread(L.prepare, runner, config, stage, input_path, self.app.clock())
+        if resume is not None:
+            try:
+                prepared = await asyncio.to_thread(L.prepare_resume, resume.dir, resume.id)
+            except (LookupError, OSError, ValueError, KeyError) as exc:
+                self.notify(str(exc), title="not resumable", severity="warning", timeout=8)
+                return
+        else:
+            prepared = await asyncio.to_thread(L.prepare, runner, config, stage, input_path, self.app.clock())
         args = await self.app.push_screen_wait(
             StageFormScreen(
                 prepared.title,
