@@ -69,7 +69,10 @@ class PromptScreen(Dialog[None]):
                 chunks += 1
                 if chunks % 4 == 0 or part.get("done"):
                     self._post(text, "streaming · " + rate({}, chunks, time.monotonic() - started))
-            done = f"done ({part.get('done_reason', 'stop')}) · " + rate(part, chunks, time.monotonic() - started)
+            if part.get("done"):
+                done = f"done ({part.get('done_reason', 'stop')}) · " + rate(part, chunks, time.monotonic() - started)
+            else:  # llm/llama_server.go ends the stream with no done part after >30 repeated tokens
+                done = "cut off: the stream ended without Ollama's final part (a degenerate repetition)"
             self._post(text, done)
         except oc.OllamaError as exc:
             self._post(text, f"error: {exc}")
