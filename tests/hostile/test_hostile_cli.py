@@ -107,4 +107,6 @@ def test_a_stage_into_a_closed_pipe_still_does_its_work(workspace, tiny_model):
 def test_a_failing_stage_into_a_closed_pipe_shows_only_its_error(workspace):
     proc = closed_stdout(sys.executable, "-m", "stages.quantize", "--input", "missing.gguf", "--output", "o.gguf")
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 1 and "missing.gguf: no such file" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: missing.gguf: no such file (run the convert stage first)"
+    ]
