@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.common.errors import StageError
+from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main
 from stages.weights import hub
 from w4tui.events import EventWriter
@@ -49,6 +50,8 @@ def body(args, events: EventWriter) -> dict:
         hub.check_names(args.repo, files, output)
         events.artifact(output, "model", source=args.repo, bytes=sum(files.values()))
         return {"files": len(files), "bytes": sum(files.values()), "downloaded": 0}
+    # Before any download: an --output that would replace what this stage did not write is refused.
+    check_output(args.output, "dir", inputs=[local] if local.is_dir() else [], what="the model", own=_ours)
     if local.is_dir():
         source, commit, downloaded = local.resolve(), None, 0
     else:
@@ -66,6 +69,15 @@ def body(args, events: EventWriter) -> dict:
 
 def _model_files(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if hub.wanted(p.name) and p.is_file()}
+
+
+def _ours(directory: Path) -> bool:
+    """Only what this stage writes: model files, its record, its unfinished temporaries (and the former
+    client's .download staging)."""
+    return only_names(
+        directory,
+        lambda n: hub.wanted(n) or n in (MARKER, ".download") or (n.startswith(".") and n.endswith(".partial")),
+    )
 
 
 def _place(source: Path, files: dict[str, int], output: Path, link: bool, events: EventWriter) -> int:
