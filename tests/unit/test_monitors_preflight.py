@@ -24,6 +24,7 @@ ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 # Qwen-7B-Chat, LoRA r=64 on c_attn/c_proj/w1/w2 (finetune.py defaults), bf16, batch 1, gradient checkpointing
 # (finetune/finetune_lora_single_gpu.sh), flash attention 2, one A100-80G; GB by sequence length.
 QWEN_7B = est.ModelShape(hidden=4096, layers=32, intermediate=11008, vocab=151936, heads=32, kv_heads=32)
+TINY = '{"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 1000, "num_attention_heads": 4}'
 QWEN_7B_LORA_GB = {256: 20.1, 512: 20.4, 1024: 21.5, 2048: 23.8, 4096: 29.7, 8192: 36.6}
 
 
@@ -45,14 +46,15 @@ def test_estimate_for_the_default_training():
 
 
 class FakeProbe:
-    def __init__(self, ram=40e9, ollama=0, free=500e9, trainings=(), power=None):
+    def __init__(self, ram=40e9, ollama=0, free=500e9, trainings=(), power=None, total=34.4e9):
         self.ram, self.ollama, self.free, self._trainings, self._power = ram, ollama, free, list(trainings), power
+        self.total = total
 
     def free_disk(self, path):
         return int(self.free)
 
     def memory(self, requested):
-        return ("cpu" if requested == "cpu" else "mps"), int(self.ram), "free RAM"
+        return ("cpu" if requested == "cpu" else "mps"), int(self.ram), self.total and int(self.total), "free RAM"
 
     def ollama_loaded(self, on_gpu=False):
         return int(self.ollama)
@@ -94,17 +96,28 @@ def test_ollamas_loaded_model_counts_as_available(runner):
 
 def test_the_models_own_config_sets_the_shape(runner, tmp_path):
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "config.json").write_text(
-        '{"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": '
-        '128, "vocab_size": 1000, "num_attention_heads": 4}'
-    )
+    (tmp_path / "tiny" / "config.json").write_text(TINY)
     assert preflight.check(runner, "train", ["--base_model", str(tmp_path / "tiny")], probe=FakeProbe(ram=2e9)) == []
 
 
-def test_a_second_training_is_refused(runner):
-    other = [(4242, f"{sys.executable} -m stages.train_lora --output /x/adapters/b")]
-    with pytest.raises(RunError, match=r"another training is running on this machine \(pid 4242"):
+def test_a_second_7b_training_is_refused(runner):
+    other = [(4242, [sys.executable, "-m", "stages.train_lora", "--output", "/x/adapters/b"])]
+    with pytest.raises(
+        RunError,
+        match=r"another training is running on this machine \(pid 4242, ~23\.8 GB\): with "
+        r"this one \(~23\.8 GB\) it does not fit in the memory of 34\.4 GB",
+    ):
         preflight.check(runner, "train", [], probe=FakeProbe(trainings=other))
+
+
+def test_two_small_trainings_share_a_machine(runner, tmp_path):
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(TINY)
+    tiny = ["--base_model", str(tmp_path / "tiny")]
+    other = [(4242, [sys.executable, "-m", "stages.train_lora", *tiny, "--output", "/x/adapters/b"])]
+    assert preflight.check(runner, "train", tiny, probe=FakeProbe(trainings=other)) == []
+    with pytest.raises(RunError, match="another training is running"):  # memory that cannot be told: refused
+        preflight.check(runner, "train", tiny, probe=FakeProbe(trainings=other, total=None))
 
 
 def test_a_real_training_process_is_found(runner, tmp_path):
@@ -208,18 +221,18 @@ def test_download_needs_the_model_less_what_is_already_there(runner, tmp_path):
 def test_on_cuda_the_gpus_free_memory_counts(runner, monkeypatch):
     from w4tui.monitors.macos import GpuStats
 
-    monkeypatch.setattr(preflight.platform, "system", lambda: "Linux")
+    monkeypatch.setattr("platform.system", lambda: "Linux")
     monkeypatch.setattr(
         "w4tui.monitors.nvidia.NvidiaProbe.read",
         lambda self: [GpuStats("NVIDIA L4", 0.0, 1_000_000_000, None, total=24_000_000_000)],
     )
-    device, free, where = preflight.Probe(runner.config).memory("auto")
-    assert (device, free, where) == ("cuda", 23_000_000_000, "free on NVIDIA L4")
+    device, free, total, where = preflight.Probe(runner.config).memory("auto")
+    assert (device, free, total, where) == ("cuda", 23_000_000_000, 24_000_000_000, "free on NVIDIA L4")
 
 
 def test_no_refusal_on_a_guess(runner):
     class Unknown(FakeProbe):
         def memory(self, requested):
-            return "cuda", None, "GPU memory (unknown without nvidia-ml-py)"
+            return "cuda", None, None, "GPU memory (unknown without nvidia-ml-py)"
 
     assert preflight.check(runner, "train", ["--max_seq_length", "65536"], probe=Unknown()) == []

@@ -1,23 +1,20 @@
 """Checks before a stage starts, with the numbers: free disk against what the stage will write, the
-training's memory estimate against what is available once Ollama has unloaded, one training per
-machine, and a warning on battery. ``Runner.start`` calls ``check`` (so the CLI, the TUI and the nightly
+training's memory estimate against what is available once Ollama has unloaded, a second training
+refused when the two cannot both fit (two 7B runs on a 32 GB Mac never can), and a warning on battery. ``Runner.start`` calls ``check`` (so the CLI, the TUI and the nightly
 all get it) unless the run is forced; a refusal is a ``RunError`` that says what would make it fit.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from . import estimate as est
+from .probe import TRAIN_MODULE, Probe
 
 MARGIN = 1_000_000_000  # disk kept free beyond the estimate
 GGUF_BYTES_PER_PARAM = {"F16": 2.0, "Q4_K_M": 0.6, "Q4_K_S": 0.57, "Q5_K_M": 0.71, "Q6_K": 0.82, "Q8_0": 1.07}
-TRAIN_MODULE = "stages.train_lora"
 
 
 def gb(n: float) -> str:
@@ -60,66 +57,6 @@ def record(run, warnings: list[str]) -> None:
             writer.log(text, level="warning", source="preflight")
     finally:
         writer.close()
-
-
-class Probe:
-    """What the checks measure, in one place so tests can script it."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def free_disk(self, path: Path) -> int:
-        for candidate in (path, *path.parents):
-            if candidate.exists():
-                return shutil.disk_usage(candidate).free
-        return shutil.disk_usage("/").free
-
-    def memory(self, requested: str) -> tuple[str, int | None, str]:
-        """(device the training will use, bytes free for it, what they are): unified RAM on a Mac and on
-        the CPU, the first GPU's free memory (NVML) with CUDA; None when that cannot be told."""
-        import psutil
-
-        if platform.system() == "Darwin" or requested == "cpu":
-            return ("mps" if requested in ("auto", "mps") else requested), psutil.virtual_memory().available, "free RAM"
-        from .nvidia import NvidiaProbe
-
-        gpus = NvidiaProbe().read()
-        if gpus and gpus[0].total:
-            return "cuda", gpus[0].total - (gpus[0].in_use or 0), f"free on {gpus[0].name}"
-        if requested == "cuda" or Path("/dev/nvidia0").exists():
-            return "cuda", None, "GPU memory (unknown without nvidia-ml-py)"
-        return "cpu", psutil.virtual_memory().available, "free RAM"
-
-    def ollama_loaded(self, on_gpu: bool = False) -> int:
-        """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
-        from ..ollama_client import OllamaError, running
-
-        try:
-            return sum(int(m.get("size_vram" if on_gpu else "size") or 0) for m in running(self.config))
-        except OllamaError:
-            return 0
-
-    def trainings(self) -> list[tuple[int, str]]:
-        """(pid, command line) of every training process on this machine, whoever started it."""
-        import psutil
-
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmd = proc.info.get("cmdline") or []
-            if TRAIN_MODULE in cmd and proc.info["pid"] != os.getpid():
-                found.append((proc.info["pid"], " ".join(cmd)))
-        return found
-
-    def power(self):
-        if platform.system() != "Darwin":
-            return None
-        from .macos import UnexpectedOutput, parse_pmset_batt
-        from .sampler import ToolProblem, run_tool
-
-        try:
-            return parse_pmset_batt(run_tool(["pmset", "-g", "batt"]))
-        except (ToolProblem, UnexpectedOutput):
-            return None
 
 
 def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
@@ -200,47 +137,67 @@ def _targets(args: list[str], config) -> list[str]:
     return [a for a in rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]]
 
 
-def _training(config, args: list[str], probe: Probe) -> list[str]:
-    problems = []
-    others = probe.trainings()
-    if others:
-        pid, cmd = others[0]
-        problems.append(
-            f"another training is running on this machine (pid {pid}: {cmd[:80]}); two 7B trainings "
-            f"cannot both fit in memory: wait for it or cancel it"
-        )
+def _settings(config, args: list[str]) -> tuple[int, int, bool]:
+    """(max_seq_length, batch_size, gradient checkpointing) of a training's arguments over the config's."""
     t = config.train
-    device = _flag(args, "--device", t.device)
     ckpt = t.gradient_checkpointing
     for arg in args:
         if arg in ("--gradient_checkpointing", "--no-gradient_checkpointing"):
             ckpt = arg == "--gradient_checkpointing"
-    seq, batch = (
-        int(_flag(args, "--max_seq_length", str(t.max_seq_length))),
-        int(_flag(args, "--batch_size", str(t.batch_size))),
-    )
-    device, free, where = probe.memory(device)
-    if free is None:
-        return problems  # nothing to compare with: no refusal on a guess
-    dtype = "float32" if device == "cpu" else "bfloat16"
-    shape, r, targets = _shape(args, config), int(_flag(args, "--lora_r", str(t.lora_r))), _targets(args, config)
+    seq = int(_flag(args, "--max_seq_length", str(t.max_seq_length)))
+    return seq, int(_flag(args, "--batch_size", str(t.batch_size))), ckpt
+
+
+def _needs(config, args: list[str], device: str) -> Callable[[int, int, bool], est.TrainingMemory]:
+    """The estimate for a training's model and LoRA settings, as a function of (seq, batch, checkpointing)."""
+    dtype = mem_dtype(device)
+    shape, targets = _shape(args, config), _targets(args, config)
+    r = int(_flag(args, "--lora_r", str(config.train.lora_r)))
 
     def need(s: int, b: int, c: bool) -> est.TrainingMemory:  # CUDA's SDPA kernels never hold the s x s scores
         return est.training_memory(shape, dtype, s, b, c, r, targets, fused_attention=device == "cuda")
 
+    return need
+
+
+def _training(config, args: list[str], probe: Probe) -> list[str]:
+    problems = []
+    device, free, total, where = probe.memory(_flag(args, "--device", config.train.device))
+    seq, batch, ckpt = _settings(config, args)
+    need = _needs(config, args, device)
     mem = need(seq, batch, ckpt)
+    others = probe.trainings()
+    if others:
+        # Trainings share the machine's memory: another one running refuses this one when together they
+        # cannot fit (two 7B runs on a 32 GB Mac never can), or when the memory cannot be told.
+        other = 0
+        for _, argv in others:
+            other_args = argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else []
+            other += _needs(config, other_args, device)(*_settings(config, other_args)).total
+        if total is None or other + mem.total > total:
+            size = f" of {gb(total)}" if total else ""
+            problems.append(
+                f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}): with this one "
+                f"(~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
+            )
+    if free is None:
+        return problems  # nothing to compare with: no refusal on a guess
     ollama = probe.ollama_loaded(on_gpu=device == "cuda")
     available = free + ollama
     if mem.total <= available:
         return problems
     fix = _what_fits(need, seq, batch, ckpt, available)
     problems.append(
-        f"train needs ~{gb(mem.total)} of memory (base weights {gb(mem.weights)} {dtype}, LoRA + AdamW "
+        f"train needs ~{gb(mem.total)} of memory (base weights {gb(mem.weights)} {mem_dtype(device)}, LoRA + AdamW "
         f"{gb(mem.lora)}, activations {gb(mem.activations)} for {seq} tokens x {batch} "
         f"{'with' if ckpt else 'without'} gradient checkpointing, {gb(mem.overhead)} overhead) but "
         f"{gb(available)} is available ({gb(free)} {where} + {gb(ollama)} Ollama will unload); {fix}"
     )
     return problems
+
+
+def mem_dtype(device: str) -> str:
+    return "float32" if device == "cpu" else "bfloat16"
 
 
 def _what_fits(

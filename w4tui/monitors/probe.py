@@ -1,0 +1,73 @@
+"""What the pre-flight checks measure on this machine, in one place so tests can script it: free disk,
+the memory a training's device has, what Ollama holds, the trainings running, the power source."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+TRAIN_MODULE = "stages.train_lora"
+
+
+class Probe:
+    """What the checks measure, in one place so tests can script it."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def free_disk(self, path: Path) -> int:
+        for candidate in (path, *path.parents):
+            if candidate.exists():
+                return shutil.disk_usage(candidate).free
+        return shutil.disk_usage("/").free
+
+    def memory(self, requested: str) -> tuple[str, int | None, int | None, str]:
+        """(device the training will use, bytes free for it, its total, what they are): unified RAM on a
+        Mac and on the CPU, the first GPU's memory (NVML) with CUDA; None when that cannot be told."""
+        import psutil
+
+        if platform.system() == "Darwin" or requested == "cpu":
+            vm = psutil.virtual_memory()
+            return ("mps" if requested in ("auto", "mps") else requested), vm.available, vm.total, "free RAM"
+        from .nvidia import NvidiaProbe
+
+        gpus = NvidiaProbe().read()
+        if gpus and gpus[0].total:
+            return "cuda", gpus[0].total - (gpus[0].in_use or 0), gpus[0].total, f"free on {gpus[0].name}"
+        if requested == "cuda" or Path("/dev/nvidia0").exists():
+            return "cuda", None, None, "GPU memory (unknown without nvidia-ml-py)"
+        vm = psutil.virtual_memory()
+        return "cpu", vm.available, vm.total, "free RAM"
+
+    def ollama_loaded(self, on_gpu: bool = False) -> int:
+        """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
+        from ..ollama_client import OllamaError, running
+
+        try:
+            return sum(int(m.get("size_vram" if on_gpu else "size") or 0) for m in running(self.config))
+        except OllamaError:
+            return 0
+
+    def trainings(self) -> list[tuple[int, list[str]]]:
+        """(pid, argv) of every training process on this machine, whoever started it."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if TRAIN_MODULE in cmd and proc.info["pid"] != os.getpid():
+                found.append((proc.info["pid"], list(cmd)))
+        return found
+
+    def power(self):
+        if platform.system() != "Darwin":
+            return None
+        from .macos import UnexpectedOutput, parse_pmset_batt
+        from .sampler import ToolProblem, run_tool
+
+        try:
+            return parse_pmset_batt(run_tool(["pmset", "-g", "batt"]))
+        except (ToolProblem, UnexpectedOutput):
+            return None
