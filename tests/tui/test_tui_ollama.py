@@ -58,7 +58,7 @@ async def test_lists_models_quantization_and_what_is_loaded(recorded, server):
         table = pane.query_one("#ollama-table")
         assert str(table.get_cell(BUILD_B, "quant")) == "Q8_0"
         assert str(table.get_cell(BUILD_B, "alias")) == "latest"  # the build latest points at
-        assert str(table.get_cell(BUILD_A, "alias")) == "previous"
+        assert str(table.get_cell(BUILD_A, "alias")) == "✓ previous"  # (the recorded verify run passed it)
         assert "●" in str(table.get_cell("web4-agent:latest", "run"))
         state = text_of(pane.query_one("#ollama-state", Static))
         assert server.url in state and "5 models" in state and "loaded: web4-agent:latest" in state
@@ -161,3 +161,27 @@ async def test_names_fit_the_pane_and_builds_stay_apart_after_a_theme_change(rec
             assert total <= table.content_size.width, (total, table.content_size.width)
             app.theme = "w4tui-light" if app.theme != "w4tui-light" else "w4tui-dark"
             await settle(pilot)
+
+
+async def test_promote_a_verified_build_and_refuse_an_unverified_one(recorded, server):
+    """Issue 13: which build is previous, "promote this build", roll back to any earlier verified build."""
+    app = make_app(recorded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_pane(pilot)
+        await until(pilot, lambda: pane.verified(BUILD_A) is True, what="the verify result of the recorded runs")
+        table = pane.query_one("#ollama-table")
+        assert str(table.get_cell(BUILD_A, "alias")) == "✓ previous"  # verified, and what previous holds
+        assert str(table.get_cell(BUILD_B, "alias")) == "latest"  # never verified in this workspace
+        select(pane, BUILD_B)
+        await pilot.press("p")
+        await until(pilot, lambda: any("is not verified" in n for n in notifications(app)), what="the refusal")
+        assert not isinstance(app.screen, ConfirmScreen)
+        select(pane, BUILD_A)  # an earlier verified build: promoting it is a rollback to it
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert BUILD_B in text_of(app.screen.query_one(".hint"))  # what latest is now, kept as previous
+        await pilot.press("y")
+        await until(pilot, lambda: any("is now" in n for n in notifications(app)), what="the promotion")
+        assert server.models["web4-agent:latest"]["digest"] == server.models[BUILD_A]["digest"]
+        assert server.models["web4-agent:previous"]["digest"] == server.models[BUILD_B]["digest"]
+        await until(pilot, lambda: str(table.get_cell(BUILD_A, "alias")) == "✓ latest", what="the marks to move")

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
 from w4tui.ui.sources import fmt
+from w4tui.ui.sources.verified import VerifiedBuilds
 from w4tui.ui.widgets.pane import Pane
 from w4tui.ui.widgets.status import resolve
 
@@ -21,7 +23,6 @@ POLL_S = 5.0  # while the pane is on screen
 POLL_HIDDEN_S = 60.0  # otherwise: the list is only for the "latest" marker and quick switching
 KEYS = ("name", "alias", "size", "quant", "modified", "run")
 LABELS = ("name", "is", "size", "quant", "modified", "loaded")
-ALIASES = ("latest", "previous")  # tags that point at a build: moved by promote and rollback
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class OllamaSnapshot:
     error: str | None = None
     hint: str | None = None
     checked: float = 0.0
+    verified: tuple[tuple[str, bool], ...] = ()  # (model, passed) from the newest verify run of each
 
 
 def _when(value, now: float) -> str:
@@ -45,11 +47,14 @@ def _when(value, now: float) -> str:
     return "-"
 
 
-def _alias_cell(aliases: list[str]) -> str:
-    return aliases[0] + ("+" if len(aliases) > 1 else "") if aliases else ""  # (both: right after a rollback)
+def _alias_cell(aliases: list[str], verified: bool | None) -> str:
+    """``✓ latest``: verified, and what latest points at (``+``: previous too, right after a rollback)."""
+    mark = {True: "✓", False: "✗", None: ""}[verified]
+    alias = aliases[0] + ("+" if len(aliases) > 1 else "") if aliases else ""
+    return f"{mark} {alias}".strip()
 
 
-class OllamaPane(Pane):
+class OllamaPane(OllamaActions, Pane):
     PANE_ID, TITLE, KEY = "ollama", "Ollama models", "4"
     SHORT = "Ollama"
     DEFAULT_CSS = """
@@ -63,6 +68,13 @@ class OllamaPane(Pane):
         Binding("c", "copy", "Copy/tag", id="ollama.copy", tooltip="Copy the model to another name or tag"),
         Binding("d,delete", "delete", "Delete", id="ollama.delete", tooltip="Delete the model (asks first)"),
         Binding("b", "rollback", "Roll back", id="ollama.rollback", tooltip="Point latest back at previous"),
+        Binding(
+            "p",
+            "promote",
+            "Promote",
+            id="ollama.promote",
+            tooltip="Make this verified build latest (an earlier one: a rollback to it); latest becomes previous",
+        ),
         Binding("r", "refresh", "Refresh", id="ollama.refresh", tooltip="Ask the server again now"),
     ]
 
@@ -71,7 +83,8 @@ class OllamaPane(Pane):
         self.snapshot: OllamaSnapshot | None = None
         self._last_poll = 0.0
         self._fitted = 0  # the pane width the name column was fitted to
-        self._fitted = 0  # the pane width the name column was fitted to
+        self.runs: tuple = ()  # the runs, for which builds passed verification
+        self._verified = VerifiedBuilds()
 
     def compose(self) -> ComposeResult:
         yield Static("asking Ollama…", id="ollama-state")
@@ -104,7 +117,8 @@ class OllamaPane(Pane):
         try:
             models = tuple(oc.list_models(config))
             running = tuple(oc.running(config))
-            snap = OllamaSnapshot(oc.host(config), models, running, None, self._last_poll)
+            verified = tuple(self._verified.results(self.runs).items())
+            snap = OllamaSnapshot(oc.host(config), models, running, None, self._last_poll, verified=verified)
         except oc.OllamaError as exc:
             snap = OllamaSnapshot(oc.host(config), error=exc.message, hint=exc.hint, checked=self._last_poll)
         self.deliver("snapshot", snap)
@@ -148,7 +162,7 @@ class OllamaPane(Pane):
         rows = [
             (
                 m["model"],
-                _alias_cell(self.aliases_of(m["model"])),
+                _alias_cell(self.aliases_of(m["model"]), self.verified(m["model"])),
                 fmt.size(m.get("size")),
                 (m.get("details") or {}).get("quantization_level") or "-",
                 _when(m.get("modified_at"), now),
@@ -178,6 +192,17 @@ class OllamaPane(Pane):
         names = [row[0] for row in rows]
         if keep in names:
             table.move_cursor(row=names.index(keep), animate=False)
+
+    def show_runs(self, runs: tuple) -> None:
+        """The runs changed: when a verify run finished, ask again now (its build gets its mark)."""
+        done = {r.id for r in runs if r.stage == "verify" and not r.live}
+        changed = done != {r.id for r in self.runs if r.stage == "verify" and not r.live}
+        self.runs = runs
+        if changed:
+            self.refresh_models()
+
+    def verified(self, model: str) -> bool | None:
+        return dict(self.snapshot.verified).get(model) if self.snapshot else None
 
     def aliases_of(self, model: str) -> list[str]:
         """Which of ``latest`` / ``previous`` point at this build (the same digest), e.g. ``["latest"]``."""
@@ -215,102 +240,3 @@ class OllamaPane(Pane):
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_modelfile()
-
-    # -- actions (each in a worker: Ollama answers take time, and dialogs are awaited) -------------
-    def _need_model(self) -> str | None:
-        if self.snapshot is None or self.snapshot.error:
-            self.notify("Ollama is not reachable; see the pane for how to start it", severity="warning")
-            return None
-        if self.selected is None:
-            self.notify("no model selected", severity="warning")
-        return self.selected
-
-    def action_refresh(self) -> None:
-        self.refresh_models()
-
-    def action_test(self) -> None:
-        model = self._need_model()
-        if model:
-            from w4tui.ui.screens.prompt import PromptScreen
-
-            self.app.push_screen(PromptScreen(self.app.config, model, self.app.config.verify.prompts[0]))
-
-    @work(exclusive=True, group="ollama-action", exit_on_error=False)
-    async def action_modelfile(self) -> None:
-        model = self._need_model()
-        if model:
-            from w4tui.ui.screens.dialogs import TextViewScreen
-
-            info = await self._call("show", model)
-            if info is not None:
-                await self.app.push_screen_wait(
-                    TextViewScreen(f"Modelfile of {model}", info.get("modelfile") or "(empty)")
-                )
-
-    @work(exclusive=True, group="ollama-action", exit_on_error=False)
-    async def action_copy(self) -> None:
-        model = self._need_model()
-        if model:
-            from w4tui.ui.screens.dialogs import TextInputScreen
-
-            target = await self.app.push_screen_wait(
-                TextInputScreen(
-                    f"Copy {model} to", model.split(":")[0] + ":", hint="a new name or tag; an existing one is replaced"
-                )
-            )
-            if target and await self._call("copy", model, target) is not False:
-                self.notify(f"copied {model} to {target}")
-                self.refresh_models()
-
-    @work(exclusive=True, group="ollama-action", exit_on_error=False)
-    async def action_delete(self) -> None:
-        model = self._need_model()
-        if model:
-            from w4tui.ui.screens.dialogs import ConfirmScreen
-
-            if await self.app.push_screen_wait(
-                ConfirmScreen(f"Delete {model} from Ollama?", "Its blobs stay while another tag uses them.", "Delete")
-            ):
-                if await self._call("delete", model) is not False:
-                    self.notify(f"deleted {model}")
-                    self.refresh_models()
-
-    @work(exclusive=True, group="ollama-action", exit_on_error=False)
-    async def action_rollback(self) -> None:
-        if self.snapshot is None or self.snapshot.error:
-            self.notify("Ollama is not reachable; see the pane for how to start it", severity="warning")
-            return
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-
-        name = self.app.config.ollama.model
-        if f"{name}:previous" not in {m["model"] for m in self.snapshot.models}:
-            self.notify(
-                f"no {name}:previous to roll back to: it appears when a second verified build is promoted",
-                severity="warning",
-                timeout=8,
-            )
-            return
-        if await self.app.push_screen_wait(
-            ConfirmScreen(
-                f"Roll {name}:latest back to {name}:previous?",
-                "The current latest stays available under its build tag.",
-                "Roll back",
-            )
-        ):
-            result = await self._call("rollback")
-            if result:
-                self.notify(result)
-                self.refresh_models()
-
-    async def _call(self, name: str, *args):
-        """Run an ollama_client function in a thread; an OllamaError becomes a notification (and False)."""
-        import asyncio
-
-        from w4tui import ollama_client as oc
-
-        try:
-            result = await asyncio.to_thread(getattr(oc, name), self.app.config, *args)
-        except oc.OllamaError as exc:
-            self.notify(str(exc), severity="error", timeout=8)
-            return False
-        return True if result is None else result

@@ -202,7 +202,7 @@ class MainScreen(Mailbox, Screen):
             (r for r in runs if r.stage == "train"), None
         )
         self.pane("training").follow(train)
-        for pane_id in ("stages", "logs", "artifacts"):
+        for pane_id in ("stages", "logs", "artifacts", "ollama"):  # ollama: which builds verify passed
             self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
 

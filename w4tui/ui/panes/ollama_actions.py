@@ -1,0 +1,153 @@
+"""The Ollama pane's actions on the selected model, each in a worker (Ollama answers take time, and the
+dialogs are awaited): test prompt, Modelfile, copy/tag, delete, roll back, promote a verified build."""
+
+from __future__ import annotations
+
+from textual import work
+
+ALIASES = ("latest", "previous")  # tags that point at a build: moved by promote and rollback
+
+
+class OllamaActions:
+    """Mixed into OllamaPane: it provides snapshot, selected, verified() and aliases_of()."""
+
+    def _need_model(self) -> str | None:
+        if self.snapshot is None or self.snapshot.error:
+            self.notify("Ollama is not reachable; see the pane for how to start it", severity="warning")
+            return None
+        if self.selected is None:
+            self.notify("no model selected", severity="warning")
+        return self.selected
+
+    def action_refresh(self) -> None:
+        self.refresh_models()
+
+    def action_test(self) -> None:
+        model = self._need_model()
+        if model:
+            from w4tui.ui.screens.prompt import PromptScreen
+
+            self.app.push_screen(PromptScreen(self.app.config, model, self.app.config.verify.prompts[0]))
+
+    @work(exclusive=True, group="ollama-action", exit_on_error=False)
+    async def action_modelfile(self) -> None:
+        model = self._need_model()
+        if model:
+            from w4tui.ui.screens.dialogs import TextViewScreen
+
+            info = await self._call("show", model)
+            if info is not None:
+                await self.app.push_screen_wait(
+                    TextViewScreen(f"Modelfile of {model}", info.get("modelfile") or "(empty)")
+                )
+
+    @work(exclusive=True, group="ollama-action", exit_on_error=False)
+    async def action_copy(self) -> None:
+        model = self._need_model()
+        if model:
+            from w4tui.ui.screens.dialogs import TextInputScreen
+
+            target = await self.app.push_screen_wait(
+                TextInputScreen(
+                    f"Copy {model} to", model.split(":")[0] + ":", hint="a new name or tag; an existing one is replaced"
+                )
+            )
+            if target and await self._call("copy", model, target) is not False:
+                self.notify(f"copied {model} to {target}")
+                self.refresh_models()
+
+    @work(exclusive=True, group="ollama-action", exit_on_error=False)
+    async def action_delete(self) -> None:
+        model = self._need_model()
+        if model:
+            from w4tui.ui.screens.dialogs import ConfirmScreen
+
+            if await self.app.push_screen_wait(
+                ConfirmScreen(f"Delete {model} from Ollama?", "Its blobs stay while another tag uses them.", "Delete")
+            ):
+                if await self._call("delete", model) is not False:
+                    self.notify(f"deleted {model}")
+                    self.refresh_models()
+
+    @work(exclusive=True, group="ollama-action", exit_on_error=False)
+    async def action_rollback(self) -> None:
+        if self.snapshot is None or self.snapshot.error:
+            self.notify("Ollama is not reachable; see the pane for how to start it", severity="warning")
+            return
+        from w4tui.ui.screens.dialogs import ConfirmScreen
+
+        name = self.app.config.ollama.model
+        if f"{name}:previous" not in {m["model"] for m in self.snapshot.models}:
+            self.notify(
+                f"no {name}:previous to roll back to: it appears when a second verified build is promoted",
+                severity="warning",
+                timeout=8,
+            )
+            return
+        if await self.app.push_screen_wait(
+            ConfirmScreen(
+                f"Roll {name}:latest back to {name}:previous?",
+                "The current latest stays available under its build tag.",
+                "Roll back",
+            )
+        ):
+            result = await self._call("rollback")
+            if result:
+                self.notify(result)
+                self.refresh_models()
+
+    @work(exclusive=True, group="ollama-action", exit_on_error=False)
+    async def action_promote(self) -> None:
+        model = self._need_model()
+        if not model:
+            return
+        from w4tui.ui.screens.dialogs import ConfirmScreen
+
+        name = self.app.config.ollama.model
+        if model.rpartition(":")[0] != name or model.rpartition(":")[2] in ALIASES:
+            self.notify(f"promote takes a build of {name} (a {name}:build-… row)", severity="warning")
+            return
+        if self.verified(model) is not True:
+            what = "failed verification" if self.verified(model) is False else "is not verified"
+            self.notify(
+                f"{model} {what}: only a verified build is served (verify it: v in Artifacts)",
+                severity="warning",
+                timeout=8,
+            )
+            return
+        if "latest" in self.aliases_of(model):
+            self.notify(f"{name}:latest already is {model}")
+            return
+        now = next((m for m in self.snapshot.models if m["model"] == f"{name}:latest"), None)
+        current = next(
+            (
+                m["model"]
+                for m in self.snapshot.models
+                if now and m.get("digest") == now.get("digest") and m["model"].rpartition(":")[2] not in ALIASES
+            ),
+            "none",
+        )
+        if await self.app.push_screen_wait(
+            ConfirmScreen(
+                f"Serve {model} as {name}:latest?",
+                f"latest is now {current}; it is kept as {name}:previous (b rolls back to it).",
+                "Promote",
+            )
+        ):
+            result = await self._call("promote", model)
+            if result:
+                self.notify(result)
+                self.refresh_models()
+
+    async def _call(self, name: str, *args):
+        """Run an ollama_client function in a thread; an OllamaError becomes a notification (and False)."""
+        import asyncio
+
+        from w4tui import ollama_client as oc
+
+        try:
+            result = await asyncio.to_thread(getattr(oc, name), self.app.config, *args)
+        except oc.OllamaError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return False
+        return True if result is None else result
