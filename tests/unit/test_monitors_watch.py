@@ -81,3 +81,14 @@ def test_a_failing_measurement_is_skipped(tmp_path):
 
     start(tmp_path / "e.jsonl", "r", "train", stop, clock=time.time, measure=measure, every=0.01).join(5)
     assert len(calls) >= 3 and read_events(tmp_path / "e.jsonl") == []
+
+
+def test_measure_on_this_machine():
+    import platform
+
+    from w4tui.monitors.watch import measure
+
+    swap, pressure, throttled = measure()
+    assert isinstance(swap, int) and swap >= 0
+    if platform.system() != "Darwin":
+        assert (pressure, throttled) == (None, None)

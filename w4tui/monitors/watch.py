@@ -52,14 +52,27 @@ class RunWatch:
 
 def measure() -> tuple[int | None, str | None, bool | None]:
     """(swap used, pressure level, throttled) on this machine; None for what it cannot tell."""
+    import platform
+
     import psutil
 
-    from .sampler import MachineSampler
-
     swap = psutil.swap_memory().used
-    sample = MachineSampler().sample()
-    thermal = sample.thermal
-    return swap, sample.pressure, (thermal.throttled if thermal is not None and thermal.reported else None)
+    if platform.system() != "Darwin":
+        return swap, None, None
+    from .macos import UnexpectedOutput, parse_pmset_therm, parse_pressure_level
+    from .sampler import ToolProblem, run_tool
+
+    pressure = throttled = None
+    try:
+        pressure = parse_pressure_level(run_tool(["sysctl", "kern.memorystatus_vm_pressure_level"]))
+    except (ToolProblem, UnexpectedOutput):
+        pass
+    try:
+        thermal = parse_pmset_therm(run_tool(["pmset", "-g", "therm"]))
+        throttled = thermal.throttled if thermal.reported else None
+    except (ToolProblem, UnexpectedOutput):
+        pass
+    return swap, pressure, throttled
 
 
 def start(
