@@ -21,7 +21,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -38,7 +37,7 @@ from stages.weights.lora_merge import Adapter, merged_rows
 from stages.weights.safetensors import model_tensors
 from stages.weights.streaming import Progress, ordered_map
 from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_path, check_free_space
+from w4tui.fsutil import atomic_path, check_free_space, scratch_dir
 from w4tui.gguf_header import written_by_w4tui
 
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
@@ -175,7 +174,7 @@ def _llama_cpp(args, events: EventWriter) -> dict:
     check_model_dir(args.model)
     lineage = _lineage(args)
     with (
-        tempfile.TemporaryDirectory(prefix=".w4tui-merge-", dir=args.output.parent) as scratch,
+        scratch_dir(args.output) as scratch,  # a killed run's merged copy is reclaimed by the next
         atomic_path(args.output) as tmp,
     ):
         model = args.model

@@ -102,6 +102,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(lock)
 
 
+@contextlib.contextmanager
+def scratch_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary directory beside ``path``, named and locked as a partial of it, removed on exit; one
+    that a killed writer left is reclaimed by the next writer of ``path``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=PARTIAL, dir=final.parent))
+    lock = _hold_lock(scratch)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(lock)
+
+
 def _missing_parents(path: Path) -> list[Path]:
     """The directories above ``path`` that do not exist yet, deepest first."""
     missing = []

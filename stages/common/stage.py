@@ -117,22 +117,26 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
         print(f"{name}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except (StageError, ConfigError, DiskSpaceError) as exc:
-        hint = getattr(exc, "hint", None)
-        events.error(str(exc), hint=hint)
-        print(f"error: {exc}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        _report(events, str(exc), getattr(exc, "hint", None))
         return EXIT_USAGE if isinstance(exc, (ConfigError, UsageError)) else EXIT_FAILED
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return _internal_error(name, exc, events)
         where = f" writing {exc.filename}" if exc.filename else ""
-        message = f"disk full{where}: {exc.strerror}"
-        events.error(message, hint="free some space and run again")
-        print(f"error: {message} (free some space and run again)", file=sys.stderr)
+        _report(events, f"disk full{where}: {exc.strerror}", "free some space and run again")
         return EXIT_FAILED
     except Exception as exc:
         return _internal_error(name, exc, events)
     finally:
         events.close()
+
+
+def _report(events: EventWriter, message: str, hint: str | None) -> None:
+    """The error event and the one ``error:`` line on stderr (alone, the writer would print the event to
+    stderr as well: the same error twice)."""
+    if events.path is not None:
+        events.error(message, hint=hint)
+    print(f"error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
 
 
 def _internal_error(name: str, exc: BaseException, events: EventWriter) -> int:

@@ -333,4 +333,4 @@ def test_llama_cpp_converter_can_be_chosen_also_with_an_adapter(tmp_path, tiny_m
     assert all(t.data == ours.tensors[n].data for n, t in theirs.tensors.items())  # same merge, same bytes
     artifact = next(e for e in events if e["kind"] == "artifact")
     assert artifact["converter"] == "llama.cpp" and artifact["adapter"] == str(adapter)
-    assert not list(tmp_path.glob(".w4tui-merge-*"))  # the temporary merged copy is gone
+    assert not list(tmp_path.glob(".ref.gguf.*.partial"))  # the temporary merged copy is gone
