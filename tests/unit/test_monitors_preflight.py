@@ -236,3 +236,12 @@ def test_no_refusal_on_a_guess(runner):
             return "cuda", None, None, "GPU memory (unknown without nvidia-ml-py)"
 
     assert preflight.check(runner, "train", ["--max_seq_length", "65536"], probe=Unknown()) == []
+
+
+def test_the_logits_term_by_dtype():
+    # A model that is all vocabulary: per token, bf16 keeps logits + fp32 copy + fp32 grad + bf16 grad
+    # (12 bytes per vocabulary entry); fp32 on the CPU needs no copy (8 bytes).
+    wide = est.ModelShape(hidden=8, layers=1, intermediate=8, vocab=1_000_000, heads=1, kv_heads=1)
+    bf16 = est.activation_bytes_per_token(wide, 2, 16, True, True, [])
+    fp32 = est.activation_bytes_per_token(wide, 4, 16, True, True, [])
+    assert 12_000_000 <= bf16 < 12_001_000 and 8_000_000 <= fp32 < 8_001_000

@@ -98,7 +98,8 @@ def activation_bytes_per_token(
     lora = sum(dims[t][0] for t in targets if t in dims) * (b + 1)  # dropout copy of each input + its mask
     scores = 0 if fused_attention else shape.heads * seq * (b + 4)  # scores + fp32 softmax (no fused kernel)
     layer = attention + mlp + lora + scores
-    logits = shape.vocab * (2 * b + 8)  # logits, fp32 copy for the loss, fp32 grad, grad in model dtype
+    # Logits, their fp32 copy for the loss, its fp32 grad and the grad in the model dtype (fp32: no copies).
+    logits = shape.vocab * (2 * b + 8 if b < 4 else 8)
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed with its grads
         return shape.layers * h * b + 2 * layer + logits
     return shape.layers * layer + logits
