@@ -271,3 +271,16 @@ def test_the_modelfile_reads_back_as_the_same_build(tmp_path, ollama, run_stage,
     modelfile = parse_modelfile(gguf.with_suffix(".Modelfile").read_text())
     assert modelfile["system"] == system and modelfile["template"] == create["template"]
     assert modelfile["parameters"] == create["parameters"]
+
+
+def test_a_stop_with_quotes_or_backslashes_reads_back_unchanged(tmp_path, ollama, run_stage, tiny_q8_gguf):
+    """Item 10: parser.go unquote strips the surrounding quotes only, so "\\"" would reach the server as
+    a backslash and a quote."""
+    stops = ["<|im_end|>", 'User "quoted":', "C:\\path", " padded "]
+    ollama.models[LIBRARY]["parameters"] = {"stop": stops}
+    gguf = tmp_path / "s.gguf"
+    gguf.write_bytes(tiny_q8_gguf.read_bytes())
+    result = run_stage("deploy_ollama", "--gguf", gguf, "--tag", "b1")
+    assert result.rc == 0, result.stderr
+    assert ollama.creates[-1]["parameters"]["stop"] == stops
+    assert parse_modelfile(gguf.with_suffix(".Modelfile").read_text())["parameters"]["stop"] == stops
