@@ -60,6 +60,7 @@ def test_w4tui_run_train_with_one_flag_keeps_every_default(config_file, monkeypa
 
     monkeypatch.setattr(Runner, "start_command", record)
     monkeypatch.setattr(Runner, "_free_memory_for_training", lambda self: None)
+    monkeypatch.setattr(Runner, "_preflight", lambda self, stage, args: [])  # a 7B would not fit this machine
     with pytest.raises(SystemExit):
         cli.main(["run", "train", "--", "--epochs", "3"])
     command = started["command"]
