@@ -97,6 +97,14 @@ def body(args, events: EventWriter) -> dict:
 def _deploy(args, config, model: str, quantize: str | None, file_type: str, server: str, events: EventWriter) -> dict:
     host = oc.host(config)
     events.log(f"Ollama {server} at {host}")
+    # server/routes.go getExistingName matches names case-insensitively: "B1" would overwrite "b1"
+    same_name = [n for n in oc.digests(config) if n.lower() == model.lower() and n != model]
+    if same_name:
+        raise StageError(
+            f"{model}: the server already has {same_name[0]}, and Ollama treats names that differ "
+            "only in case as the same model (a create would replace it)",
+            hint="choose another --tag",
+        )
     existing = oc.digests(config).get(model)
     template, stops, source, stops_from = oc.base_template(config)
     events.log(f"TEMPLATE from {source}", level="warning" if source.startswith("built-in") else "info")

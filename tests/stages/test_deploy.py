@@ -136,6 +136,7 @@ def test_without_the_base_model_the_builtin_chatml_template_is_used(ollama, run_
         ("f32", "tiny-f32.gguf is F32, which Ollama reads as an unknown file type and will not quantize"),  # item 8
         ("no file_type", "is without general.file_type, which Ollama reads as an unknown file type"),
         ("lost blob", "open /root/.ollama/models/blobs/sha256-"),  # item 12
+        ("case", "web4-agent:B1: the server already has web4-agent:b1, and Ollama treats names that differ only"),
         ("not gguf", "not a GGUF file"),
         ("missing", "nowhere.gguf: no such file (run the quantize stage first)"),
     ],
@@ -164,6 +165,9 @@ def test_deploy_errors_are_one_actionable_line(
         args = ["--gguf", without_file_type(tiny_f32_gguf, tmp_path / "nft.gguf"), "--tag", "b1"]  # auto: Q4_K_M
     elif case == "lost blob":
         ollama.forget_blobs = True  # a server restart between upload and create prunes the blob
+    elif case == "case":
+        ollama.add_model("web4-agent:b1")
+        args[3] = "B1"
     elif case == "not gguf":
         args[1] = tmp_path / "x.gguf"
         args[1].write_text("hello")
@@ -180,7 +184,7 @@ def test_deploy_errors_are_one_actionable_line(
     if case == "lost blob":
         assert "run deploy again: it uploads the GGUF again" in result.stderr
         assert [e["message"] for e in result.of("progress")][-1] == "ollama: parsing GGUF"
-    assert "web4-agent:latest" not in ollama.models and "web4-agent:b1" not in ollama.models
+    assert "web4-agent:latest" not in ollama.models and ("web4-agent:b1" not in ollama.models) is (case != "case")
 
 
 def without_file_type(source, out):

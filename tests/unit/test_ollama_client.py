@@ -199,3 +199,11 @@ def test_a_bind_address_and_a_bare_host_port_reach_the_server(ollama, config_fil
     monkeypatch.delenv("OLLAMA_HOST")
     config_file.write_text(f'[ollama]\nhost = "127.0.0.1:{port}"\n')  # no scheme, as OLLAMA_HOST may be
     assert oc.version(load_config()) == ollama.version
+
+
+def test_create_of_an_existing_name_overwrites_it(ollama, config_file):
+    """Item 12: server/create.go writes the new manifest over the old one (deploy refuses before that)."""
+    config = load_config()
+    ollama.add_model("web4-agent:b1", system="old")
+    parts = list(oc.create(config, "web4-agent:b1", from_=LIBRARY, system="new"))
+    assert parts[-1]["status"] == "success" and oc.show(config, "web4-agent:b1")["system"] == "new"
