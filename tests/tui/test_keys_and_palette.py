@@ -130,3 +130,44 @@ async def test_r_on_a_finished_training_says_there_is_nothing_to_resume(recorded
         await settle(pilot)
         await pilot.press("R")
         await until(pilot, lambda: any("nothing to resume" in n for n in notifications(app)), what="the refusal")
+
+
+async def test_the_train_form_shows_the_training_settings_and_previews_samples_tokens_and_steps(recorded):
+    import json
+
+    from textual.widgets import Input, Static
+
+    from w4tui.ui.screens.stage_form import StageFormScreen
+
+    data = recorded.paths.data
+    data.mkdir(parents=True, exist_ok=True)
+    record = {
+        "messages": [
+            {"role": "user", "content": "Create a PDCA for the build."},
+            {"role": "assistant", "content": "## Plan\n- Measure the build time."},
+        ]
+    }
+    (data / "web4.jsonl").write_text("\n".join(json.dumps(record) for _ in range(40)) + "\n{broken\n")
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("5", "down", "s")
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the train form")
+        form = app.screen
+        fields = dict(form.fields)
+        t = recorded.train
+        assert fields["--epochs"] == f"{t.epochs:g}" and fields["--learning_rate"] == f"{t.learning_rate:g}"
+        assert fields["--lora_r"] == str(t.lora_r) and fields["--max_seq_length"] == str(t.max_seq_length)
+        preview = form.query_one("#preview", Static)
+        await until(pilot, lambda: "samples" in text_of(preview), what="the dataset preview")
+        text = text_of(preview)
+        # 40 samples, 1 unreadable line; eval_fraction 0.1 -> 4 eval; batch 4, accumulation 1, 1 epoch
+        assert "40 samples in 1 file (40 messages), 1 unreadable lines" in text
+        assert "36 train / 4 eval → 9 steps per epoch × 1 epochs = 9 steps" in text
+        assert "≈" in text and "tokens" in text and "longer than 64" in text
+        epochs = next(i for i, (flag, _) in enumerate(form.fields) if flag == "--epochs")
+        form.query_one(f"#f{epochs}", Input).value = "3"
+        await settle(pilot)
+        assert "= 27 steps" in text_of(preview)
+        assert "--gradient_accumulation" in str(form.query_one("#extra", Input).placeholder)
+        await pilot.press("escape")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from w4tui.config import Config
 from w4tui.runs import specs
@@ -17,6 +18,20 @@ class Prepared:
     args: list[str]
     note: str = ""  # why a field is empty (no input artifact yet)
     blank: str | None = None  # the flag the user must fill in
+    example: str = ""  # more flags the stage takes, for the "more flags" field
+    dataset: Path | None = None  # a train form's dataset: the form previews samples, tokens and steps
+
+
+# Flags each stage takes beyond its defaults (see `python -m stages.<module> --help`).
+EXAMPLES = {
+    "download": "e.g. --revision main",
+    "train": "e.g. --batch_size 2 --gradient_accumulation 8 --eval_fraction 0.1 --seed 1",
+    "merge": "none needed",
+    "convert": "e.g. --outtype bf16 --name web4-agent",
+    "quantize": "e.g. --threads 4",
+    "deploy": "e.g. --modelfile FILE (a Modelfile of your own)",
+    "verify": "e.g. --prompt 'Write a PDCA for …' (instead of [verify] prompts)",
+}
 
 
 def prepare(runner: Runner, config: Config, stage: str, input_path: str | None, now: float) -> Prepared:
@@ -32,12 +47,41 @@ def prepare(runner: Runner, config: Config, stage: str, input_path: str | None, 
     if input_path is None:
         input_path = specs.input_for(stage, runner.latest_artifact)
     title = f"{spec.title}  (python -m {spec.module})"
+    example = EXAMPLES.get(stage, "")
+    if stage == "train":
+        args = specs.default_args(stage, config, input_path, build) + training_settings(config)
+        return Prepared(title, args, example=example, dataset=config.paths.data)
     try:
-        return Prepared(title, specs.default_args(stage, config, input_path, build))
+        return Prepared(title, specs.default_args(stage, config, input_path, build), example=example)
     except LookupError as exc:
         args = specs.default_args(stage, config, build, build)  # the build stamp stands in for the input
         blank = args[args.index(build) - 1]
-        return Prepared(title, args, note=str(exc), blank=blank)
+        return Prepared(title, args, note=str(exc), blank=blank, example=example)
+
+
+def training_settings(config: Config) -> list[str]:
+    """The settings a person changes before a training, as flags with the config's values."""
+    t = config.train
+    return [
+        "--epochs",
+        f"{t.epochs:g}",
+        "--learning_rate",
+        f"{t.learning_rate:g}",
+        "--lora_r",
+        str(t.lora_r),
+        "--lora_alpha",
+        f"{t.lora_alpha:g}",
+        "--max_seq_length",
+        str(t.max_seq_length),
+        "--batch_size",
+        str(t.batch_size),
+        "--gradient_accumulation",
+        str(t.gradient_accumulation),
+        "--eval_fraction",
+        f"{t.eval_fraction:g}",
+        "--profile",
+        "full",
+    ]
 
 
 def prepare_resume(run_dir, run_id: str) -> Prepared:

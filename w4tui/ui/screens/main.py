@@ -316,7 +316,8 @@ class MainScreen(Mailbox, Screen):
                 prepared.args,
                 prepared.note,
                 prepared.blank,
-                extra_hint="none needed" if stage == L.PIPELINE else "",
+                extra_hint="none needed" if stage == L.PIPELINE else prepared.example,
+                dataset=prepared.dataset,
             )
         )
         if args is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -29,7 +30,10 @@ def split_args(args: list[str]) -> list[tuple[str, str | None]]:
 class StageFormScreen(Dialog[list[str] | None]):
     DEFAULT_CSS = """
     StageFormScreen .dialog { max-width: 120; }
-    StageFormScreen VerticalScroll { height: auto; max-height: 14; }
+    StageFormScreen VerticalScroll { height: auto; max-height: 20; }
+    StageFormScreen #preview { color: $text-muted; margin-bottom: 1; }
+    StageFormScreen .dialog.-tall { height: 90%; }
+    StageFormScreen .-tall VerticalScroll { height: 1fr; max-height: 100%; }
     StageFormScreen .row { height: 1; margin-bottom: 1; }
     StageFormScreen .row Label { width: 14; }
     StageFormScreen .row Input { width: 1fr; }
@@ -42,17 +46,31 @@ class StageFormScreen(Dialog[list[str] | None]):
     ]
 
     def __init__(
-        self, title: str, args: list[str], note: str = "", blank: str | None = None, extra_hint: str = ""
+        self,
+        title: str,
+        args: list[str],
+        note: str = "",
+        blank: str | None = None,
+        extra_hint: str = "",
+        dataset=None,
     ) -> None:
         super().__init__()
         self.title_text, self.fields, self.note = title, split_args(args), note
         self.blank, self.extra_hint = blank, extra_hint  # blank: a flag the user must fill in
+        self.dataset, self.preview = dataset, None  # a train form: samples, tokens, steps (redone on edits)
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        # A long form (train) takes the screen's height and scrolls its fields: the buttons stay in view.
+        with Vertical(classes="dialog -tall" if len(self.fields) > 6 else "dialog"):
             yield Label(self.title_text, classes="title")
             if self.note:
                 yield Static(self.note, id="problem")
+            if self.dataset is not None:
+                from w4tui.ui.sources.train_preview import missing
+
+                self.preview = missing(self.dataset)  # (known at once: the snapshot shows it)
+                text = f"counting the samples and tokens in {self.dataset}…"
+                yield Static(self.preview.describe({}) if self.preview else text, id="preview", markup=False)
             with VerticalScroll():
                 for index, (flag, value) in enumerate(self.fields):
                     with Horizontal(classes="row"):
@@ -74,7 +92,23 @@ class StageFormScreen(Dialog[list[str] | None]):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button("Launch (ctrl+s)", id="launch", variant="primary", compact=True)
 
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False, description="preview the dataset")
+    def _preview(self) -> None:
+        from w4tui.ui.sources.train_preview import preview
+
+        found = preview(self.dataset)
+        self.app.call_from_thread(self._show_preview, found)
+
+    def _show_preview(self, found) -> None:
+        self.preview = found
+        self.on_input_changed()
+
     def on_mount(self) -> None:
+        width = max(len(flag) for flag, _ in [*self.fields, ("more flags", None)]) + 2
+        for label in self.query(".row Label"):
+            label.styles.width = width  # each flag whole (--gradient_accumulation)
+        if self.dataset is not None and self.preview is None:
+            self._preview()
         first = self.query("Input").first()
         empty = [i for i in self.query(Input) if not i.value and i.id != "extra"]
         (empty[0] if empty else first).focus()
@@ -96,6 +130,20 @@ class StageFormScreen(Dialog[list[str] | None]):
         except ValueError as exc:
             raise ValueError(f"more flags: {exc}") from None
         return out
+
+    def values(self) -> dict[str, str]:
+        """Each flag's value as the form says now (before it is mounted: as it was given)."""
+        if not self.is_mounted:
+            return {flag: value for flag, value in self.fields if value is not None}
+        return {
+            flag: self.query_one(f"#f{i}", Input).value.strip()
+            for i, (flag, value) in enumerate(self.fields)
+            if value is not None
+        }
+
+    def on_input_changed(self) -> None:
+        if self.preview is not None and self.is_mounted:
+            self.query_one("#preview", Static).update(self.preview.describe(self.values()))
 
     def on_input_submitted(self) -> None:
         self.action_launch()
