@@ -70,12 +70,14 @@ def server_quantize(choice: str, gguf: Path, info: GGUFInfo, config, server: str
 
 def create_hint(detail: str) -> str:
     """The fix for an error inside the create stream."""
+    # create.go ggufLayersWithMediaType opens the blob after "parsing GGUF"; routes.go Serve prunes
+    # unused blobs (PruneLayers) when the server starts
     if "no such file or directory" in detail and "blobs" in detail:
         return (
             "the server no longer has the uploaded blob (it prunes unused blobs when it restarts); "
             "run deploy again: it uploads the GGUF again"
         )
-    if "llama-quantize" in detail:
+    if "llama-quantize" in detail:  # quantization.go findLlamaQuantize, run by copyLayerWithLlamaQuantize
         return "Ollama 0.30+ runs llama-quantize on every GGUF it creates and this install has none: reinstall Ollama"
     if "quantiz" in detail:
         return "Ollama quantizes only F16 (and from 0.30 BF16) GGUFs"
