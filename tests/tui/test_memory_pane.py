@@ -18,9 +18,9 @@ from w4tui.ui.sources.system import gb, machine_rows
 
 SIZES = [(80, 24), (120, 36)]
 # The pane's outer size on the main screen at each terminal size: alone under the pane bar at 80x24; in the
-# third column of the top grid row (11fr of 34 rows) at 120x36. The pane is hosted alone so these tests
+# third column of the top grid row at 120x36 (measured on the main screen: 40x18). The pane is hosted alone so these tests
 # depend on no other pane.
-PANE_SIZE = {(80, 24): (80, 22), (120, 36): (40, 19)}
+PANE_SIZE = {(80, 24): (80, 22), (120, 36): (40, 18)}
 
 
 class Host(App):
@@ -201,3 +201,27 @@ async def test_the_live_trainings_machine_warnings_are_shown(recorded, tmp_path)
         pane.show_runs(())  # the training ended: its warnings go with it
         assert pane._watched is None
     writer.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x36"])
+async def test_every_figure_whole_on_the_main_screen(recorded, size):
+    from tui_helpers import make_app
+
+    app = make_app(recorded)  # its fixed sampler carries the scripted Mac
+    async with app.run_test(size=size) as pilot:
+        if size[0] < 120:
+            await pilot.press("2")
+        pane = app.screen.pane("memory")
+        await until(
+            pilot,
+            lambda: pane.display and pane.machine is not None and pane.accelerator and pane.history.latest is not None,
+            what="the memory pane's figures",
+        )
+        await settle(pilot, rounds=3)
+        assert tuple(pane.outer_size) == PANE_SIZE[size]  # what the isolated tests above assume
+        lines = body(pane)
+        assert max(len(line) for line in lines) <= pane.size.width and len(lines) <= pane.size.height
+        text = "\n".join(lines)
+        assert all(figure in text for figure in MAC_FIGURES), lines
+        assert "10.5 GB / 21.3 GB" in text  # the recorded training's MPS figures, in GB of 10^9
