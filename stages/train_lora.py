@@ -19,7 +19,7 @@ from pathlib import Path
 from stages.common.errors import StageError, UsageError
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
-from stages.train.data import dataset_files
+from stages.train.data import DataReport, dataset_files, read_records
 from stages.weights.hf_model import read_config
 from stages.weights.lora_merge import Adapter
 from stages.weights.safetensors import model_tensors
@@ -47,6 +47,12 @@ def build_parser() -> StageArgumentParser:
         choices=["dry", "mini", "full"],
         default="full",
         help="train on 100 (dry), 3,000 (mini) or all (full) samples of --dataset, drawn at random",
+    )
+    p.add_argument(
+        "--eta",
+        action="store_true",
+        help="only say how long the run would take (the rate of the last run on this device with the same "
+        "settings, else a few calibration steps on the real model) and train nothing",
     )
     p.add_argument("--lora_r", type=int, default=t.lora_r)
     p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
@@ -131,7 +137,10 @@ def check_args(args) -> None:
         adapter = Adapter(args.resume_from)
         adapter.fh.close()
         adapter.check_fits(base)  # an adapter of another base: both shapes named, not a size-mismatch traceback
-    dataset_files(args.dataset)
+    if not args.skip_bad:  # a bad line is named now, before torch and the tokenizer load, not minutes later
+        read_records(dataset_files(args.dataset), False, DataReport(), log=lambda message: None)
+    else:
+        dataset_files(args.dataset)
     taken = [name for name in ("adapter_config.json", "checkpoints") if (args.output / name).exists()]
     if taken and not args.resume:
         # A second run here would mix its checkpoints with the first one's; --resume would pick the wrong one.

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from stages.common.errors import StageError
-from stages.train import checkpoint, loop, selection
+from stages.train import checkpoint, eta, loop, selection
 from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
@@ -64,6 +64,17 @@ def train(args, events: EventWriter) -> dict:
     ]
     settings = {name: _plain(getattr(args, name)) for name in TRAJECTORY}
     resume_at = _resume_point(args, data_key, settings) if args.resume else None
+    # The ETA before starting: the rate an earlier run on this device with these settings measured
+    cost = eta.cost_key(
+        {k: _plain(getattr(args, k)) for k in ("base_model", *eta.COST_ARGS)}, precision.device, precision.dtype
+    )
+    tokens_to_train = round(sum(len(s.ids) for s in train_samples) * args.epochs)
+    measured = eta.previous_rate(args.output.parent, cost, exclude=args.output)
+    predicted = (
+        eta.estimate(tokens_to_train, measured[0], f"measured by {Path(measured[1]).name}") if measured else None
+    )
+    if args.eta and predicted:
+        return _report_eta(predicted, events)
 
     model = _model(args, precision, torch)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -89,6 +100,18 @@ def train(args, events: EventWriter) -> dict:
         f"{len(train_samples)} train / {len(eval_samples)} eval samples, {report.tokens} tokens, "
         f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)"
     )
+    if args.eta:  # no earlier run to go by: a few steps on the real model, then stop
+        from stages.train.calibrate import STEPS, calibrate
+
+        rate = calibrate(
+            model, optimizer, scheduler, scaler, train_samples, cfg, precision.device, tokenizer.pad_token_id or 0
+        )
+        return _report_eta(eta.estimate(tokens_to_train, rate, f"calibrated on {STEPS} steps"), events)
+    if predicted:
+        predicted = eta.estimate(
+            round(tokens_to_train * (1 - state.step / total)), predicted["rate"], predicted["source"]
+        )
+        events.log(f"ETA: {predicted['text']}")
     started = time.time()
     training = Training(
         model=model,
@@ -120,7 +143,10 @@ def train(args, events: EventWriter) -> dict:
         "main_eval_samples": len(chosen.main_eval),
         "device": precision.device,
         "base_dtype": precision.dtype,
+        "eta": eta.outcome(predicted, result["train_seconds"]),
     }
+    if predicted:
+        events.log(f"the ETA was {eta.duration(predicted['eta_s'])}; it took {eta.duration(result['train_seconds'])}")
     _save_adapter(model, args, report, result, counts, parent, started, state.losses)
     events.artifact(
         args.output.resolve(),
@@ -144,6 +170,19 @@ def train(args, events: EventWriter) -> dict:
         "replayed": replayed,
         "train_seconds": result["train_seconds"],
         "tokens_per_second": result["tokens_per_second"],
+    }
+
+
+def _report_eta(predicted: dict, events: EventWriter) -> dict:
+    """--eta: say how long the run would take, and train nothing."""
+    events.log(f"ETA: {predicted['text']}")
+    print(f"ETA: {predicted['text']}", flush=True)
+    return {
+        "eta_s": predicted["eta_s"],
+        "eta_text": predicted["text"],
+        "tokens": predicted["tokens"],
+        "tokens_per_second": predicted["rate"],
+        "eta_source": predicted["source"],
     }
 
 
