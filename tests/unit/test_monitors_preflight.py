@@ -245,3 +245,21 @@ def test_the_logits_term_by_dtype():
     bf16 = est.activation_bytes_per_token(wide, 2, 16, True, True, [])
     fp32 = est.activation_bytes_per_token(wide, 4, 16, True, True, [])
     assert 12_000_000 <= bf16 < 12_001_000 and 8_000_000 <= fp32 < 8_001_000
+
+
+def test_deploy_needs_room_in_a_local_ollamas_store(runner, tmp_path, monkeypatch):
+    gguf = tmp_path / "m-Q4_K_M.gguf"
+    with open(gguf, "wb") as fh:
+        fh.truncate(4_700_000_000)
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama-models"))
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:11434")
+    args = ["--gguf", str(gguf), "--tag", "build-x"]
+    with pytest.raises(
+        RunError,
+        match=r"Ollama copies the 4\.7 GB GGUF into .*ollama-models and 1\.0 GB is kept free, but "
+        r"3\.0 GB is free there",
+    ):
+        preflight.check(runner, "deploy", args, probe=FakeProbe(free=3e9))
+    assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=6e9)) == []
+    monkeypatch.setenv("OLLAMA_HOST", "http://gpu-box:11434")  # another machine's disk: not ours to judge
+    assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=0)) == []

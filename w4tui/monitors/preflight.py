@@ -7,6 +7,7 @@ all get it) unless the run is forced; a refusal is a ``RunError`` that says what
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def _tree_size(path: Path) -> int:
 
 
 def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
+    if stage == "deploy":
+        return _ollama_disk(config, args, probe)
     output = _flag(args, "--output")
     if output is None:
         return None
@@ -92,6 +95,25 @@ def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
     return (
         f"not enough disk for {stage}: it writes ~{gb(need)} ({what}) and keeps {gb(MARGIN)} free, "
         f"but {gb(free)} is free at {out.parent}; free some space or point [paths] outputs at a bigger disk"
+    )
+
+
+def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
+    """A deploy copies the GGUF into a local Ollama's blob store (OLLAMA_MODELS, else ~/.ollama/models)."""
+    import os
+
+    from ..ollama_client import host
+
+    gguf = Path(_flag(args, "--gguf") or "")
+    if not gguf.is_file() or not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", host(config) + "/"):
+        return None  # nothing to copy, or a server whose disk is not this one
+    store = Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
+    need, free = gguf.stat().st_size, probe.free_disk(store)
+    if need + MARGIN <= free:
+        return None
+    return (
+        f"not enough disk for deploy: Ollama copies the {gb(need)} GGUF into {store} and {gb(MARGIN)} is kept "
+        f"free, but {gb(free)} is free there; free some space (ollama rm an old build) or set OLLAMA_MODELS"
     )
 
 
