@@ -119,3 +119,15 @@ def test_end_watch_announces_each_end_it_saw_happen_once():
     assert [r.id for r in ended] == ["a"]
     assert watch.ended([R(id="a", live=False), R(id="b", live=False)])[0].id == "b"
     assert watch.ended([R(id="a", live=False), R(id="b", live=False)]) == []
+
+
+def test_a_stage_inside_a_job_leaves_the_notification_to_the_job(monkeypatch):
+    from w4tui.runs import supervise
+
+    sent = []
+    monkeypatch.setattr(notify, "run_ended", lambda record, error=None: sent.append((record["id"], error)))
+    monkeypatch.setenv("W4TUI_RUN_ID", "pipeline-job-1")  # what a supervised job's children inherit
+    supervise._notify({"id": "merge-run"}, [])
+    monkeypatch.delenv("W4TUI_RUN_ID")
+    supervise._notify({"id": "job"}, [{"kind": "error", "message": "quantize failed: no space"}])
+    assert sent == [("job", "quantize failed: no space")]
