@@ -107,6 +107,7 @@ RANGED = (
     "checkpoint_every",
     "log_every",
     "eval_fraction",
+    "seed",
 )
 
 

@@ -96,7 +96,7 @@ class TrainConfig:
     checkpoint_every: int = field(metadata=_positive())
     log_every: int = field(metadata=_positive())
     eval_fraction: float = field(metadata=_fraction())
-    seed: int
+    seed: int = field(metadata=_check(lambda v: 0 <= v < 2**32, "must be from 0 to 4294967295"))  # numpy's range
     device: str = field(metadata=_one_of("auto", "mps", "cuda", "cpu"))
 
 

@@ -19,6 +19,8 @@ BAD = {  # config text -> what the line must name
     "lora_alpha beyond reason": ("[train]\nlora_alpha = 1e30\n", "'train.lora_alpha'"),
     "max_seq_length beyond reason": ("[train]\nmax_seq_length = 10000000000\n", "'train.max_seq_length'"),
     "nightly epochs = inf": ("[nightly]\nepochs = inf\n", "'nightly.epochs'"),
+    "a negative seed": ("[train]\nseed = -1\n", "'train.seed'"),
+    "an integer past 64 bits": ("[train]\nlearning_rate = 1" + "0" * 400 + "\n", "'train.learning_rate'"),
     "a typo under [verify.expect]": (
         '[verify.expect]\n"Create a PDCA for component creatoin" = ["## Plan"]\n',
         "Create a PDCA for component creatoin",
