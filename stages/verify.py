@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stages.common.errors import StageError
 from stages.common.stage import StageArgumentParser, run_main, stage_config
-from stages.ollama import regression
+from stages.ollama import inference, regression
 from stages.ollama.checks import problems
 from w4tui import ollama_client as oc
 from w4tui.events import ENV_EVENTS, EventWriter
@@ -148,6 +148,10 @@ def body(args, events: EventWriter) -> dict:
             )
             print(f"--- {prompt}\n{result['answer']}\n", flush=True)  # the answers, for output.log
         events.progress(len(prompts), len(prompts), "prompts")
+        # Inference figures beside [verify] expect_* (stages/ollama/inference.py): a warning, never a failure.
+        measured = inference.measure(config, args.model, results)
+        for warning in measured["warnings"]:
+            events.log(warning, level="warning")
         # The forgetting guard (stages/ollama/regression.py), on every build that answers well: with
         # --promote, a score more than [verify] max_regression below latest's blocks the promotion.
         guard = regression.guard(config, args.model, events) if not failures else None
@@ -180,6 +184,7 @@ def body(args, events: EventWriter) -> dict:
         load_s=first["load_s"],
         **figures,
         **regression.fields(guard),
+        **inference.fields(measured),
     )
     if not passed:
         raise StageError(

@@ -51,6 +51,14 @@ def _fraction() -> dict[str, Any]:
     return _check(lambda v: 0 <= v < 1, "must be at least 0 and less than 1")
 
 
+def _range() -> dict[str, Any]:
+    def ok(v: str) -> bool:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*", v)
+        return m is not None and float(m.group(1)) <= float(m.group(2))
+
+    return _check(ok, 'must be a range "low-high" like "8-12"')
+
+
 def _one_of(*options: str) -> dict[str, Any]:
     return _check(lambda v: v in options, "must be one of " + ", ".join(f'"{o}"' for o in options))
 
@@ -179,6 +187,9 @@ class VerifyConfig:
     regression: list[str]  # prompt files of the forgetting guard ("default": the shipped set)
     max_regression: float = field(metadata=_check(lambda v: 0 <= v <= 1, "must be between 0 and 1"))
     regression_num_predict: int = field(metadata=_positive())
+    expect_tokens_per_s: str = field(metadata=_range())  # "low-high": out of range is a warning
+    expect_ttft_ms: str = field(metadata=_range())
+    expect_memory_gb: str = field(metadata=_range())
 
 
 @dataclass(frozen=True)
