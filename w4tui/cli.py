@@ -123,6 +123,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     else:
         run = runner.start(args.stage, extra=args.stage_args, force=args.force)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
+    for event in run.events():  # pre-flight warnings (on battery): said here too, not only in the events
+        if event.get("kind") == "log" and event.get("source") == "preflight":
+            print(f"warning: {event.get('message')}", file=sys.stderr, flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0
     try:

@@ -263,3 +263,22 @@ def test_deploy_needs_room_in_a_local_ollamas_store(runner, tmp_path, monkeypatc
     assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=6e9)) == []
     monkeypatch.setenv("OLLAMA_HOST", "http://gpu-box:11434")  # another machine's disk: not ours to judge
     assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=0)) == []
+
+
+def test_cli_prints_the_battery_warning(config_file, tmp_path, monkeypatch, capsys):
+    from w4tui.monitors import probe
+
+    monkeypatch.setattr(probe.Probe, "power", lambda self: Power("Battery Power", 45, "discharging"))
+    monkeypatch.setattr(Runner, "_free_memory_for_training", lambda self: None)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(TINY)
+    args = [
+        "--base_model",
+        str(tmp_path / "tiny"),
+        "--dataset",
+        str(tmp_path / "none.jsonl"),
+        "--output",
+        str(tmp_path / "adapter"),
+    ]
+    assert cli.main(["run", "train", "--no-defaults", "--", *args]) == 0
+    assert "warning: on battery (45%, discharging): a long training may drain it; plug in" in capsys.readouterr().err
