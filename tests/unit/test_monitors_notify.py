@@ -131,3 +131,14 @@ def test_a_stage_inside_a_job_leaves_the_notification_to_the_job(monkeypatch):
     monkeypatch.delenv("W4TUI_RUN_ID")
     supervise._notify({"id": "job"}, [{"kind": "error", "message": "quantize failed: no space"}])
     assert sent == [("job", "quantize failed: no space")]
+
+
+def test_a_bad_notify_url_is_a_config_error(config_file):
+    from w4tui.config import ConfigError
+
+    config_file.write_text('[notify]\nurl = "ntfy.sh/my-topic"\n')
+    with pytest.raises(ConfigError, match=r"'notify\.url' must be empty or a URL like \"https://ntfy\.sh/my-topic\""):
+        load_config(config_file)
+    config_file.write_text("[notify]\ndesktop = 1\n")
+    with pytest.raises(ConfigError, match=r"'notify\.desktop' must be true or false"):
+        load_config(config_file)
