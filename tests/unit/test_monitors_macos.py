@@ -89,6 +89,11 @@ def test_pmset_batt_on_ac():
     assert desktop.source == "AC Power" and desktop.percent is None
 
 
+def test_pmset_batt_apple_silicon_with_the_battery_id():
+    power = macos.parse_pmset_batt(fixture("pmset_batt_m1_id.txt"))
+    assert (power.source, power.percent, power.state, power.remaining_s) == ("AC Power", 80, "AC attached", None)
+
+
 def test_pmset_batt_malformed():
     with pytest.raises(macos.UnexpectedOutput, match="pmset -g batt"):
         macos.parse_pmset_batt(fixture("pmset_batt_malformed.txt"))
