@@ -26,6 +26,7 @@ def test_ioreg_apple_silicon_gpu_utilisation_and_memory():
 
 
 def test_ioreg_takes_the_bare_in_use_key_not_the_driver_variant():
+    # Constructed: newer macOS versions add "In use system memory (driver)" beside the key that counts.
     text = (
         "+-o AGXAcceleratorG16G  <class AGXAcceleratorG16G>\n"
         '      "PerformanceStatistics" = {"In use system memory (driver)"=0,"Alloc system memory"=1574862848,'
