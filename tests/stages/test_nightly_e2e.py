@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,19 @@ def demo(tmp_path):
         yield config, ollama
 
 
+def no_other_training(limit_s: float = 600) -> None:
+    """The pre-flight refuses a second training on the machine: on a shared test host, wait for others'."""
+    import psutil
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if not any("stages.train_lora" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+            return
+        time.sleep(1)
+
+
 def night(config: Path, host: str) -> subprocess.CompletedProcess:
+    no_other_training()
     env = {**os.environ, "OLLAMA_HOST": host}
     return subprocess.run(
         [sys.executable, "-m", "w4tui", "--config", str(config), "nightly", "--now"],

@@ -10,6 +10,7 @@ A failed step ends the night: ``latest`` is untouched (only verify's --promote m
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -20,9 +21,8 @@ from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.plan import BadData, make_plan
 from w4tui.nightly.record import build_fields
+from w4tui.runs.pipeline import Step, StepEvent, run_pipeline, succeeded
 from w4tui.runs.runner import Run, RunError, Runner
-
-POLL_S = 0.5
 
 
 class StepFailed(Exception):
@@ -86,35 +86,39 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
     ledger.update_night(key, build=plan.build, reason=None if plan.parent_adapter else "first night: from the base")
     steps: list[dict] = []
     fields: dict = {"night": key}
-    for position, (stage, args) in enumerate(plan.steps):
-        try:
-            run = runner.start(stage, args=args)
-        except RunError as exc:
-            raise StepFailed(stage, str(exc)) from None
-        current[:] = [run]
-        steps.append({"step": stage, "run": run.id, "started": run.started})
+
+    def on_event(event: StepEvent) -> None:
+        nonlocal fields
+        run = runner.get(event.run_id)
+        if event.kind == "started":
+            current[:] = [run]
+            steps.append({"step": event.stage, "run": run.id, "started": run.started})
+            events.progress(
+                event.index,
+                event.total,
+                "steps",
+                message=f"{event.stage}: run {run.id}",
+                step=event.stage,
+                step_run=run.id,
+            )
+            print(f"== {event.stage}: run {run.id}", flush=True)
+        else:
+            steps[-1].update(ended=run.ended, status=run.status)
+            fields = build_fields(run, fields)
+            ledger.upsert_build(plan.build, **fields)
         ledger.update_night(key, steps=steps)
-        events.progress(
-            position, len(plan.steps), "steps", message=f"{stage}: run {run.id}", step=stage, step_run=run.id
-        )
-        print(f"== {stage}: run {run.id}", flush=True)
-        run = _wait(runner, run)
-        steps[-1].update(ended=run.ended, status=run.status)
-        fields = build_fields(run, fields)
-        ledger.upsert_build(plan.build, **fields)
-        ledger.update_night(key, steps=steps)
-        if run.status != "succeeded":
-            raise StepFailed(stage, _error_line(run))
-    events.progress(len(plan.steps), len(plan.steps), "steps", message="promoted")
+
+    # Explicit arguments per step (args=): the night names every input and output itself.
+    chain = [Step(stage, args=args) for stage, args in plan.steps]
+    try:
+        ended = run_pipeline(runner, chain, on_event=on_event, build=plan.build)
+    except RunError as exc:  # a step refused at start (pre-flight, a live run writing the same output)
+        raise StepFailed(chain[len(steps)].stage, str(exc)) from None
+    if not succeeded(ended, chain):
+        last = ended[-1]
+        raise StepFailed(last.stage, last.error or _error_line(runner.get(last.run_id)))
+    events.progress(len(chain), len(chain), "steps", message="promoted")
     return ledger.update_night(key, outcome="promoted", ended=time.time())
-
-
-def _wait(runner: Runner, run: Run) -> Run:
-    while True:
-        run = runner.get(run.id)
-        if not run.live:
-            return run
-        time.sleep(POLL_S)
 
 
 def _error_line(run: Run) -> str:
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config")
     parser.add_argument("--night", required=True, help="the ledger key of this night")
     args = parser.parse_args(argv)
+    # The supervisor's cancel escalates SIGINT -> SIGTERM: both end the night the same way (steps cancelled).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     events = EventWriter.from_env("nightly")
     events.emit("start", night=args.night)
     try:
