@@ -83,10 +83,13 @@ class StageFormScreen(Dialog[list[str] | None]):
                                 id=f"f{index}",
                                 compact=True,
                                 placeholder="required" if flag == self.blank else "",
+                                cursor_blink=False,  # (a steady cursor: no repaint twice a second, same snapshot)
                             )
                 with Horizontal(classes="row"):
                     yield Label("more flags")
-                    yield Input(id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1")
+                    yield Input(
+                        id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1", cursor_blink=False
+                    )
             yield Static("", id="error", classes="hint")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
