@@ -282,3 +282,8 @@ def test_cli_prints_the_battery_warning(config_file, tmp_path, monkeypatch, caps
     ]
     assert cli.main(["run", "train", "--no-defaults", "--", *args]) == 0
     assert "warning: on battery (45%, discharging): a long training may drain it; plug in" in capsys.readouterr().err
+
+
+def test_a_malformed_flag_is_left_to_the_stage(runner):
+    for args in (["--max_seq_length", "abc"], ["--batch_size", "2.5"], ["--lora_r", ""]):
+        assert preflight.check(runner, "train", args, probe=FakeProbe(ram=1e9)) == []

@@ -28,14 +28,17 @@ def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) ->
     from ..runs.runner import RunError  # the runner imports this module lazily: no cycle at import
 
     probe = probe or Probe(runner.config)
-    problems = [
-        p
-        for p in (
-            _disk(runner.config, stage, args, probe),
-            *(_training(runner.config, args, probe) if stage == "train" else ()),
-        )
-        if p
-    ]
+    try:
+        problems = [
+            p
+            for p in (
+                _disk(runner.config, stage, args, probe),
+                *(_training(runner.config, args, probe) if stage == "train" else ()),
+            )
+            if p
+        ]
+    except ValueError:  # a flag the stage will refuse itself (--max_seq_length abc), in its own words
+        problems = []
     if problems:
         raise RunError("; ".join(problems) + f" (to start it anyway: w4tui run {stage} --force)")
     warnings = []
