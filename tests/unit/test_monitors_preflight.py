@@ -287,3 +287,29 @@ def test_cli_prints_the_battery_warning(config_file, tmp_path, monkeypatch, caps
 def test_a_malformed_flag_is_left_to_the_stage(runner):
     for args in (["--max_seq_length", "abc"], ["--batch_size", "2.5"], ["--lora_r", ""]):
         assert preflight.check(runner, "train", args, probe=FakeProbe(ram=1e9)) == []
+
+
+@pytest.mark.parametrize(
+    "flag", ["--no_gradient_checkpointing", "--no-gradient-checkpointing", "--no-gradient_checkpointing"]
+)
+def test_every_spelling_of_a_flag_is_read(runner, flag):
+    """The stages accept --base-model and --base_model alike; so does pre-flight."""
+    with pytest.raises(RunError, match=r"it fits with --gradient_checkpointing"):
+        preflight.check(runner, "train", [flag], probe=FakeProbe(ram=25e9))
+    with pytest.raises(RunError, match=r"4096 tokens x 1"):
+        preflight.check(runner, "train", ["--max-seq-length", "4096"], probe=FakeProbe(ram=20e9))
+
+
+def test_a_hub_download_is_checked_on_the_hugging_face_caches_disk(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    seen = []
+
+    class Probe(FakeProbe):
+        def free_disk(self, path):
+            seen.append(Path(path))
+            return int(1e9)
+
+    args = ["--repo", "Qwen/Qwen2.5-Coder-7B-Instruct", "--output", str(tmp_path / "models" / "base")]
+    with pytest.raises(RunError, match=r"free at .*hub; free some space or set HF_HUB_CACHE"):
+        preflight.check(runner, "download", args, probe=Probe())
+    assert seen == [tmp_path / "hub"]

@@ -26,8 +26,10 @@ def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) ->
     """Raise ``RunError`` (figures, and the setting that would fit) when ``stage`` with ``args`` cannot
     succeed on this machine; return warnings that do not stop it."""
     from ..runs.runner import RunError  # the runner imports this module lazily: no cycle at import
+    from ..runs.specs import canonical
 
     probe = probe or Probe(runner.config)
+    args = canonical(args)  # --base-model and --base_model alike; --no_gradient_checkpointing as --help shows
     try:
         problems = [
             p
@@ -89,16 +91,28 @@ def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
     if need is None:
         return None
     have = _tree_size(out)
-    # A download resumes into its directory; any other output is replaced, and the old one stays until
-    # the new one is renamed into place.
+    # A download lands in the Hugging Face cache (the output gets hard links to it) and fetches only what
+    # is missing; any other output is replaced, and the old one stays until the new one is renamed in.
+    where = _hub_cache() if stage == "download" and not Path(_flag(args, "--repo") or "").is_dir() else out
     need = max(0, need - have) if stage == "download" else need + have
-    free = probe.free_disk(out)
+    free = probe.free_disk(where)
     if need + MARGIN <= free:
         return None
+    fix = "set HF_HUB_CACHE to a bigger disk" if where != out else "point [paths] outputs at a bigger disk"
     return (
         f"not enough disk for {stage}: it writes ~{gb(need)} ({what}) and keeps {gb(MARGIN)} free, "
-        f"but {gb(free)} is free at {out.parent}; free some space or point [paths] outputs at a bigger disk"
+        f"but {gb(free)} is free at {where if where != out else out.parent}; free some space or {fix}"
     )
+
+
+def _hub_cache() -> Path:
+    """Where huggingface_hub puts downloads (its constants, without importing it into the TUI process)."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
 
 
 def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
@@ -167,7 +181,7 @@ def _settings(config, args: list[str]) -> tuple[int, int, bool]:
     t = config.train
     ckpt = t.gradient_checkpointing
     for arg in args:
-        if arg in ("--gradient_checkpointing", "--no-gradient_checkpointing"):
+        if arg in ("--gradient_checkpointing", "--no_gradient_checkpointing"):
             ckpt = arg == "--gradient_checkpointing"
     seq = int(_flag(args, "--max_seq_length", str(t.max_seq_length)))
     return seq, int(_flag(args, "--batch_size", str(t.batch_size))), ckpt

@@ -155,6 +155,18 @@ def flag_values(args: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def canonical(args: list[str]) -> list[str]:
+    """Flags in the one spelling the stages' help shows (snake_case: --base-model -> --base_model);
+    values are left as they are. For readers of a command line (pre-flight), not for the stages."""
+    out = []
+    for token in args:
+        if token.startswith("--") and len(token) > 2:
+            flag, eq, value = token.partition("=")
+            token = "--" + flag[2:].replace("-", "_") + eq + value
+        out.append(token)
+    return out
+
+
 def _key(flag: str) -> str:
     # --base-model and --base_model are one flag; --no-promote switches --promote off.
     name = flag.removeprefix("--").replace("-", "_")
