@@ -89,7 +89,7 @@ def read_records(files: list[Path], skip_bad: bool, report: DataReport, log) -> 
                 except ValueError as exc:
                     if not skip_bad:
                         raise StageError(
-                            f"{where}: {exc}", hint="fix the line, or pass --skip-bad to skip such lines"
+                            f"{where}: {exc}", hint="fix the line, or pass --skip_bad to skip such lines"
                         ) from None
                     report.skipped += 1
                     if report.skipped <= 5:
