@@ -48,7 +48,7 @@ def test_bad_line_stops_with_file_and_line(tmp_path, line, expected):
         read_records([path], skip_bad=False, report=DataReport(), log=print)
     assert str(info.value).startswith(f"{path}:3: ")  # blank lines still count
     assert expected in str(info.value) and "\n" not in str(info.value)
-    assert "--skip-bad" in info.value.hint
+    assert "--skip_bad" in info.value.hint
 
 
 def test_skip_bad_counts_and_keeps_the_good(tmp_path):
