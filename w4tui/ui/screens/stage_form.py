@@ -83,13 +83,10 @@ class StageFormScreen(Dialog[list[str] | None]):
                                 id=f"f{index}",
                                 compact=True,
                                 placeholder="required" if flag == self.blank else "",
-                                cursor_blink=False,  # (a steady cursor: no repaint twice a second, same snapshot)
                             )
                 with Horizontal(classes="row"):
                     yield Label("more flags")
-                    yield Input(
-                        id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1", cursor_blink=False
-                    )
+                    yield Input(id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1")
             yield Static("", id="error", classes="hint")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
@@ -110,6 +107,8 @@ class StageFormScreen(Dialog[list[str] | None]):
         width = max(len(flag) for flag, _ in [*self.fields, ("more flags", None)]) + 2
         for label in self.query(".row Label"):
             label.styles.width = width  # each flag whole (--gradient_accumulation)
+        for field in self.query(Input):
+            field.cursor_blink = False  # a steady cursor: no repaint twice a second, and one snapshot
         if self.dataset is not None and self.preview is None:
             self._preview()
         first = self.query("Input").first()
