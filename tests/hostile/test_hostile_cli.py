@@ -31,8 +31,10 @@ def test_an_unknown_stage_flag_is_a_usage_mistake(workspace, stage, module):
 
 @pytest.mark.parametrize("module", ["merge_lora", "convert_gguf", "quantize"])
 def test_a_missing_required_flag_is_a_usage_mistake(workspace, stage, module):
+    before = listing(workspace)
     result = stage(module)
     assert_one_line(result, 2, "required")
+    assert listing(workspace) == before
 
 
 def test_a_flag_with_a_bad_value_is_a_usage_mistake(workspace, stage):
@@ -67,9 +69,10 @@ def test_epochs_from_the_command_line_are_checked_like_the_config(workspace, sta
     ],
 )
 def test_cli_misuse_is_one_line_and_exit_2(workspace, cli, argv, named):
+    before = listing(workspace)
     result = cli(*argv)
     assert result.rc == 2 and "Traceback" not in result.stderr, result.stderr
-    assert named in result.stderr
+    assert named in result.stderr and listing(workspace) == before
 
 
 def closed_stdout(*cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
