@@ -10,6 +10,7 @@ Standard library only.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 VERSION = 1
@@ -91,3 +92,26 @@ def format_table(doc: dict) -> list[str]:
 
 def _line(cells) -> str:
     return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, WIDTHS))).rstrip()
+
+
+def for_gguf(path: str | Path) -> Path:
+    """The eval of the build a GGUF belongs to (its F16 or any quantized file): ``<build>-eval.json``."""
+    stem = re.sub(r"-(f16|bf16|f32|q\d\w*)$", "", Path(path).name.removesuffix(".gguf"), flags=re.I)
+    return Path(path).with_name(f"{stem}-eval.json")
+
+
+def trade_off(doc: dict, width: int = 20) -> list[str]:
+    """Size against quality at a glance: per GGUF row, its size as a bar (F16 full) and its KL divergence
+    from F16 as a bar (the largest in the table full)."""
+    rows = [r for r in doc["rows"] if r.get("kind") == "gguf"]
+    biggest = max((r.get("bytes") or 0 for r in rows), default=0) or 1
+    worst = max((r.get("kl_mean") or 0 for r in rows), default=0) or 1
+    lines = []
+    for r in rows:
+        size = round(width * (r.get("bytes") or 0) / biggest)
+        kl = round(width * (r.get("kl_mean") or 0) / worst)
+        lines.append(
+            f"{r['name']:<8} size {'█' * size}{'·' * (width - size)} {human_bytes(r.get('bytes')):>9}"
+            f"   KL {'█' * kl}{'·' * (width - kl)} {r.get('kl_mean') or 0:.5f}"
+        )
+    return lines

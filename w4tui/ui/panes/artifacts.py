@@ -32,6 +32,8 @@ class ArtifactsPane(Pane):
         Binding("d,delete", "delete", "Delete", id="artifacts.delete", tooltip="Delete it from disk (asks first)"),
         Binding("D", "deploy", "Deploy", id="artifacts.deploy", tooltip="Deploy a GGUF file to Ollama"),
         Binding("v", "verify", "Verify", id="artifacts.verify", tooltip="Verify the Ollama build made from it"),
+        # not in the footer (80 columns are full): ? and the inspect view name it
+        Binding("e", "eval", "Eval", id="artifacts.eval", tooltip="Measure what each quantization costs", show=False),
         Binding("r", "rescan", "Rescan", id="artifacts.rescan", tooltip="Scan the outputs directory again"),
     ]
 
@@ -186,6 +188,13 @@ class ArtifactsPane(Pane):
             )
             return
         self._act("verify")
+
+    def action_eval(self) -> None:
+        a = self.selected
+        if a is not None and a.kind != "gguf":
+            self.notify("eval takes a GGUF build: pick a gguf row (its F16 or a quantized file)", severity="warning")
+            return
+        self._act("eval")
 
     def action_rescan(self) -> None:
         self.rescan()

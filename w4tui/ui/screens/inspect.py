@@ -6,6 +6,10 @@ from w4tui.ui.sources import fmt
 from w4tui.ui.sources.artifacts import Artifact
 
 
+def evaltable_hint(a: Artifact) -> str:
+    return "e runs it again" if a.kind == "gguf" else "w4tui eval"
+
+
 def describe_artifact(a: Artifact, now: float) -> str:
     lines = [
         f"path        {a.path}",
@@ -40,6 +44,8 @@ def describe_artifact(a: Artifact, now: float) -> str:
                 f"  context length  {g.context_length or '?'}",
                 f"  parameters      {g.parameters:,}",
             ]
+    if a.eval:
+        lines += ["", f"eval of the build ({evaltable_hint(a)})", *a.eval]
     if a.extra:
         lines += ["", "from its artifact event"] + [f"  {k:<14}  {v}" for k, v in a.extra]
     return "\n".join(lines)

@@ -287,6 +287,8 @@ class MainScreen(Mailbox, Screen):
             self.launch("deploy", a.path)
         elif message.verb == "verify":
             self.launch("verify", a.deployed[-1])
+        elif message.verb == "eval":
+            self.launch("eval", a.path)
         elif message.verb == "delete":
             self.delete_artifact(a)
         elif message.verb == "inspect":

@@ -50,6 +50,7 @@ class Artifact:
     gguf: GGUFMeta | None = None
     extra: tuple[tuple[str, str], ...] = field(default=())  # other fields of its artifact event
     incomplete: bool = False  # an adapter directory with checkpoints but no adapter yet (cancelled, crashed)
+    eval: tuple[str, ...] = ()  # a GGUF build's eval table and size/quality bars (w4tui eval), as lines
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
@@ -76,6 +77,7 @@ class ArtifactScanner:
         self.config = config
         self._events: dict[str, list[dict]] = {}  # finished run id -> its artifact events
         self._gguf: dict[tuple[str, int, int], GGUFMeta] = {}
+        self._evals: dict[tuple[str, int], tuple[str, ...]] = {}
 
     def scan(self, runs: Sequence[RunInfo]) -> list[Artifact]:
         events = self._artifact_events(runs)
@@ -160,7 +162,21 @@ class ArtifactScanner:
             gguf=self._meta(path) if kind == "gguf" else None,
             extra=extra,
             incomplete=incomplete,
+            eval=self._eval(path) if kind == "gguf" else (),
         )
+
+    def _eval(self, path: Path) -> tuple[str, ...]:
+        from w4tui import evaltable
+
+        report = evaltable.for_gguf(path)
+        try:
+            key = (str(report), report.stat().st_mtime_ns)
+        except OSError:
+            return ()
+        if key not in self._evals:
+            doc = evaltable.read(report)
+            self._evals[key] = tuple(evaltable.format_table(doc) + [""] + evaltable.trade_off(doc)) if doc else ()
+        return self._evals[key]
 
     def _meta(self, path: Path) -> GGUFMeta:
         try:
