@@ -86,12 +86,12 @@ def only_names(directory: Path, allowed: Callable[[str], bool]) -> bool:
 
 
 def _protected(config: Config) -> list[tuple[Path, str]]:
-    roots = [
-        (Path("/"), "the file system root"),
-        (Path.home(), "your home directory"),
-        (config.base_dir, f"the config's directory ({config.file.name})"),
-        (Path.cwd(), "the current directory"),
-    ]
+    roots = [(Path("/"), "the file system root"), (config.base_dir, f"the config's directory ({config.file.name})")]
+    for where, name in ((Path.home, "your home directory"), (Path.cwd, "the current directory")):
+        try:
+            roots.append((where(), name))
+        except (OSError, RuntimeError):  # no HOME, or a current directory that was deleted
+            pass
     roots += [
         (getattr(config.paths, key), f"[paths] {key}") for key in ("outputs", "runs", "state", "data", "incoming")
     ]
