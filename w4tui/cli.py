@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-defaults", action="store_true", help="pass only the arguments after -- (no defaults from the config)"
     )
+    run.add_argument(
+        "--eta", action="store_true", help="train: measure how long it would take first, then ask before starting"
+    )
     run.epilog = (
         "Stage arguments go after --, e.g. w4tui run train -- --epochs 3: each replaces the same flag "
         "of the defaults from the config; the others stay."
@@ -118,6 +121,11 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from w4tui.runs.follow import EXIT_CODES, follow
 
     runner = Runner(config)
+    if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
+        from w4tui.runs.estimate import eta_first
+
+        if (code := eta_first(runner, args.stage, args.stage_args)) is not None:
+            return code
     if args.no_defaults:
         run = runner.start(args.stage, args.stage_args, force=args.force)
     else:
@@ -136,8 +144,14 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             f"stop it: {config.cli} cancel {run.id}"
         )
         return 130 if args.wait else 0
-    _print_end(runner.get(run.id))
-    return EXIT_CODES.get(status, 1) if args.wait else 0
+    ended = runner.get(run.id)
+    _print_end(ended)
+    if not args.wait:
+        return 0
+    # A stage's usage mistake (a bad flag after --) is this command's usage mistake too: exit 2.
+    return (
+        EXIT_USAGE if status == "failed" and ended.record.get("exit_code") == EXIT_USAGE else EXIT_CODES.get(status, 1)
+    )
 
 
 def _print_end(run: Run) -> None:

@@ -113,3 +113,16 @@ def test_a_failing_stage_into_a_closed_pipe_shows_only_its_error(workspace):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: missing.gguf: no such file (run the convert stage first)"
     ]
+
+
+def test_a_bad_stage_flag_through_w4tui_run_is_exit_2(workspace):
+    proc = subprocess.run(
+        [sys.executable, "-m", "w4tui", "run", "convert", "--wait", "--no-defaults", "--", "--bogus", "x"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "error: convert_gguf: the following arguments are required" in proc.stdout
+    assert not (workspace / "outputs" / "gguf").exists()
