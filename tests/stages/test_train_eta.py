@@ -104,3 +104,26 @@ def test_a_profile_larger_than_the_data_takes_all_of_it_and_says_so_once(tmp_pat
     assert record["train_samples"] + record["eval_samples"] == 30 and record["args"]["profile"] == "mini"
     notes = [e["message"] for e in events if e["kind"] == "log" and e["message"].startswith("profile ")]
     assert notes == ["profile mini: the dataset has 30 samples, fewer than 3000: using all"]
+
+
+def test_w4tui_run_train_eta_says_the_eta_then_asks(tmp_path, tiny_model):
+    import io
+
+    from w4tui.config import load_config
+    from w4tui.runs.estimate import eta_first
+    from w4tui.runs.runner import Runner
+
+    data = write_dataset(tmp_path / "data" / "train.jsonl", 40, seed=6)
+    (tmp_path / "cfg.toml").write_text(
+        f'[model]\ndir = "{tiny_model}"\n[paths]\ndata = "{data}"\n'
+        "[train]\nmax_seq_length = 64\nbatch_size = 4\ngradient_accumulation = 1\ngradient_checkpointing = false\n"
+        'epochs = 1\ndevice = "cpu"\n'
+    )
+    runner = Runner(load_config(tmp_path / "cfg.toml"))
+    asked, out = [], io.StringIO()
+    code = eta_first(runner, "train", [], ask=lambda q: asked.append(q) or "n", out=out)
+    assert code == 0 and asked == ["start the training now? [y/N] "]
+    assert "ETA: about 1 min, done ~" in out.getvalue() and "calibrated on 4 steps" in out.getvalue()
+    assert runner.latest_artifact("train") is None  # nothing trained, no adapter to merge
+    assert eta_first(runner, "train", [], ask=lambda q: "y", out=io.StringIO()) is None  # then it starts
+    assert eta_first(runner, "merge", [], ask=lambda q: "y", out=io.StringIO()) == 2

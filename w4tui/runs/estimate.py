@@ -1,0 +1,46 @@
+"""`w4tui run train --eta`: the measured ETA first, then the training only if the person says so.
+
+The estimate is a run of its own (``stages.train_lora ... --eta``: the rate of the last run with the
+same settings on this machine, else a few calibration steps on the real model), followed like any run;
+it trains nothing. Then, on a terminal, one question; without one, the estimate is all that happens.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from w4tui.runs.runner import Runner
+
+EXIT_DECLINED = 0  # not starting is what was asked for: no error
+
+
+def eta_first(
+    runner: Runner,
+    stage: str,
+    extra: list[str],
+    ask: Callable[[str], str] | None = None,
+    out=sys.stdout,
+    no_defaults: bool = False,
+) -> int | None:
+    """None when the training should start now; else the exit code to end with."""
+    from w4tui.runs.follow import EXIT_CODES, follow
+
+    if stage != "train":
+        print(f"error: --eta is for the train stage, not {stage}", file=sys.stderr)
+        return 2
+    run = runner.start("train", [*extra, "--eta"]) if no_defaults else runner.start("train", extra=[*extra, "--eta"])
+    print(f"estimating: run {run.id}", file=out, flush=True)
+    status = follow(runner, run, out)
+    done = next((e for e in reversed(runner.get(run.id).events()) if e.get("kind") == "done"), {})
+    if status != "succeeded" or not done.get("eta_text"):
+        error = runner.get(run.id).error()
+        print(f"no estimate: {error.get('message') if error else status}", file=sys.stderr)
+        return EXIT_CODES.get(status, 1) or 1
+    print(f"ETA: {done['eta_text']}", file=out, flush=True)
+    if ask is None:
+        if not (sys.stdin.isatty() and out.isatty()):
+            return EXIT_DECLINED  # nobody to ask: the estimate was the job
+        ask = input
+    answer = ask("start the training now? [y/N] ").strip().lower()
+    return None if answer in ("y", "yes") else EXIT_DECLINED
