@@ -124,7 +124,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
         from w4tui.runs.estimate import eta_first
 
-        if (code := eta_first(runner, args.stage, args.stage_args)) is not None:
+        if (code := eta_first(runner, args.stage, args.stage_args, no_defaults=args.no_defaults)) is not None:
             return code
     if args.no_defaults:
         run = runner.start(args.stage, args.stage_args, force=args.force)
