@@ -141,3 +141,17 @@ def test_the_guard_refuses_the_roots_a_stage_must_never_replace(ws, root):
     for kind in ("dir", "file"):
         with pytest.raises(StageError, match="the file system root|your home directory"):
             check_output(path, kind, own=lambda p: True)
+
+
+@pytest.mark.parametrize("module", ["train_lora", "convert_gguf", "merge_lora"])
+def test_an_output_under_a_file_is_refused_before_any_work(ws, stage, tiny_model, module):
+    (ws / "data.jsonl").write_text('{"text": "hello"}\n')
+    args = {
+        "train_lora": ["--base_model", tiny_model, "--dataset", "data.jsonl", "--output", "notes/mine.txt/a"],
+        "convert_gguf": ["--model", tiny_model, "--output", "notes/mine.txt/a.gguf"],
+        "merge_lora": ["--adapter", "outputs/adapters/a1", "--base_model", tiny_model, "--output", "notes/mine.txt/m"],
+    }[module]
+    before = listing(ws)
+    result = stage(module, *args)
+    assert_one_line(result, 1, f"{ws / 'notes' / 'mine.txt'} is a file, not a directory")
+    assert listing(ws) == before
