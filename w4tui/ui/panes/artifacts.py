@@ -32,17 +32,41 @@ class ArtifactsPane(Pane):
         Binding("d,delete", "delete", "Delete", id="artifacts.delete", tooltip="Delete it from disk (asks first)"),
         Binding("D", "deploy", "Deploy", id="artifacts.deploy", tooltip="Deploy a GGUF file to Ollama"),
         Binding("v", "verify", "Verify", id="artifacts.verify", tooltip="Verify the Ollama build made from it"),
-        # not in the footer (80 columns are full): ? and the inspect view name it
+        # not in the footer (80 columns are full): ? and the inspect view name them
+        Binding("m", "mark", "Mark", id="artifacts.mark", tooltip="Mark a build to compare another with", show=False),
+        Binding("c", "compare", "Compare", id="artifacts.compare", tooltip="Compare with the marked build", show=False),
         Binding("e", "eval", "Eval", id="artifacts.eval", tooltip="Measure what each quantization costs", show=False),
         Binding("r", "rescan", "Rescan", id="artifacts.rescan", tooltip="Scan the outputs directory again"),
     ]
 
-    class Action(Message):
-        """An action on an artifact that needs the screen (a confirm, a form, a modal)."""
+    class ArtifactAction(Message):
+        """An action on an artifact that needs the screen (a confirm, a form, a modal): one class each."""
 
-        def __init__(self, verb: str, artifact: Artifact) -> None:
+        def __init__(self, artifact: Artifact) -> None:
             super().__init__()
-            self.verb, self.artifact = verb, artifact
+            self.artifact = artifact
+
+    class Inspect(ArtifactAction):
+        """Show everything known about the artifact."""
+
+    class Delete(ArtifactAction):
+        """Delete it from disk, after asking."""
+
+    class Deploy(ArtifactAction):
+        """Open the deploy form for this GGUF."""
+
+    class Verify(ArtifactAction):
+        """Open the verify form for the Ollama build made from it."""
+
+    class Eval(ArtifactAction):
+        """Open the eval form for this GGUF build."""
+
+    class Compare(ArtifactAction):
+        """Show this build beside the marked one."""
+
+        def __init__(self, artifact: Artifact, marked: Artifact) -> None:
+            super().__init__(artifact)
+            self.marked = marked
 
     def __init__(self, scanner=None) -> None:
         super().__init__()
@@ -160,25 +184,25 @@ class ArtifactsPane(Pane):
         event.stop()
         self.action_inspect()
 
-    def _act(self, verb: str) -> None:
+    def _act(self, message: type[ArtifactAction]) -> None:
         a = self.selected
         if a is None:
             self.notify("no artifact selected", severity="warning")
         else:
-            self.post_message(self.Action(verb, a))
+            self.post_message(message(a))
 
     def action_inspect(self) -> None:
-        self._act("inspect")
+        self._act(self.Inspect)
 
     def action_delete(self) -> None:
-        self._act("delete")
+        self._act(self.Delete)
 
     def action_deploy(self) -> None:
         a = self.selected
         if a is not None and a.kind != "gguf":
             self.notify("deploy takes a GGUF file: pick a gguf row (merge and convert make one)", severity="warning")
             return
-        self._act("deploy")
+        self._act(self.Deploy)
 
     def action_verify(self) -> None:
         a = self.selected
@@ -187,14 +211,26 @@ class ArtifactsPane(Pane):
                 f"{a.name} is not deployed to Ollama yet: deploy it first (D on a GGUF row)", severity="warning"
             )
             return
-        self._act("verify")
+        self._act(self.Verify)
 
     def action_eval(self) -> None:
         a = self.selected
         if a is not None and a.kind != "gguf":
             self.notify("eval takes a GGUF build: pick a gguf row (its F16 or a quantized file)", severity="warning")
             return
-        self._act("eval")
+        self._act(self.Eval)
+
+    def action_mark(self) -> None:
+        self.marked = self.selected
+        if self.marked is not None:
+            self.notify(f"marked {self.marked.name}: select another build and press c to compare")
+
+    def action_compare(self) -> None:
+        a, marked = self.selected, getattr(self, "marked", None)
+        if marked is None:
+            self.notify("mark a build first (m), then select another and press c", severity="warning")
+        elif a is not None:
+            self.post_message(self.Compare(a, marked))
 
     def action_rescan(self) -> None:
         self.rescan()

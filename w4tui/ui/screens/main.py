@@ -48,7 +48,7 @@ class PaneBar(Static):
         width = self.app.size.width
         titles = {p.PANE_ID: p.TITLE if width >= 100 else p.SHORT for p in screen.panes()}
         status_len = len(", ".join(r.stage for r in live)) + 10 if live else 4
-        if sum(len(t) + 4 for t in titles.values()) + 3 + status_len > width:
+        if sum(len(t) + 3 for t in titles.values()) + 5 + status_len > width:
             # Too narrow for every name and the status: the other panes by key only, the status stays.
             titles = {k: (t if k == screen.active else "") for k, t in titles.items()}
         for pane in screen.panes():
@@ -59,7 +59,7 @@ class PaneBar(Static):
             )
             title = f" {titles[pane.PANE_ID]}" if titles[pane.PANE_ID] else ""
             parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY}{title} [/]")
-        self.update(Content.from_markup("".join(parts) + " " + status))
+        self.update(Content.from_markup("".join(parts) + "   " + status))
 
 
 class ReadyFooter(Footer):
@@ -202,7 +202,7 @@ class MainScreen(Mailbox, Screen):
             (r for r in runs if r.stage == "train"), None
         )
         self.pane("training").follow(train)
-        for pane_id in ("stages", "logs", "artifacts", "ollama"):  # ollama: which builds verify passed
+        for pane_id in ("stages", "logs", "artifacts", "memory", "ollama"):  # memory: the live training's machine warnings
             self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
 
@@ -280,22 +280,43 @@ class MainScreen(Mailbox, Screen):
         self.action_show_pane("logs")
         self.pane("logs").select(message.run)
 
-    @on(ArtifactsPane.Action)
-    def _artifact_action(self, message: ArtifactsPane.Action) -> None:
-        a = message.artifact
-        if message.verb == "deploy":
-            self.launch("deploy", a.path)
-        elif message.verb == "verify":
-            self.launch("verify", a.deployed[-1])
-        elif message.verb == "eval":
-            self.launch("eval", a.path)
-        elif message.verb == "delete":
-            self.delete_artifact(a)
-        elif message.verb == "inspect":
-            from w4tui.ui.screens.dialogs import TextViewScreen
-            from w4tui.ui.screens.inspect import describe_artifact
+    @on(ArtifactsPane.Deploy)
+    def _deploy(self, message: ArtifactsPane.Deploy) -> None:
+        self.launch("deploy", message.artifact.path)
 
-            self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
+    @on(ArtifactsPane.Verify)
+    def _verify(self, message: ArtifactsPane.Verify) -> None:
+        self.launch("verify", message.artifact.deployed[-1])
+
+    @on(ArtifactsPane.Eval)
+    def _eval(self, message: ArtifactsPane.Eval) -> None:
+        self.launch("eval", message.artifact.path)
+
+    @on(ArtifactsPane.Compare)
+    def _compare(self, message: ArtifactsPane.Compare) -> None:
+        self._compare_builds(message.marked, message.artifact, list(self.pane("artifacts").artifacts))
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def _compare_builds(self, marked, selected, artifacts) -> None:
+        """Two builds side by side (w4tui/ui/sources/compare.py); their files are read here, in a worker."""
+        from w4tui.ui.screens.dialogs import TextViewScreen
+        from w4tui.ui.sources.compare import build_facts, compare_text
+
+        text = compare_text(build_facts(marked, artifacts), build_facts(selected, artifacts))
+        title = f"compare {marked.name} | {selected.name}"
+        self.app.call_from_thread(self.app.push_screen, TextViewScreen(title, text))
+
+    @on(ArtifactsPane.Delete)
+    def _delete(self, message: ArtifactsPane.Delete) -> None:
+        self.delete_artifact(message.artifact)
+
+    @on(ArtifactsPane.Inspect)
+    def _inspect(self, message: ArtifactsPane.Inspect) -> None:
+        from w4tui.ui.screens.dialogs import TextViewScreen
+        from w4tui.ui.screens.inspect import describe_artifact
+
+        a = message.artifact
+        self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
 
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def launch(self, stage: str, input_path: str | None = None, resume: RunInfo | None = None) -> None:
