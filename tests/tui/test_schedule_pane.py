@@ -121,3 +121,28 @@ def test_schedule_pane_80x24(snap_compare, recorded):
         await settle(pilot, rounds=4)
 
     assert snap_compare(make_app(recorded), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_the_tui_holds_the_scheduler_unless_a_daemon_does(recorded):
+    import os
+
+    from w4tui.config import load_config
+    from w4tui.nightly.lock import SchedulerLock
+
+    enabled = recorded.file.parent / "enabled.toml"  # beside it: the same relative paths
+    enabled.write_text(f'{recorded.file.read_text()}\n[schedule]\nenabled = true\ntime = "21:30"\n')
+    config = load_config(enabled)
+    daemon = SchedulerLock(config.paths.state)
+    assert daemon.acquire("daemon")  # this test process plays the daemon
+    app = make_app(config)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("7")
+        pane = app.screen.query_one("#schedule")
+        head = pane.query_one("#schedule-head", Static)
+        await until(pilot, lambda: f"held by daemon pid {os.getpid()}" in text_of(head), what="read-only")
+        assert "next night:" in text_of(head) and "21:30" in text_of(head)
+        daemon.release()  # the daemon went away: the TUI takes the schedule over
+        pane.poke("schedule")
+        await until(pilot, lambda: "this TUI holds the scheduler" in text_of(head), what="the take-over")
+        assert SchedulerLock(config.paths.state).holder()["kind"] == "tui"
+    assert SchedulerLock(config.paths.state).holder() is None  # released when the TUI quits
