@@ -48,7 +48,7 @@ class PaneBar(Static):
         width = self.app.size.width
         titles = {p.PANE_ID: p.TITLE if width >= 100 else p.SHORT for p in screen.panes()}
         status_len = len(", ".join(r.stage for r in live)) + 10 if live else 4
-        if sum(len(t) + 3 for t in titles.values()) + 5 + status_len > width:
+        if sum(len(t) + 4 for t in titles.values()) + 3 + status_len > width:
             # Too narrow for every name and the status: the other panes by key only, the status stays.
             titles = {k: (t if k == screen.active else "") for k, t in titles.items()}
         for pane in screen.panes():
@@ -59,7 +59,7 @@ class PaneBar(Static):
             )
             title = f" {titles[pane.PANE_ID]}" if titles[pane.PANE_ID] else ""
             parts.append(f"[{style} @click=screen.show_pane('{pane.PANE_ID}')] {pane.KEY}{title} [/]")
-        self.update(Content.from_markup("".join(parts) + "   " + status))
+        self.update(Content.from_markup("".join(parts) + " " + status))
 
 
 class ReadyFooter(Footer):
