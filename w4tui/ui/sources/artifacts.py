@@ -51,6 +51,7 @@ class Artifact:
     extra: tuple[tuple[str, str], ...] = field(default=())  # other fields of its artifact event
     incomplete: bool = False  # an adapter directory with checkpoints but no adapter yet (cancelled, crashed)
     eval: tuple[str, ...] = ()  # a GGUF build's eval table and size/quality bars (w4tui eval), as lines
+    verify: tuple[tuple[str, str], ...] = ()  # the newest verify event of a tag made from it (its fields)
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
@@ -78,6 +79,7 @@ class ArtifactScanner:
         self._events: dict[str, list[dict]] = {}  # finished run id -> its artifact events
         self._gguf: dict[tuple[str, int, int], GGUFMeta] = {}
         self._evals: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._verify_events: dict[str, dict] = {}  # Ollama tag -> its newest verified event
 
     def scan(self, runs: Sequence[RunInfo]) -> list[Artifact]:
         events = self._artifact_events(runs)
@@ -89,6 +91,7 @@ class ArtifactScanner:
                 deployed.setdefault(e["parent"], []).append(str(e["path"]))
             elif e.get("type") == "verified":
                 verified[str(e["path"])] = bool(e.get("passed"))
+                self._verify_events[str(e["path"])] = e
         found = [
             self._artifact(kind, path, by_path.get(str(path)), deployed, verified) for kind, path in self._on_disk()
         ]
@@ -163,6 +166,14 @@ class ArtifactScanner:
             extra=extra,
             incomplete=incomplete,
             eval=self._eval(path) if kind == "gguf" else (),
+            verify=next(
+                (
+                    tuple((k, str(v)) for k, v in self._verify_events[t].items())
+                    for t in reversed(tags)
+                    if t in self._verify_events
+                ),
+                (),
+            ),
         )
 
     def _eval(self, path: Path) -> tuple[str, ...]:

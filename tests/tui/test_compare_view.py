@@ -1,0 +1,86 @@
+"""Two builds side by side: what the compare view (m marks a build, c compares the selected one with it)
+reads from the builds' records and shows, differing rows marked."""
+
+from __future__ import annotations
+
+import json
+
+from w4tui.ui.sources.artifacts import Artifact
+from w4tui.ui.sources.compare import build_facts, compare_text
+
+
+def adapter(tmp_path, name: str, lr: float, eval_loss: float, data_sha: str) -> str:
+    path = tmp_path / "adapters" / name
+    path.mkdir(parents=True)
+    (path / "training_run.json").write_text(
+        json.dumps(
+            {
+                "args": {"learning_rate": lr, "lora_r": 16, "epochs": 1, "profile": "full"},
+                "data": {"/data/incremental_2026-11-30.jsonl": data_sha},
+                "final_loss": 0.9,
+                "eval_loss": eval_loss,
+                "main_eval_loss": 1.2,
+                "train_samples": 40,
+                "eval_samples": 4,
+            }
+        )
+    )
+    return str(path)
+
+
+def test_two_builds_side_by_side(tmp_path):
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    (gguf / "b1-eval.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "rows": [
+                    {"name": "F16", "kind": "gguf", "ppl": 5.1234, "kl_mean": 0.0},
+                    {"name": "Q4_K_M", "kind": "gguf", "ppl": 5.2001, "kl_mean": 0.0123},
+                ],
+            }
+        )
+    )
+    one = Artifact(
+        "gguf",
+        str(gguf / "b1-Q4_K_M.gguf"),
+        "b1-Q4_K_M.gguf",
+        10,
+        0.0,
+        quant="Q4_K_M",
+        extra=(("adapter", adapter(tmp_path, "b1", 2e-4, 1.05, "a" * 64)),),
+        verify=(("regression_score", "1.0"), ("inference_tokens_per_s", "10.5"), ("run", "x")),
+    )
+    two = Artifact(
+        "gguf",
+        str(gguf / "b2-Q4_K_M.gguf"),
+        "b2-Q4_K_M.gguf",
+        10,
+        0.0,
+        quant="Q4_K_M",
+        extra=(("adapter", adapter(tmp_path, "b2", 1e-4, 1.10, "b" * 64)),),
+        verify=(("regression_score", "0.833333"), ("regression_worse", "javascript")),
+    )
+    left, right = build_facts(one, [one, two]), build_facts(two, [one, two])
+    assert left["learning_rate"] == "0.0002" and right["learning_rate"] == "0.0001"
+    assert left["eval Q4_K_M"] == "ppl 5.2001, KL 0.01230" and "eval Q4_K_M" not in right  # b2 has no eval yet
+    assert left["data incremental_2026-11-30.jsonl"] == "a" * 12 and "run" not in left
+    lines = compare_text(left, right).splitlines()
+    assert lines[0].split() == ["b1-Q4_K_M.gguf", "b2-Q4_K_M.gguf"]
+    row = {line[2:26].strip(): line for line in lines[1:]}
+    assert row["lora_r"].startswith(" ") and row["eval_loss"].startswith("≠")  # same / differs
+    assert (
+        row["regression_score"].split()[-2:] == ["1.0", "0.833333"]
+        and row["regression_worse"].split()[-1] == "javascript"
+    )
+    assert row["main_eval_loss"].split()[-2:] == ["1.2000", "1.2000"]
+
+
+def test_a_quantized_build_finds_its_adapter_through_its_f16_parent(tmp_path):
+    from w4tui.ui.sources.compare import adapter_of
+
+    f16 = Artifact("gguf", "/o/b-f16.gguf", "b-f16.gguf", 1, 0.0, extra=(("adapter", "/o/adapters/b"),))
+    quant = Artifact("gguf", "/o/b-Q4_K_M.gguf", "b-Q4_K_M.gguf", 1, 0.0, parent=f16.path)
+    orphan = Artifact("gguf", "/o/c-Q4_K_M.gguf", "c-Q4_K_M.gguf", 1, 0.0, parent="/gone/c-f16.gguf")
+    assert adapter_of(quant, [f16, quant, orphan]) == "/o/adapters/b" and adapter_of(orphan, [f16, orphan]) is None
