@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, until, utc  # noqa: F401
+
+from w4tui.ui.screens.dialogs import TextViewScreen
 from w4tui.ui.sources.artifacts import Artifact
 from w4tui.ui.sources.compare import build_facts, compare_text
 
@@ -84,3 +88,19 @@ def test_a_quantized_build_finds_its_adapter_through_its_f16_parent(tmp_path):
     quant = Artifact("gguf", "/o/b-Q4_K_M.gguf", "b-Q4_K_M.gguf", 1, 0.0, parent=f16.path)
     orphan = Artifact("gguf", "/o/c-Q4_K_M.gguf", "c-Q4_K_M.gguf", 1, 0.0, parent="/gone/c-f16.gguf")
     assert adapter_of(quant, [f16, quant, orphan]) == "/o/adapters/b" and adapter_of(orphan, [f16, orphan]) is None
+
+
+@pytest.mark.anyio
+async def test_mark_one_pick_another_and_compare(recorded, anyio_backend):
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("c")
+        assert any("mark a build first (m)" in n for n in notifications(app))
+        await pilot.press("ctrl+home", "m")
+        marked = app.screen.query_one("#artifacts").marked
+        await pilot.press("ctrl+end", "c")
+        await until(pilot, lambda: isinstance(app.screen, TextViewScreen), what="the compare view")
+        assert app.screen.title_text.startswith(f"compare {marked.name} | ")
+        assert app.screen.text.splitlines()[1].startswith("≠ kind")

@@ -22,6 +22,7 @@ SCREENS = {
     "stage_form": ("5", "down", "s"),  # the Stages pane's train row: the form filled in from the config
     "inspect": ("3", "i"),  # the Artifacts pane's newest artifact
     "confirm_delete": ("3", "d"),
+    "compare": ("3", "m", "ctrl+end", "c"),  # the newest artifact beside the last one (issue 14)
 }
 
 

@@ -79,7 +79,7 @@ def build_facts(a: Artifact, artifacts: list[Artifact]) -> dict[str, str]:
 
 def compare_text(left: dict[str, str], right: dict[str, str], width: int = 36) -> str:
     """A three-column table: the fact, the marked build, the selected one; differing rows marked ≠."""
-    labels = list(left) + [k for k in right if k not in left]
+    labels = [k for k in left if k != "build"] + [k for k in right if k not in left]  # build: the head
     lines = [f"  {'':<24}{left.get('build', '?')[:width]:<{width}}  {right.get('build', '?')[:width]}"]
     for label in labels:
         a, b = left.get(label, "-"), right.get(label, "-")
