@@ -80,7 +80,7 @@ def test_too_big_training_is_refused_with_the_figures_and_a_shorter_length(runne
     assert "base weights 15.2 GB bfloat16" in text and "4096 tokens x 1 with gradient checkpointing" in text
     assert "22.0 GB is available (20.0 GB free RAM + 2.0 GB Ollama will unload)" in text
     assert "it fits with --max_seq_length 1024" in text
-    assert "w4tui run train --force" in text
+    assert f"(to start it anyway: w4tui --config {runner.config.file} run train --force)" in text
 
 
 def test_without_checkpointing_the_fix_is_checkpointing(runner):

@@ -92,8 +92,9 @@ def test_cancel_escalates_on_a_stage_that_ignores_signals(runner):
 
 def test_conflicting_output_is_refused_while_live(runner):
     run = start(runner, "--steps", "400", "--sleep", "0.05", "--output", "same")
-    with pytest.raises(RunError, match=f"fake run {run.id} is still writing to .*same.*w4tui cancel {run.id}"):
+    with pytest.raises(RunError, match=f"fake run {run.id} is still writing to .*same") as refused:
         start(runner, "--output", "same")
+    assert str(refused.value).endswith(f"cancel it: w4tui --config {runner.config.file} cancel {run.id}")
     start(runner, "--steps", "1", "--output", "other")  # a different output is fine
     runner.cancel(run.id)
     finished(runner, run)
@@ -148,5 +149,6 @@ def test_missing_program_fails_cleanly(runner):
 def test_get_by_prefix_stage_and_last(runner):
     a = finished(runner, start(runner, "--steps", "1"))
     assert runner.get("last").id == a.id and runner.get("fake").id == a.id
-    with pytest.raises(RunError, match="no run 'zzz'"):
+    with pytest.raises(RunError, match="no run 'zzz'") as missing:
         runner.get("zzz")
+    assert str(missing.value).endswith(f"(see: w4tui --config {runner.config.file} runs)")

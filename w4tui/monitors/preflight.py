@@ -42,7 +42,8 @@ def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) ->
     except ValueError:  # a flag the stage will refuse itself (--max_seq_length abc), in its own words
         problems = []
     if problems:
-        raise RunError("; ".join(problems) + f" (to start it anyway: w4tui run {stage} --force)")
+        # The hint names the config in use: the command is pasted into another shell.
+        raise RunError("; ".join(problems) + f" (to start it anyway: {runner.config.cli} run {stage} --force)")
     warnings = []
     if stage == "train":
         power = probe.power()

@@ -59,11 +59,13 @@ def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(
-        f"{describe_next(status)}  ({config.schedule.days} at {config.schedule.time}, "
+        f"{describe_next(status, config)}  ({config.schedule.days} at {config.schedule.time}, "
         f"misfire grace {config.schedule.misfire_grace_hours:g} h)"
     )
     print(
-        f"scheduler: {status['holder_text']}" + ("" if status["holder"] else " (start `w4tui daemon`, or open the TUI)")
+        f"scheduler: {status['holder_text']}"
+        # Holding a disabled schedule runs nothing: the hint is only for an enabled one.
+        + ("" if status["holder"] or not status["enabled"] else f" (start `{config.cli} daemon`, or open the TUI)")
     )
     if status["current"]:
         step = status["current"].get("step") or "starting"
@@ -80,14 +82,14 @@ def set_control(config: Config, ledger: Ledger, what: str) -> str:
 
     if what == "pause":
         ledger.set_flag("paused", str(time.time()))
-        return "scheduled nights paused (w4tui schedule --resume to resume)"
+        return f"scheduled nights paused ({config.cli} schedule --resume to resume)"
     if what == "resume":
         ledger.set_flag("paused", None)
         ledger.set_flag("schedule_since", str(time.time()))  # paused nights are not "missed"
         return "scheduled nights resumed"
     upcoming = next_night(config, datetime.now().astimezone())
     if upcoming is None:
-        return "nothing to skip: the schedule is disabled ([schedule] enabled = false)"
+        return f"nothing to skip: the schedule is disabled ([schedule] enabled = false in {config.file})"
     ledger.set_flag("skip", str(upcoming.timestamp()))
     return f"the night of {upcoming:%a %d %b %H:%M} will be skipped"
 
@@ -112,7 +114,9 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
     try:
         follow_night(runner, run)
     except KeyboardInterrupt:
-        print(f"\ndetached; the night keeps running. See it: w4tui schedule; stop it: w4tui cancel {run.id}")
+        print(
+            f"\ndetached; the night keeps running. See it: {config.cli} schedule; stop it: {config.cli} cancel {run.id}"
+        )
         return 130
     night = ledger.night(key) or {"outcome": "crashed", "error": "the night's driver recorded nothing"}
     if runner.get(run.id).status == "crashed" and night["outcome"] == "running":

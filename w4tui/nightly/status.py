@@ -61,11 +61,13 @@ def _live_view(night: dict, runner: Runner) -> dict:
     return night
 
 
-def describe_next(status: dict) -> str:
+def describe_next(status: dict, config: Config | None = None) -> str:
+    """One line. With ``config`` (the CLI) a hint names the config file in use, since it is pasted into
+    another shell; the TUI has its own keys for it."""
     if not status["enabled"]:
-        return "schedule disabled ([schedule] enabled = false)"
+        return "schedule disabled ([schedule] enabled = false" + (f" in {config.file})" if config else ")")
     if status["paused"]:
-        return "schedule paused (w4tui schedule --resume)"
+        return f"schedule paused ({config.cli} schedule --resume)" if config else "schedule paused (p resumes)"
     when = datetime.fromtimestamp(status["next"]).strftime("%a %d %b %H:%M") if status["next"] else "none"
     skipped = " (the night before is skipped)" if status["skipping"] else ""
     return f"next night: {when}{skipped}"

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     events.error(
         f"{last.stage} {last.status}" + (f": {last.error}" if last.error else ""),
-        hint=f"see its run: w4tui logs {last.run_id}",
+        hint=f"see its run: {runner.config.cli} logs {last.run_id}",
     )
     return 1
 

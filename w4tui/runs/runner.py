@@ -177,8 +177,9 @@ class Runner:
 
             preflight.record(run, warnings)
 
-    def default_args(self, stage: str, build: str | None = None, input_path: str | None = None,
-                     extra: list[str] = ()) -> list[str]:
+    def default_args(
+        self, stage: str, build: str | None = None, input_path: str | None = None, extra: list[str] = ()
+    ) -> list[str]:
         """A stage's arguments from the config and its input; RunError when it has no input yet."""
         if input_path is None:
             input_path = specs.input_for(stage, self.latest_artifact, extra)
@@ -213,7 +214,7 @@ class Runner:
                 if other.live and output and other.output and _overlaps(output, other.output):
                     raise RunError(
                         f"{other.stage} run {other.id} is still writing to {other.output} "
-                        f"(pid {other.pid}); wait for it, or cancel it: w4tui cancel {other.id}"
+                        f"(pid {other.pid}); wait for it, or cancel it: {self.config.cli} cancel {other.id}"
                     )
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}-{secrets.token_hex(2)}"
             run_dir = self.root / run_id
@@ -287,7 +288,7 @@ class Runner:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise RunError(f"no run '{run_id}' in {self.root} (see: w4tui runs)")
+            raise RunError(f"no run '{run_id}' in {self.root} (see: {self.config.cli} runs)")
         raise RunError(f"'{run_id}' matches {len(matches)} runs; give more of the id")
 
     def latest_artifact(self, stage: str, type: str | None = None) -> str | None:

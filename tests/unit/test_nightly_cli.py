@@ -1,0 +1,31 @@
+"""`w4tui schedule` as a user with a config of their own reads it: every hint they would paste into
+another shell names that config (without it the command would act on the embedded default)."""
+
+from __future__ import annotations
+
+from w4tui.cli import main
+
+
+def schedule(capsys, config_file, *args) -> str:
+    assert main(["--config", str(config_file), "schedule", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_schedule_hints_name_the_config_in_use(tmp_path, capsys):
+    config_file = tmp_path / "my config.toml"  # a space: the hint quotes it as a shell needs
+    config_file.write_text('[schedule]\nenabled = true\ntime = "21:30"\n')
+    quoted = f"'{config_file}'"
+    out = schedule(capsys, config_file)
+    assert f"(start `w4tui --config {quoted} daemon`, or open the TUI)" in out
+    assert f"w4tui --config {quoted} schedule --resume" in schedule(capsys, config_file, "--pause")
+    assert f"schedule paused (w4tui --config {quoted} schedule --resume)" in schedule(capsys, config_file)
+    schedule(capsys, config_file, "--resume")
+
+
+def test_a_disabled_schedule_says_which_file_disables_it(tmp_path, capsys):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[schedule]\nenabled = false\n")
+    out = schedule(capsys, config_file)
+    assert out.splitlines()[0].startswith(f"schedule disabled ([schedule] enabled = false in {config_file})")
+    assert "start `" not in out  # a daemon holding a disabled schedule would run nothing
+    assert f"enabled = false in {config_file})" in schedule(capsys, config_file, "--skip-next")
