@@ -29,3 +29,12 @@ def test_a_disabled_schedule_says_which_file_disables_it(tmp_path, capsys):
     assert out.splitlines()[0].startswith(f"schedule disabled ([schedule] enabled = false in {config_file})")
     assert "start `" not in out  # a daemon holding a disabled schedule would run nothing
     assert f"enabled = false in {config_file})" in schedule(capsys, config_file, "--skip-next")
+
+
+def test_a_skipped_night_says_why_once_and_exits_0(tmp_path, capsys):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("")  # no incoming file: tonight has nothing new
+    assert main(["--config", str(config_file), "nightly", "--now"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no new data") == 1, out
+    assert out.splitlines()[-1].startswith("night skipped: no new data: no file matching incremental_*.jsonl")

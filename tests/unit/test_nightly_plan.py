@@ -92,3 +92,14 @@ def test_dry_run_prints_tonight_and_changes_nothing(config):
     )
     assert "disk:    needs" in out
     assert not config.paths.runs.exists()
+
+
+def test_a_night_stopped_by_a_bad_line_records_which_file(config):
+    from w4tui.events import EventWriter
+    from w4tui.nightly.night import run_night
+
+    path = config.paths.incoming / "incremental_2026-12-02.jsonl"
+    path.write_text(GOOD + "{not json\n")
+    night = run_night(config, "now-test", EventWriter("nightly"))
+    assert (night["outcome"], night["failed_step"]) == ("failed", "data")
+    assert night["data_file"] == str(path) and night["error"].startswith(f"{path}:2: not valid JSON")

@@ -61,6 +61,8 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
     try:
         plan = make_plan(config, ledger, build=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}")
     except BadData as exc:
+        if exc.path:  # the history shows which file stopped the night
+            ledger.update_night(key, data_file=str(exc.path))
         raise StepFailed("data", str(exc)) from None
     ledger.update_night(
         key,
@@ -69,8 +71,7 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
         samples=plan.samples,
         parent_adapter=plan.parent_adapter,
     )
-    if plan.skip:
-        events.log(plan.skip)
+    if plan.skip:  # the reason goes in the done event: `nightly --now` prints it once, in its last line
         print(f"skipped: {plan.skip}", flush=True)
         return ledger.update_night(key, outcome="skipped", reason=plan.skip, ended=time.time())
     if plan.disk_free < plan.disk_needed:

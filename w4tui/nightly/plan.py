@@ -24,7 +24,11 @@ MARGIN = 256 << 20  # logs, tokenizer cache, the adapter's checkpoint
 
 
 class BadData(Exception):
-    """The night's file has a bad line; ``str()`` is ``file:line: what is wrong``."""
+    """The night's file has a bad line; ``str()`` is ``file:line: what is wrong``, ``path`` the file."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass
@@ -64,7 +68,7 @@ def count_samples(path: Path) -> int:
     try:
         return len(read_records([path], False, DataReport(), lambda message: None))
     except StageError as exc:
-        raise BadData(str(exc)) from None
+        raise BadData(str(exc), path) from None
 
 
 def sha256(path: Path) -> str:
