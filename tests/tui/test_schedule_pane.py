@@ -73,13 +73,34 @@ async def test_history_and_a_failed_nights_error(recorded):
         table = pane.query_one(DataTable)
         await until(pilot, lambda: table.row_count == 3, what="the nights")
         assert [str(table.get_cell_at((r, 1))) for r in range(3)] == ["missed", "failed", "promoted"]
-        assert "train 50s, convert 50s" in str(table.get_cell_at((2, 3)))
+        assert str(table.get_cell_at((2, 3))) == "5m00s"
         head = text_of(pane.query_one("#schedule-head", Static))
         assert "schedule disabled" in head and "nobody holds the scheduler" in head
         table.move_cursor(row=1)
         detail = pane.query_one("#night-detail", Static)
         await until(pilot, lambda: "already has an adapter merged in" in text_of(detail), what="the error line")
         assert "failed at convert" in text_of(detail)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_every_column_fits_and_the_detail_shows_what_they_cut(recorded, size):
+    record_nights(recorded)
+    app = make_app(recorded)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("7")
+        pane = app.screen.query_one("#schedule")
+        table = pane.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 3, what="the nights")
+        await settle(pilot)
+        # The build column is on screen (it was past the pane's edge): every column fits the table.
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= table.size.width
+        assert str(table.get_cell_at((2, 2))).endswith("2025-11-24 (48)")  # a cut keeps the date and samples
+        assert str(table.get_cell_at((2, 4))) == "nightly-a"
+        table.move_cursor(row=2)
+        detail = pane.query_one("#night-detail", Static)
+        await until(pilot, lambda: "build nightly-a" in text_of(detail), what="the promoted night's detail")
+        assert "data incremental_2025-11-24.jsonl (48 samples)" in text_of(detail)
+        assert "steps train 50s, convert 50s, quantize 50s, deploy 50s, verify 50s" in text_of(detail)
 
 
 async def test_run_now_starts_a_night_and_pause_toggles(recorded):

@@ -31,6 +31,24 @@ OUTCOME_STYLE = {
     "starting": "$accent",
     "cancelled": "$warning",
 }
+COLUMNS = ("when", "outcome", "data", "took", "build")
+
+
+def _data(night: dict, short: bool) -> str:
+    """The night's data file and samples: in the table without the .jsonl (the date is what differs)."""
+    name = (night.get("data_file") or "").rsplit("/", 1)[-1]
+    if not name:
+        return "-"
+    samples = night.get("samples")
+    if short:
+        return name.removesuffix(".jsonl") + (f" ({samples})" if samples else "")
+    return name + (f" ({samples} samples)" if samples else "")
+
+
+def _took(night: dict) -> str:
+    if night.get("ended") and night.get("started") and night.get("steps"):
+        return fmt.duration(night["ended"] - night["started"])
+    return "…" if night["outcome"] in ("running", "starting") else "-"
 
 
 class SchedulePane(Pane):
@@ -61,10 +79,7 @@ class SchedulePane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static("reading the schedule…", id="schedule-head")
-        table = DataTable(cursor_type="row", id="nights-table")
-        for key, width in (("when", 11), ("outcome", 12), ("data", 24), ("steps", 26), ("build", 24)):
-            table.add_column(key, key=key, width=width)
-        yield table
+        yield DataTable(cursor_type="row", id="nights-table")
         yield Static(id="night-detail")
 
     def on_mount(self) -> None:
@@ -97,7 +112,7 @@ class SchedulePane(Pane):
 
     # -- data down -------------------------------------------------------------------------
     def show_status(self, status: dict) -> None:
-        from w4tui.nightly.status import describe_next, step_durations
+        from w4tui.nightly.status import describe_next
 
         self.status = status
         app, muted = self.app, resolve("$text-muted", self.app)
@@ -109,27 +124,39 @@ class SchedulePane(Pane):
             head.append(f"\n▶ night {current['key']} at {current.get('step') or 'start'}", resolve("bold $accent", app))
         self.query_one("#schedule-head", Static).update(head)
         table = self.query_one(DataTable)
+        widths = self._widths(table.size.width or self.size.width)
         keys = tuple((n["key"], n["outcome"], n.get("step"), len(n.get("steps") or [])) for n in status["nights"])
-        if keys != self._keys:
-            self._keys = keys
+        if (keys, widths) != self._keys:
+            self._keys = (keys, widths)
             row = table.cursor_row
-            table.clear()
+            table.clear(columns=True)
+            for key, width in zip(COLUMNS, widths):
+                table.add_column(key, key=key, width=width)
             for night in status["nights"]:
                 when = night.get("scheduled_for") or night.get("started")
-                data = night.get("data_file") or ""
-                data = f"{data.rsplit('/', 1)[-1]} ({night.get('samples') or 0})" if data else "-"
                 outcome = Text(night["outcome"], style=resolve(OUTCOME_STYLE.get(night["outcome"], ""), app))
                 table.add_row(
                     time.strftime("%m-%d %H:%M", time.localtime(when)),
                     outcome,
-                    data,
-                    step_durations(night) or "-",
-                    night.get("build") or "-",
+                    fmt.fit_name(_data(night, short=True), widths[2]),
+                    _took(night),
+                    fmt.fit_name(night.get("build") or "-", widths[4]),
                     key=night["key"],
                 )
             if status["nights"]:
                 table.move_cursor(row=min(max(row, 0), len(status["nights"]) - 1))
         self._detail()
+
+    @staticmethod
+    def _widths(total: int) -> tuple[int, ...]:
+        """Columns that fit the pane (each cell has a space either side): when, outcome and time fixed,
+        data and build share the rest, cut from the front (their tails tell nights apart)."""
+        rest = max(total - 2 * len(COLUMNS) - 11 - 9 - 6, 16)
+        return 11, 9, rest // 2, 6, rest - rest // 2
+
+    def on_resize(self) -> None:
+        if self.status is not None:
+            self.show_status(self.status)
 
     def selected(self) -> dict | None:
         nights = (self.status or {}).get("nights") or []
@@ -164,6 +191,8 @@ class SchedulePane(Pane):
         self.deliver("detail", (night, tail))
 
     def show_detail(self, value: tuple) -> None:
+        from w4tui.nightly.status import step_durations
+
         night, tail = value
         app, muted = self.app, resolve("$text-muted", self.app)
         text = Text(f"{night['key']}  {night['outcome']}", "bold")
@@ -173,6 +202,13 @@ class SchedulePane(Pane):
             text.append(f"\nerror: {night['error']}", resolve("bold $error", app))
         elif night.get("reason"):
             text.append(f"\n{night['reason']}", muted)
+        # Whole here what the table's columns cut: the data file, the build, the time of each step.
+        if night.get("data_file"):
+            text.append(f"\ndata {_data(night, short=False)}", muted)
+        if night.get("build"):
+            text.append(f"\nbuild {night['build']}", muted)
+        if night.get("steps"):
+            text.append(f"\nsteps {step_durations(night)}", muted)
         if night.get("parent_adapter"):
             text.append(f"\nparent {fmt.path(night['parent_adapter'], app.config.base_dir)}", muted)
         if tail:
