@@ -225,3 +225,24 @@ async def test_every_figure_whole_on_the_main_screen(recorded, size):
         text = "\n".join(lines)
         assert all(figure in text for figure in MAC_FIGURES), lines
         assert "10.5 GB / 21.3 GB" in text  # the recorded training's MPS figures, in GB of 10^9
+
+
+def test_a_sentence_too_long_for_a_narrow_pane_wraps_between_words():
+    # At 120x36 the pane is 38 columns: the NVIDIA hint wrapped as "…(pip install 'w" / "4tui[nvidia]')".
+    from rich.text import Text
+
+    from w4tui.ui.panes.memory import MemoryPane
+
+    pane = MemoryPane()
+    pane._width, pane._muted, pane._styles = 36, "", {"muted": "", "value": ""}
+    hint = "no NVIDIA monitoring (pip install 'w4tui[nvidia]')"
+    text = Text()
+    pane._row(text, "", [(hint, "muted")])
+    lines = text.plain.rstrip("\n").splitlines()
+    assert max(len(line) for line in lines) <= 36 and len(lines) == 2, lines
+    assert " ".join(line.strip() for line in lines) == hint
+    assert all(word in hint.split() for line in lines for word in line.split())  # no word cut in two
+    path = "/Users/me/" + "x" * 60  # one word longer than a line is still cut into line-long pieces
+    text = Text()
+    pane._row(text, "disk", [(path, "value")])
+    assert "".join(line.strip() for line in text.plain.splitlines()[1:]) == path

@@ -269,9 +269,12 @@ class MemoryPane(Pane, can_focus=True):
 
 
 def _pieces(unit: str, room: int) -> list[str]:
-    """Only a unit longer than a whole line (a long path) is split; anything else is kept whole."""
+    """Only a unit longer than a whole line is split: at its spaces (a sentence such as the NVIDIA
+    install hint), and a word still too long (a path) into line-long chunks; anything else is whole."""
     room = max(1, room)
-    return [unit[i : i + room] for i in range(0, len(unit), room)] or [""]
+    if len(unit) <= room:
+        return [unit]
+    return [word[i : i + room] for word in unit.split(" ") for i in range(0, len(word), room)] or [""]
 
 
 def _ago(minutes: float) -> str:
