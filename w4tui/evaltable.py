@@ -1,10 +1,9 @@
 """The eval table (eval.json, written by the eval stage) as text: the CLI prints it, the TUI shows it.
 Standard library only.
 
-    type            size      ppl    Δppl  KL mean   KL p99  top-1  prompt t/s  gen t/s     s
-    transformers       -  12.3456       -        -        -      -           -        -   3.1
-    F16           15.2 GB  12.3460  +0.00%  0.00000  0.00000 100.0%         410     12.1  40.2
-    Q4_K_M         4.7 GB  12.5900  +1.98%  0.01870  0.16000  93.1%         380     21.5  61.0
+    type              size         ppl     Δppl   KL mean    KL p99   top-1 prompt t/s  gen t/s       s
+    F16            45.0 MB   6163.8825   +0.00%   0.00000   0.00000  100.0%    11672.3    613.7       -
+    Q4_K_M         23.0 MB   6205.8739   +0.68%   0.00465   0.04369   94.9%      403.7    126.1    28.9
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 VERSION = 1
 HEAD = ("type", "size", "ppl", "Δppl", "KL mean", "KL p99", "top-1", "prompt t/s", "gen t/s", "s")
-WIDTHS = (12, 9, 11, 8, 8, 8, 7, 10, 8, 7)
+WIDTHS = (12, 9, 11, 8, 9, 9, 7, 10, 8, 7)
 
 
 def read(path: str | Path) -> dict | None:
@@ -56,6 +55,13 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def kl_text(value: float | None) -> str:
+    """KL divergences span decades (1e-6 for Q8_0 on a tiny model, 0.1 for Q2_K): small ones in e-notation."""
+    if value is None:
+        return "-"
+    return f"{value:.5f}" if value == 0 or value >= 1e-3 else f"{value:.2e}"
+
+
 def row_cells(row: dict, f16_ppl: float | None) -> tuple[str, ...]:
     ppl = row.get("ppl")
     delta = "-" if ppl is None or not f16_ppl or row.get("kind") != "gguf" else f"{(ppl / f16_ppl - 1) * 100:+.2f}%"
@@ -65,8 +71,8 @@ def row_cells(row: dict, f16_ppl: float | None) -> tuple[str, ...]:
         human_bytes(row.get("bytes")),
         _num(ppl, ".4f"),
         delta,
-        _num(row.get("kl_mean"), ".5f"),
-        _num(row.get("kl_p99"), ".5f"),
+        kl_text(row.get("kl_mean")),
+        kl_text(row.get("kl_p99")),
         "-" if top1 is None else f"{top1 * 100:.1f}%",
         _num(row.get("prompt_tps"), ".1f"),
         _num(row.get("gen_tps"), ".1f"),
@@ -112,6 +118,6 @@ def trade_off(doc: dict, width: int = 20) -> list[str]:
         kl = round(width * (r.get("kl_mean") or 0) / worst)
         lines.append(
             f"{r['name']:<8} size {'█' * size}{'·' * (width - size)} {human_bytes(r.get('bytes')):>9}"
-            f"   KL {'█' * kl}{'·' * (width - kl)} {r.get('kl_mean') or 0:.5f}"
+            f"   KL {'█' * kl}{'·' * (width - kl)} {kl_text(r.get('kl_mean') or 0)}"
         )
     return lines

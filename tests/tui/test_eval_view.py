@@ -54,7 +54,7 @@ def test_the_inspect_view_shows_the_build_s_eval_table_and_bars(recorded):
     f16 = next(a for a in scanner.scan([]) if a.name == f"{ws.OLD}-f16.gguf")
     text = describe_artifact(f16, ws.NOW)
     assert "eval of the build (e runs it again)" in text
-    assert "Q4_K_M         23.0 MB   6205.8739   +0.68%  0.00465  0.04369   94.9%" in text
+    assert "Q4_K_M         23.0 MB   6205.8739   +0.68%   0.00465   0.04369   94.9%" in text
     assert "Q4_K_M   size ██████████·········· " in text and "KL ████████████████████ 0.00465" in text
     assert "1248 scored tokens of eval split of the adapter (12 samples); 141 s in all" in text
     # another build's GGUF has no table; a broken file is no table, not an error
