@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -160,6 +161,15 @@ def format_event(event: dict[str, Any]) -> str:
             text += f" ({event['hint']})"
     elif kind == "done":
         text = str(event.get("status", "succeeded"))
+    elif kind == "start":  # no message: what started, so the line is not a bare "start: "
+        parts = [f"pid {event['pid']}"] if event.get("pid") else []
+        if event.get("args"):
+            parts.append(shlex.join(str(a) for a in event["args"]))
+        if event.get("stages"):
+            parts.append(" > ".join(map(str, event["stages"])))
+        if event.get("night"):
+            parts.append(f"night {event['night']}")
+        text = "  ".join(parts) or str(event.get("message", ""))
     else:
         text = str(event.get("message", ""))
     return f"[{stage}] {kind}: {text}"

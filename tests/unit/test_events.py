@@ -56,3 +56,13 @@ def test_format_event_is_one_readable_line():
     line = format_event({"stage": "convert", "kind": "error", "message": "bad", "hint": "fix it"})
     assert line == "[convert] error: bad (fix it)"
     assert "3/10" in format_event({"stage": "train", "kind": "progress", "done": 3, "total": 10, "unit": "steps"})
+
+
+def test_a_start_line_says_what_started():
+    # `w4tui pipeline` and `nightly --now` printed "[train] start: " with nothing after it.
+    start = {"stage": "train", "kind": "start", "pid": 42, "args": ["--dataset", "my data.jsonl", "--epochs", "1"]}
+    assert format_event(start) == "[train] start: pid 42  --dataset 'my data.jsonl' --epochs 1"
+    assert format_event({"stage": "pipeline", "kind": "start", "stages": ["train", "convert"]}).endswith(
+        "start: train > convert"
+    )
+    assert format_event({"stage": "nightly", "kind": "start", "night": "now-1"}) == "[nightly] start: night now-1"
