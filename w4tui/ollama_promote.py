@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 from w4tui import ollama_client as oc
@@ -25,6 +26,7 @@ from w4tui.config import Config
 from w4tui.fsutil import atomic_write_text
 
 JOURNAL = "ollama-promotion.json"
+SERVED = "ollama-latest.json"  # the last completed move of latest: w4tui/report.py reads it (no Ollama call)
 POINTERS = ("latest", "previous")
 
 
@@ -167,6 +169,7 @@ def promote(config: Config, build: str) -> str:
 
     _run_or_undo(config, steps, latest, new)
     _journal(config).unlink(missing_ok=True)
+    _served(config, "promoted", build)
     return "; ".join(notes + [f"{latest} is now {build}" + (f"; the one before is kept as {previous}" if old else "")])
 
 
@@ -200,9 +203,15 @@ def rollback(config: Config) -> str:
         _write(config, state)
     _run_or_undo(config, lambda: checked_copy(config, previous, latest, target), latest, target)
     _journal(config).unlink(missing_ok=True)
+    _served(config, "rolled back", now or target[:12])
     return "; ".join(
         notes + [f"{latest} rolled back to {previous} ({now or target[:12]})" + (f"; it was {was}" if was else "")]
     )
+
+
+def _served(config: Config, action: str, builds: str) -> None:
+    state = {"action": action, "builds": builds, "model": config.ollama.model, "host": oc.host(config)}
+    atomic_write_text(config.paths.state / SERVED, json.dumps({**state, "time": time.time()}) + "\n")
 
 
 def _run_or_undo(config: Config, steps, latest: str, digest: str) -> None:

@@ -3,6 +3,7 @@ same things in its panes). Standard library only, no Ollama call: status must an
 
 from __future__ import annotations
 
+import json
 import time
 import tomllib
 from collections.abc import Iterator
@@ -107,8 +108,21 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
         ),
         None,
     )
-    if promoted:
+    moved = _last_move(config)  # a rollback (CLI or TUI) after the last verify's promotion shows here
+    if moved and (not promoted or moved["time"] > (promoted.get("time") or 0)):
+        yield f"served as {config.ollama.model}:latest: {moved.get('builds')} ({moved.get('action')} {_when(moved['time'], now)})"
+    elif promoted:
         yield f"served as {config.ollama.model}:latest: {promoted.get('path')} (promoted {_when(promoted.get('time'), now)})"
+
+
+def _last_move(config: Config) -> dict | None:
+    """The last completed promote or rollback of this model (w4tui/ollama_promote.py writes it)."""
+    try:
+        state = json.loads((config.paths.state / "ollama-latest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and state.get("model") == config.ollama.model
+    return state if ok and isinstance(state.get("time"), (int, float)) else None
 
 
 # -- w4tui config ---------------------------------------------------------------------------------

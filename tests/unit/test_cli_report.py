@@ -87,3 +87,20 @@ def test_runs_into_a_pipe_that_closed_is_quiet(recorded):
     os.close(write)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 0
+
+
+def test_status_after_a_rollback_names_what_latest_serves_now(recorded, monkeypatch):
+    # status said the last verify's promoted build was served, long after `w4tui rollback` moved latest.
+    from ollama_standin import OllamaStandIn
+
+    with OllamaStandIn(version="0.33.0") as ollama:
+        monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+        for build in ("a", "b"):
+            ollama.add_model(f"web4-agent:build-{build}", system=f"build {build}")
+        ollama.models["web4-agent:previous"] = dict(ollama.models["web4-agent:build-a"])
+        ollama.models["web4-agent:latest"] = dict(ollama.models["web4-agent:build-b"])
+        rolled = w4tui("--config", str(recorded.file), "rollback")
+        assert rolled.returncode == 0 and "rolled back to web4-agent:previous" in rolled.stdout, rolled.stderr
+    status = w4tui("--config", str(recorded.file), "status").stdout
+    assert "served as web4-agent:latest: web4-agent:build-a (rolled back " in status, status
+    assert f"served as web4-agent:latest: web4-agent:build-{ws.OLD}" not in status
