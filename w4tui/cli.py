@@ -164,14 +164,20 @@ def _print_end(run: Run) -> None:
 
 
 def cmd_runs(config: Config, args: argparse.Namespace) -> int:
+    from w4tui.report import result
+
     runs = Runner(config).runs()
     if not runs:
         print(f"no runs yet in {config.paths.runs}")
     for run in runs:
         took = (run.ended or time.time()) - run.started
+        # A night or a pipeline writes no output of its own: how it ended instead (its events are short).
+        what = run.output or (
+            result(run, run.events(), config.base_dir) if run.stage in ("nightly", "pipeline") else ""
+        )
         print(
             f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
-            f"  {_short(took):>7}  {run.output or ''}"
+            f"  {_short(took):>7}  {what}"
         )
     return 0
 

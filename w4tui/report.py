@@ -57,6 +57,13 @@ def result(run: Run, events: list[dict], base: Path) -> str:
             parts.append(f"loss {m['loss']:.4f}")
         if "step" in m:
             parts.append(f"step {m['step']}/{m.get('total_steps', '?')}")
+    done = next((e for e in reversed(events) if e.get("kind") == "done"), None)
+    if run.stage == "nightly" and done and done.get("outcome"):  # a night makes no artifact of its own
+        build, reason = done.get("build"), done.get("reason")
+        parts.append(str(done["outcome"]) + (f" {build}" if build else "") + (f": {reason}" if reason else ""))
+    start = next((e for e in events if e.get("kind") == "start"), None)
+    if run.stage == "pipeline" and start and start.get("stages"):
+        parts.append(" > ".join(map(str, start["stages"])))
     for a in run.artifacts(events):
         if a.get("type") == "verified":
             parts.append(

@@ -38,3 +38,9 @@ def test_a_skipped_night_says_why_once_and_exits_0(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("no new data") == 1, out
     assert out.splitlines()[-1].startswith("night skipped: no new data: no file matching incremental_*.jsonl")
+    # `w4tui runs` says how the night ended (its column was empty: a night has no output path).
+    assert main(["--config", str(config_file), "runs"]) == 0
+    night = next(line for line in capsys.readouterr().out.splitlines() if " nightly " in line)
+    assert night.endswith(
+        "skipped: no new data: no file matching incremental_*.jsonl in " + str(tmp_path / "data/incoming")
+    )
