@@ -42,7 +42,9 @@ def measure(config, model: str, results: list[dict]) -> dict:
     for name, value, expected, unit in checks:
         low, high = parse_range(expected)
         if value is not None and not low <= value <= high:
-            warnings.append(f"{name} {value:.1f}{unit} is outside the expected {expected}{unit}")
+            # two significant digits below 1: a demo's 23 MB model is "0.023 GB", not "0.0 GB"
+            shown = f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.2g}"
+            warnings.append(f"{name} {shown}{unit} is outside the expected {expected}{unit}")
     return {**figures, "warnings": warnings}
 
 

@@ -32,6 +32,8 @@ def test_the_ranges_come_from_the_config(ollama, run_stage, config_file):
     result = run_stage("verify", "--model", build(ollama, "big", size=9_100_000_000))
     assert result.rc == 0, result.stderr
     assert result.artifact["inference_warnings"] == "memory 9.1 GB is outside the expected 4-8 GB"
+    tiny = run_stage("verify", "--model", build(ollama, "tiny", size=23_006_720))  # the demo's model
+    assert "memory 0.023 GB is outside the expected 4-8 GB" in tiny.artifact["inference_warnings"]
     config_file.write_text('[verify]\nexpect_ttft_ms = "400-200"\n')
     bad = run_stage("verify", "--model", build(ollama, "other"))
     assert bad.rc == 2 and '\'verify.expect_ttft_ms\' must be a range "low-high" like "8-12"' in bad.stderr
