@@ -169,7 +169,7 @@ def promote(config: Config, build: str) -> str:
 
     _run_or_undo(config, steps, latest, new)
     _journal(config).unlink(missing_ok=True)
-    _served(config, "promoted", build)
+    record_move(config, "promoted", build)
     return "; ".join(notes + [f"{latest} is now {build}" + (f"; the one before is kept as {previous}" if old else "")])
 
 
@@ -203,13 +203,14 @@ def rollback(config: Config) -> str:
         _write(config, state)
     _run_or_undo(config, lambda: checked_copy(config, previous, latest, target), latest, target)
     _journal(config).unlink(missing_ok=True)
-    _served(config, "rolled back", now or target[:12])
+    record_move(config, "rolled back", now or target[:12])
     return "; ".join(
         notes + [f"{latest} rolled back to {previous} ({now or target[:12]})" + (f"; it was {was}" if was else "")]
     )
 
 
-def _served(config: Config, action: str, builds: str) -> None:
+def record_move(config: Config, action: str, builds: str) -> None:
+    """The last completed move of latest ("promoted" or "rolled back", to which build names)."""
     state = {"action": action, "builds": builds, "model": config.ollama.model, "host": oc.host(config)}
     atomic_write_text(config.paths.state / SERVED, json.dumps({**state, "time": time.time()}) + "\n")
 

@@ -115,14 +115,14 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
         ),
         None,
     )
-    moved = _last_move(config)  # a rollback (CLI or TUI) after the last verify's promotion shows here
+    moved = last_move(config)  # a rollback (CLI or TUI) after the last verify's promotion shows here
     if moved and (not promoted or moved["time"] > (promoted.get("time") or 0)):
         yield f"served as {config.ollama.model}:latest: {moved.get('builds')} ({moved.get('action')} {_when(moved['time'], now)})"
     elif promoted:
         yield f"served as {config.ollama.model}:latest: {promoted.get('path')} (promoted {_when(promoted.get('time'), now)})"
 
 
-def _last_move(config: Config) -> dict | None:
+def last_move(config: Config) -> dict | None:
     """The last completed promote or rollback of this model (w4tui/ollama_promote.py writes it)."""
     try:
         state = json.loads((config.paths.state / "ollama-latest.json").read_text(encoding="utf-8"))

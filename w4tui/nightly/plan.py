@@ -79,10 +79,26 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def parent_adapter(config: Config, ledger: Ledger) -> str | None:
+    """The adapter of the build ``latest`` serves: the last promoted one, unless a rollback since then
+    moved ``latest`` back to an older nightly build (the night must not build on what was rolled back)."""
+    from w4tui.report import last_move
+
+    promoted = ledger.promoted()
+    moved = last_move(config)
+    if moved and moved.get("action") == "rolled back":
+        if not promoted or moved["time"] > (promoted[0].get("promoted_at") or 0):
+            for name in str(moved.get("builds") or "").split(", "):
+                build = ledger.build(name.rsplit(":", 1)[-1])
+                if build and build.get("adapter"):
+                    return build["adapter"]
+    return ledger.last_promoted_adapter()
+
+
 def make_plan(config: Config, ledger: Ledger, build: str | None = None) -> Plan:
     """Tonight's plan. Raises BadData for a bad file (before any training)."""
     plan = Plan(build=build or f"nightly-{time.strftime('%Y%m%d-%H%M%S')}")
-    plan.parent_adapter = ledger.last_promoted_adapter()
+    plan.parent_adapter = parent_adapter(config, ledger)
     data = newest_data(config)
     if data is None:
         plan.skip = f"no new data: no file matching {config.nightly.dataset_glob} in {config.paths.incoming}"
