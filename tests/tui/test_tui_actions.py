@@ -216,6 +216,8 @@ async def test_artifact_deploy_verify_and_rescan(recorded, fake_start):
         await pilot.press("3")
         await settle(pilot)
         pane = app.screen.query_one("#artifacts")
+        # The first scan may come before the runs (their events say what was deployed): wait for the lineage.
+        await until(pilot, lambda: any(a.deployed for a in pane.artifacts), what="the artifacts with their lineage")
         await pilot.press("D")  # on the base model: not a GGUF
         assert any("deploy takes a GGUF file" in n for n in notifications(app))
         await pilot.press("v")
@@ -224,10 +226,13 @@ async def test_artifact_deploy_verify_and_rescan(recorded, fake_start):
         await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the deploy form")
         assert ("--gguf", str(gguf)) in app.screen.fields
         await pilot.press("escape")
+        # (a key pressed while the form is still closing would be typed into it, as for a person)
+        await until(pilot, lambda: not isinstance(app.screen, StageFormScreen), what="the form to close")
         await pilot.press("v")
         await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the verify form")
         assert ("--model", f"web4-agent:build-{ws.OLD}") in app.screen.fields
         await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, StageFormScreen), what="the form to close")
         (recorded.paths.outputs / "gguf" / "new-f16.gguf").write_bytes(gguf.read_bytes())
         await pilot.press("r")
         await settle(pilot)

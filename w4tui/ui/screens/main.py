@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Container
 from textual.content import Content
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -108,12 +109,12 @@ class MainScreen(Mailbox, Screen):
             "z", "toggle_zoom", "Zoom", id="app.zoom", show=False, tooltip="Show the pane full screen; again: back"
         ),
     ]
-    ALLOW_IN_MAXIMIZED_VIEW = "PaneBar, Footer"  # a zoomed pane keeps the pane bar: 1-6 switch panes
+    ALLOW_IN_MAXIMIZED_VIEW = "PaneBar, Footer"  # a zoomed pane keeps the pane bar: 1-7 switch panes
+    active: reactive[str] = reactive("training", init=False)  # the pane keys and focus go to; the bar shows it
 
     def __init__(self, sampler=None, scanner=None) -> None:
         super().__init__()
         self.sampler, self.scanner = sampler, scanner
-        self.active = "training"
         self.secondary = "logs"  # the pane sharing the lower right on a wide screen
         self.runs: tuple[RunInfo, ...] = ()
         self.watcher = RunsWatcher(self.app.runner)
@@ -202,7 +203,8 @@ class MainScreen(Mailbox, Screen):
             (r for r in runs if r.stage == "train"), None
         )
         self.pane("training").follow(train)
-        for pane_id in ("stages", "logs", "artifacts", "memory", "ollama"):  # memory: the live training's machine warnings
+        # memory: the live training's machine warnings; ollama: which builds verify passed
+        for pane_id in ("stages", "logs", "artifacts", "memory", "ollama"):
             self.pane(pane_id).show_runs(runs)
         self.query_one(PaneBar).show(self)
 
@@ -251,8 +253,11 @@ class MainScreen(Mailbox, Screen):
 
     def on_descendant_focus(self, event) -> None:
         pane = next((a for a in event.widget.ancestors_with_self if isinstance(a, Pane)), None)
-        if pane is not None and pane.PANE_ID != self.active:
+        if pane is not None:
             self.active = pane.PANE_ID
+
+    def watch_active(self) -> None:
+        if self.is_mounted:
             self.query_one(PaneBar).show(self)
 
     # -- requests from the panes --------------------------------------------------------------

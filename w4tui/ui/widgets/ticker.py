@@ -19,6 +19,7 @@ class _Job:
     work: Callable[[], None]
     interval: Callable[[], float]
     due: float = 0.0
+    poked: bool = False  # asked for again while its round ran: that round may have read the old state
 
 
 _batch = threading.local()
@@ -57,7 +58,7 @@ class Ticker:
         with self._lock:
             job = self._jobs.get(key)
             if job is not None:
-                job.due = 0.0
+                job.due, job.poked = 0.0, True
         self._wake.set()
 
     def _run(self) -> None:
@@ -67,13 +68,17 @@ class Ticker:
                 due = [job for job in self._jobs.values() if job.due <= now]
             _batch.posts = []
             for job in due:
+                with self._lock:
+                    job.poked = False
                 try:
                     job.work()
                 except Exception:  # a failed round is logged; the next one may succeed
                     log.exception("periodic job %s failed", getattr(job.work, "__qualname__", job.work))
                 every = job.interval()
-                # On the clock's multiples of the interval, so jobs of equal interval run together.
-                job.due = (time.monotonic() // every + 1) * every
+                with self._lock:
+                    # On the clock's multiples of the interval, so jobs of equal interval run together;
+                    # at once again if poked meanwhile (a rescan asked for during a scan is not lost).
+                    job.due = 0.0 if job.poked else (time.monotonic() // every + 1) * every
             posts, _batch.posts = _batch.posts, None
             for post in posts:
                 post()
