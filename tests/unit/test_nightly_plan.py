@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -106,17 +105,26 @@ def test_a_night_stopped_by_a_bad_line_records_which_file(config):
     assert night["data_file"] == str(path) and night["error"].startswith(f"{path}:2: not valid JSON")
 
 
-def test_after_a_rollback_the_night_builds_on_what_latest_serves(config):
+def test_after_a_rollback_the_night_builds_on_what_latest_serves(config, monkeypatch):
     # A rollback (w4tui rollback, the Ollama pane's b) moved latest back to nightly-a: the next night
     # trained on nightly-b anyway, the build the person had just rolled back.
+    import types
+
     from w4tui.ollama_promote import record_move
+
+    def move_at(t: float, action: str, build: str) -> None:
+        monkeypatch.setattr("w4tui.ollama_promote.time", types.SimpleNamespace(time=lambda: t))
+        record_move(config, action, f"web4-agent:{build}")
 
     (config.paths.incoming / "incremental_2026-12-01.jsonl").write_text(GOOD)
     ledger = Ledger.open(config)
     ledger.upsert_build("nightly-a", adapter="/x/nightly-a", data={}, promoted=1, promoted_at=1.0)
     ledger.upsert_build("nightly-b", adapter="/x/nightly-b", parent_adapter="/x/nightly-a", promoted=1, promoted_at=2.0)
+    move_at(1.9, "promoted", "nightly-b")  # verify's own promotion: recorded before its run ended
     assert make_plan(config, ledger).parent_adapter == "/x/nightly-b"
-    record_move(config, "rolled back", "web4-agent:nightly-a")
+    move_at(10.0, "rolled back", "nightly-a")
     assert make_plan(config, ledger).parent_adapter == "/x/nightly-a"
-    ledger.upsert_build("nightly-c", adapter="/x/nightly-c", promoted=1, promoted_at=time.time() + 1)
+    ledger.upsert_build("nightly-c", adapter="/x/nightly-c", promoted=1, promoted_at=20.0)
     assert make_plan(config, ledger).parent_adapter == "/x/nightly-c"  # a promotion after the rollback wins
+    move_at(30.0, "promoted", "nightly-b")  # by hand, in the Ollama pane
+    assert make_plan(config, ledger).parent_adapter == "/x/nightly-b"

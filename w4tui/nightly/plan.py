@@ -80,13 +80,14 @@ def sha256(path: Path) -> str:
 
 
 def parent_adapter(config: Config, ledger: Ledger) -> str | None:
-    """The adapter of the build ``latest`` serves: the last promoted one, unless a rollback since then
-    moved ``latest`` back to an older nightly build (the night must not build on what was rolled back)."""
+    """The adapter of the build ``latest`` serves: the last promoted one, unless a rollback or a promotion
+    by hand (the Ollama pane's p) since then moved ``latest`` to another nightly build (the night must not
+    build on what was rolled back). Verify's own promotion is recorded before its run ends: not newer."""
     from w4tui.report import last_move
 
     promoted = ledger.promoted()
     moved = last_move(config)
-    if moved and moved.get("action") == "rolled back":
+    if moved:
         if not promoted or moved["time"] > (promoted[0].get("promoted_at") or 0):
             for name in str(moved.get("builds") or "").split(", "):
                 build = ledger.build(name.rsplit(":", 1)[-1])
