@@ -112,8 +112,8 @@ def test_starting_a_training_run_unloads_ollama_first(ollama, config_file, tmp_p
     from w4tui.runs.runner import Runner
 
     ollama.load(LIBRARY)
-    run = Runner(load_config()).start(
-        "train", ["--base_model", str(tmp_path / "none"), "--dataset", "x", "--output", str(tmp_path / "o")]
+    run = Runner(load_config()).start(  # force: no pre-flight, whose 7B estimate need not fit this machine
+        "train", ["--base_model", str(tmp_path / "none"), "--dataset", "x", "--output", str(tmp_path / "o")], force=True
     )
     assert oc.running(load_config()) == []
     proc = subprocess.run([sys.executable, "-m", "w4tui", "unload"], capture_output=True, text=True)
