@@ -300,7 +300,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        inside = path / "config.toml"  # `--config DIR` for the demo's directory: name the file in it
+        hint = f" (did you mean --config {inside}?)" if inside.is_file() else ""
+        raise ConfigError(f"{path}: cannot read config file: it is a directory{hint}") from None
+    except (PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.__class__.__name__}") from None
 
 

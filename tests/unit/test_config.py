@@ -123,3 +123,13 @@ def test_broken_settings_file_is_reported_not_fatal(config_file):
     (config.paths.state / "settings.toml").write_text("theme = [")
     settings, problem = load_settings(config)
     assert settings == {} and "settings.toml" in problem
+
+
+def test_a_directory_given_as_the_config_names_the_file_inside(tmp_path):
+    # `w4tui --config /tmp/qa1 status` (the demo's directory) said only "IsADirectoryError".
+    (tmp_path / "config.toml").write_text("")
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path}: cannot read config file: it is a directory (did you mean --config {tmp_path / 'config.toml'}?)"
+    )
