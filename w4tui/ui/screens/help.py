@@ -12,8 +12,8 @@ from textual.widgets import Label, Static
 from w4tui.ui.screens.dialogs import Dialog
 
 INTRO = (
-    "Panes: 1-6 show a pane (on a wide terminal several are shown at once); tab and shift+tab move "
-    "between them; arrows and the mouse move inside one. Stages run as detached processes: quitting "
+    "Panes: 1-7 show a pane (on a wide terminal several are shown at once), z shows it full screen; tab "
+    "and shift+tab move between them; arrows and the mouse move inside one. Stages run as detached processes: quitting "
     "leaves them running and the next `w4tui` re-attaches. ctrl+p lists every action in the command "
     'palette. Rebind any key by its id in <state>/settings.toml, e.g. [keymap] "stages.start" = "g".\n'
 )
