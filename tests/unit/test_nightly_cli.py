@@ -44,3 +44,22 @@ def test_a_skipped_night_says_why_once_and_exits_0(tmp_path, capsys):
     assert night.endswith(
         "skipped: no new data: no file matching incremental_*.jsonl in " + str(tmp_path / "data/incoming")
     )
+
+
+def test_a_cancelled_night_reads_once_and_its_step_is_not_shown_running():
+    from w4tui.nightly.cli import final_line
+    from w4tui.nightly.status import night_line, step_durations
+
+    night = {
+        "key": "now-1",
+        "started": 100.0,
+        "ended": 110.0,
+        "outcome": "cancelled",
+        "reason": "cancelled",
+        "build": "nightly-x",
+        "steps": [{"step": "train", "run": "r", "started": 101.0}],  # cancelled before it recorded an end
+    }
+    assert final_line(night) == "night cancelled (build nightly-x)"  # was "night cancelled: cancelled (...)"
+    assert step_durations(night) == "train cancelled"  # was "train …", as if still running
+    assert night_line(night).endswith("[train cancelled]")
+    assert step_durations({**night, "outcome": "running"}) == "train …"

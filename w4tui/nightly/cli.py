@@ -121,13 +121,19 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
     night = ledger.night(key) or {"outcome": "crashed", "error": "the night's driver recorded nothing"}
     if runner.get(run.id).status == "crashed" and night["outcome"] == "running":
         night["outcome"] = "crashed"
-    print(
+    print(final_line(night))
+    return EXIT_BY_OUTCOME.get(night["outcome"], 1)
+
+
+def final_line(night: dict) -> str:
+    """How the night ended, in one line (a reason that only repeats the outcome is left out)."""
+    why = night.get("error") or night.get("reason")
+    return (
         f"night {night['outcome']}"
         + (f" at {night['failed_step']}" if night.get("failed_step") else "")
-        + (f": {night.get('error') or night.get('reason')}" if night.get("error") or night.get("reason") else "")
+        + (f": {why}" if why and why != night["outcome"] else "")
         + (f" (build {night['build']})" if night.get("build") else "")
     )
-    return EXIT_BY_OUTCOME.get(night["outcome"], 1)
 
 
 def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0.3) -> None:

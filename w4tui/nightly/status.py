@@ -78,8 +78,9 @@ def step_durations(night: dict) -> str:
     for step in night.get("steps") or []:
         if step.get("ended") and step.get("started"):
             parts.append(f"{step['step']} {_short(step['ended'] - step['started'])}")
-        elif step.get("started"):
-            parts.append(f"{step['step']} …")
+        elif step.get("started"):  # still running, or stopped with the night (cancelled, crashed)
+            live = night.get("outcome") in (None, "starting", "running")
+            parts.append(f"{step['step']} {'…' if live else night['outcome']}")
     return ", ".join(parts)
 
 
@@ -90,6 +91,7 @@ def night_line(night: dict) -> str:
         samples = f" ({night['samples']} samples)" if night.get("samples") else ""
         data = f" {night['data_file'].rsplit('/', 1)[-1]}{samples}"
     detail = night.get("error") or night.get("reason") or ""
+    detail = "" if detail == night["outcome"] else detail  # "cancelled  cancelled"
     failed = f" at {night['failed_step']}" if night.get("failed_step") else ""
     build = f" -> {night['build']}" if night.get("build") and night["outcome"] == "promoted" else ""
     return (
