@@ -246,3 +246,11 @@ def test_a_sentence_too_long_for_a_narrow_pane_wraps_between_words():
     text = Text()
     pane._row(text, "disk", [(path, "value")])
     assert "".join(line.strip() for line in text.plain.splitlines()[1:]) == path
+
+
+def test_a_cpu_training_row_reads_as_a_sentence():
+    # "training accelerator memory the training runs on the CPU" read as one run-on phrase.
+    from w4tui.ui.sources.system import accelerator_rows
+
+    ((label, units, _),) = accelerator_rows("cpu", {}, [])
+    assert label == "training" and " ".join(u for u, _ in units) == "accelerator memory: the training runs on the CPU"
