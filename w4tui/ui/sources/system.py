@@ -216,7 +216,7 @@ def accelerator_rows(device: str | None, mem: dict[str, int], history: list[floa
     """The training's own accelerator memory, from its metrics events."""
     if not mem:
         note = "the training runs on the CPU" if device == "cpu" else "comes with a training's metrics"
-        return [("training", [("accelerator memory:", "muted"), (note, "muted")], None)]  # a label, then why not
+        return [("training", [("accelerator memory:", "muted"), (note, "muted")], None)]  # what, then why it is absent
     limit = mem.get("mem_recommended_max") or mem.get("mem_total")
     used = mem.get("mem_allocated", 0)
     value = f"{gb(used)} / {gb(limit)}" if limit else gb(used)
