@@ -20,23 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.common.errors import StageError
+from stages.weights.hf_model import CARRIED
 from w4tui.events import EventWriter
 from w4tui.fsutil import DiskSpaceError, check_free_space
 
-WANTED = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
+# The weights and every file a model folder carries along (hf_model.CARRIED): nothing else of a repo.
+WANTED = ("*.safetensors", "*.safetensors.index.json", *CARRIED)
 log = logging.getLogger("stages.download")
 
 
