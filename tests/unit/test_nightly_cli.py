@@ -63,3 +63,22 @@ def test_a_cancelled_night_reads_once_and_its_step_is_not_shown_running():
     assert step_durations(night) == "train cancelled"  # was "train …", as if still running
     assert night_line(night).endswith("[train cancelled]")
     assert step_durations({**night, "outcome": "running"}) == "train …"
+
+
+def test_two_nights_started_within_one_second_are_two_nights(tmp_path, capsys, monkeypatch):
+    # Both stopped at the same bad line at once: they shared the key now-<second>, and the history
+    # showed one night.
+    from w4tui.config import load_config
+    from w4tui.nightly.ledger import Ledger
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("")
+    incoming = tmp_path / "data" / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "incremental_2026-12-01.jsonl").write_text("{not json\n")
+    monkeypatch.setattr("w4tui.nightly.scheduler.time.strftime", lambda *a: "20261201-213000")  # one second
+    for _ in range(2):
+        assert main(["--config", str(config_file), "nightly", "--now"]) == 1
+    nights = Ledger.open(load_config(config_file)).nights()
+    assert [(n["outcome"], n["failed_step"]) for n in nights] == [("failed", "data")] * 2
+    assert len({n["key"] for n in nights}) == 2

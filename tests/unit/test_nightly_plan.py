@@ -92,6 +92,22 @@ def test_dry_run_prints_tonight_and_changes_nothing(config):
     )
     assert "disk:    needs" in out
     assert not config.paths.runs.exists()
+    # Ollama is down (the tests' OLLAMA_HOST is a closed port): said before a night trains for hours.
+    assert (
+        out.splitlines()[-1]
+        == "warning: Ollama is not reachable at http://127.0.0.1:9 now; the night's deploy step needs it"
+    )
+
+
+def test_no_ollama_warning_when_the_server_answers(config, monkeypatch):
+    from ollama_standin import OllamaStandIn
+
+    from w4tui.nightly.plan import ollama_problem
+
+    assert ollama_problem(config).startswith("Ollama is not reachable at http://127.0.0.1:9 now")
+    with OllamaStandIn(version="0.33.0") as ollama:
+        monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+        assert ollama_problem(config) is None
 
 
 def test_a_night_stopped_by_a_bad_line_records_which_file(config):

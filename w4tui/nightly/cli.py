@@ -95,8 +95,8 @@ def set_control(config: Config, ledger: Ledger, what: str) -> str:
 
 
 def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.nightly.plan import BadData, describe, make_plan
-    from w4tui.nightly.scheduler import start_night
+    from w4tui.nightly.plan import BadData, describe, make_plan, ollama_problem
+    from w4tui.nightly.scheduler import now_key, start_night
 
     ledger = Ledger.open(config)
     if args.dry_run:
@@ -106,8 +106,11 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
             print(f"tonight would stop before training: {exc}")
             return 1
         print("\n".join(describe(plan, config)))
+        problem = ollama_problem(config) if plan.steps else None
+        if problem:
+            print(f"warning: {problem}")
         return 1 if plan.steps and plan.disk_free < plan.disk_needed else 0
-    key = f"now-{time.strftime('%Y%m%d-%H%M%S')}"
+    key = now_key()
     runner = Runner(config)
     run = start_night(config, key)
     print(f"night {key} started: run {run.id} (pid {run.pid}); it keeps running if you press Ctrl-C", flush=True)

@@ -19,7 +19,7 @@ from w4tui.events import EventWriter
 from w4tui.fsutil import human_bytes
 from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
-from w4tui.nightly.plan import BadData, make_plan
+from w4tui.nightly.plan import BadData, make_plan, ollama_problem
 from w4tui.nightly.record import build_fields
 from w4tui.runs.pipeline import Step, StepEvent, run_pipeline, succeeded
 from w4tui.runs.runner import Run, RunError, Runner
@@ -80,6 +80,10 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
             f"{config.paths.outputs}: {human_bytes(plan.disk_free)} free, a night needs "
             f"{human_bytes(plan.disk_needed)}; free {human_bytes(plan.disk_needed - plan.disk_free)}",
         )
+    problem = ollama_problem(config)
+    if problem:
+        events.log(problem, level="warning")
+        print(f"warning: {problem}", flush=True)
     origin = plan.parent_adapter or "the base model (first night: no promoted adapter yet)"
     events.log(f"{plan.data_file.name}: {plan.samples} samples; training from {origin}")
     print(f"data {plan.data_file} ({plan.samples} samples); parent: {origin}", flush=True)

@@ -184,6 +184,19 @@ def describe(plan: Plan, config: Config) -> list[str]:
     return lines
 
 
+def ollama_problem(config: Config) -> str | None:
+    """Why the deploy step would fail if it ran now (Ollama down), or None. Said before the training:
+    a 7B night trains for hours before its deploy finds the server gone. Only a warning: the server
+    may be up by then (the Ollama app starts at login)."""
+    from w4tui import ollama_client as oc
+
+    try:
+        oc.version(config)
+    except oc.OllamaError as exc:
+        return f"{exc.message} now; the night's deploy step needs it"
+    return None
+
+
 def _existing(path: Path) -> Path:
     while not path.exists():
         path = path.parent

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import sys
+import time
 from datetime import datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -46,6 +48,12 @@ def next_night(config: Config, now: datetime) -> datetime | None:
 
 def night_key(when: datetime) -> str:
     return "scheduled-" + when.strftime("%Y%m%d-%H%M")
+
+
+def now_key() -> str:
+    """The ledger key of a night started by hand. Unique even within one second: two quick nights
+    (the first one stopped at a bad line) shared a key, and the second overwrote the first's record."""
+    return f"now-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def start_night(config: Config, key: str) -> Run:

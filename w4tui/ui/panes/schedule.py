@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from w4tui.ui.sources import fmt
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
 
 POLL_S = 2.0
@@ -108,9 +108,17 @@ class SchedulePane(Pane):
         finally:
             ledger.close()
         status["mine"] = self.scheduler is not None and self.scheduler.sched.running
-        self.deliver("status", status)
+        self.deliver(self.Status(status))
 
     # -- data down -------------------------------------------------------------------------
+
+    class Status(Delivered):
+        """The schedule: next night, holder, history."""
+
+    @on(Status)
+    def _status_delivered(self, message: Status) -> None:
+        self.show_status(message.value)
+
     def show_status(self, status: dict) -> None:
         from w4tui.nightly.status import describe_next
 
@@ -188,7 +196,14 @@ class SchedulePane(Pane):
                 tail = self.app.runner.get(failed["run"] if failed else night["run"]).log_tail(10)
         except RunError:
             pass
-        self.deliver("detail", (night, tail))
+        self.deliver(self.Detail((night, tail)))
+
+    class Detail(Delivered):
+        """The chosen night and its log tail."""
+
+    @on(Detail)
+    def _detail_delivered(self, message: Detail) -> None:
+        self.show_detail(message.value)
 
     def show_detail(self, value: tuple) -> None:
         from w4tui.nightly.status import step_durations
@@ -219,11 +234,11 @@ class SchedulePane(Pane):
     # -- actions ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="schedule-action", exit_on_error=False, description="start a night")
     def action_run_now(self) -> None:
-        from w4tui.nightly.scheduler import start_night
+        from w4tui.nightly.scheduler import now_key, start_night
         from w4tui.runs.runner import RunError
 
         try:
-            run = start_night(self.app.config, f"now-{time.strftime('%Y%m%d-%H%M%S')}")
+            run = start_night(self.app.config, now_key())
         except RunError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="warning")
             return
