@@ -10,6 +10,7 @@ import time
 
 import pytest
 import tui_workspace as ws
+from textual import on
 from textual.app import App
 from tui_helpers import anyio_backend, recorded, utc  # noqa: F401
 
@@ -23,7 +24,7 @@ from w4tui.ui.sources.runs import RunsWatcher
 from w4tui.ui.sources.training import TrainingState
 from w4tui.ui.themes import ThemeFileError, builtin_dir, load_themes, parse_theme
 from w4tui.ui.widgets.chart import plot
-from w4tui.ui.widgets.pane import Mailbox, Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 
 TRAIN = "20251126-180000-train-b002"
 
@@ -136,12 +137,19 @@ def test_form_arguments_and_prefill(recorded):
 class _Probe(Pane):
     PANE_ID = "probe"
 
+    class Value(Delivered):
+        """A number from the worker."""
+
+    class Other(Delivered):
+        """Another kind of result."""
+
     def __init__(self) -> None:
         super().__init__()
         self.shown: list[int] = []
 
-    def show_value(self, value: int) -> None:
-        self.shown.append(value)
+    @on(Value)
+    def show_value(self, message: Value) -> None:
+        self.shown.append(message.value)
 
 
 @pytest.mark.anyio
@@ -156,12 +164,44 @@ async def test_a_burst_of_worker_results_collapses_into_few_updates_and_the_newe
 
         def burst() -> None:
             for i in range(500):
-                probe.deliver("value", i)
+                probe.deliver(probe.Value(i))
 
         thread = threading.Thread(target=burst)
         thread.start()
         thread.join()
         await pilot.pause(0.2)
         assert probe.shown[-1] == 499 and len(probe.shown) < 50
-        assert Mailbox.Changed(probe, "value").can_replace(Mailbox.Changed(probe, "value"))
-        assert not Mailbox.Changed(probe, "value").can_replace(Mailbox.Changed(probe, "other"))
+        one, two, other = probe.Value(1), probe.Value(2), probe.Other(3)
+        for message in (one, two, other):
+            message.owner = probe
+        assert two.can_replace(one) and not other.can_replace(two)
+        elsewhere = probe.Value(4)  # the same kind of result for another widget does not replace it
+        elsewhere.owner = object()
+        assert not elsewhere.can_replace(one)
+
+
+@pytest.mark.anyio
+async def test_a_failing_pane_loop_tells_the_user_once_and_again_when_it_recovers():
+    rounds = []
+
+    class Host(App):
+        def compose(self):
+            yield _Probe()
+
+        def on_mount(self) -> None:
+            def work() -> None:
+                rounds.append(1)
+                if len(rounds) <= 3:
+                    raise OSError("disk went away")
+
+            self.query_one(_Probe).run_loop("scan", work, 0.05, shared=False)
+
+    app = Host()
+    async with app.run_test() as pilot:
+        for _ in range(100):
+            if len(rounds) > 4:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
+        said = [n.message for n in app._notifications]
+        assert said == ["scan failed: OSError: disk went away (retrying; details in the log)", "scan works again"]

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.artifacts import Artifact
 from w4tui.ui.sources.runs import RunInfo
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
 
 RESCAN_S = 15.0  # disk changes nobody announced (a file copied in by hand) show up this late at most
@@ -102,11 +102,18 @@ class ArtifactsPane(Pane):
             from w4tui.ui.sources.artifacts import ArtifactScanner
 
             self.scanner = ArtifactScanner(self.app.config)
-        self.deliver("artifacts", self.scanner.scan(self.runs))
+        self.deliver(self.Scanned(self.scanner.scan(self.runs)))
 
     def restyle(self) -> None:
         if self.ready and self.artifacts:
             self.show_artifacts(self.artifacts, force=True)
+
+    class Scanned(Delivered):
+        """A scan of the outputs tree."""
+
+    @on(Scanned)
+    def _artifacts_delivered(self, message: Scanned) -> None:
+        self.show_artifacts(message.value)
 
     def show_artifacts(self, artifacts: list[Artifact], force: bool = False) -> None:
         if artifacts == self.artifacts and self.query_one(DataTable).row_count and not force:

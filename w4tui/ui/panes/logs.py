@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Log, Static
 
 from w4tui.ui.sources.runs import RunInfo
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import set_text, status_text
 
 FOLLOW_S = 2.0  # the log view repaints every line as it scrolls: every other second is enough
@@ -188,7 +188,14 @@ class LogsPane(Pane):
         if request is not None:
             run, offset = request
             text, new_offset = read_from(run.log_path, offset)
-            self.deliver("text", (run.id, offset, text, new_offset))
+            self.deliver(self.Text((run.id, offset, text, new_offset)))
+
+    class Text(Delivered):
+        """New text of the followed log."""
+
+    @on(Text)
+    def _text_delivered(self, message: Text) -> None:
+        self.show_text(message.value)
 
     def show_text(self, value: tuple) -> None:
         run_id, offset, text, new_offset = value

@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
@@ -29,7 +30,7 @@ from w4tui.ui.sources.system import (
     warning_rows,
 )
 from w4tui.ui.widgets.chart import LineChart
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve, set_text
 
 SAMPLE_S = 4.0
@@ -116,8 +117,8 @@ class MemoryPane(Pane, can_focus=True):
             self.sampler = SystemSampler(self.app.config.paths.outputs)
         if not self._backfilled:
             self._backfilled = True
-            self.deliver("backfill", self.sampler.backfill())
-        self.deliver("system", self.sampler.sample())
+            self.deliver(self.Backfill(self.sampler.backfill()))
+        self.deliver(self.Sample(self.sampler.sample()))
 
     def _sample_machine(self) -> None:  # in the "machine" loop's thread
         if self.machine_sampler is None:
@@ -129,7 +130,7 @@ class MemoryPane(Pane, can_focus=True):
         previous = self._delivered
         if previous is None or dataclasses.replace(sample, time=previous.time) != previous:
             self._delivered = sample  # nothing changed (most rounds on Linux): no message, no repaint
-            self.deliver("machine", sample)
+            self.deliver(self.MachineSample(sample))
 
     def show_runs(self, runs) -> None:
         """The live training, whose machine warnings (from its supervisor's watch) this pane shows."""
@@ -153,7 +154,14 @@ class MemoryPane(Pane, can_focus=True):
             if e.get("kind") == "log" and e.get("level") == "warning" and e.get("source") in ("monitor", "preflight")
         ]
         if new:
-            self.deliver("warnings", (watched[0], new))
+            self.deliver(self.Warnings((watched[0], new)))
+
+    class Warnings(Delivered):
+        """New machine warnings of the live training."""
+
+    @on(Warnings)
+    def _warnings_delivered(self, message: Warnings) -> None:
+        self.show_warnings(message.value)
 
     def show_warnings(self, found: tuple[str, list[dict]]) -> None:
         run_id, events = found
@@ -177,11 +185,26 @@ class MemoryPane(Pane, can_focus=True):
         return self._ollama_models
 
     # -- results (UI thread) -----------------------------------------------------------------
+
+    class Backfill(Delivered):
+        """The samples of the minutes before the pane opened."""
+
+    @on(Backfill)
+    def _backfill_delivered(self, message: Backfill) -> None:
+        self.show_backfill(message.value)
+
     def show_backfill(self, samples: list[SystemSample]) -> None:
         for sample in samples:
             self.history.add(sample)
         self.on_resize()
         self._chart()
+
+    class Sample(Delivered):
+        """A new system sample."""
+
+    @on(Sample)
+    def _system_delivered(self, message: Sample) -> None:
+        self.show_system(message.value)
 
     def show_system(self, sample: SystemSample) -> None:
         latest = self.history.latest
@@ -190,6 +213,13 @@ class MemoryPane(Pane, can_focus=True):
         self.history.add(sample)
         self.on_resize()
         self._chart()
+
+    class MachineSample(Delivered):
+        """A changed machine sample (GPU, pressure, power, Ollama's models)."""
+
+    @on(MachineSample)
+    def _machine_delivered(self, message: MachineSample) -> None:
+        self.show_machine(message.value)
 
     def show_machine(self, sample) -> None:
         new = self.machine is None or sample.time > self.machine.time

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.verified import VerifiedBuilds
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
 
 POLL_S = 5.0  # while the pane is on screen
@@ -121,11 +121,18 @@ class OllamaPane(OllamaActions, Pane):
             snap = OllamaSnapshot(oc.host(config), models, running, None, self._last_poll, verified=verified)
         except oc.OllamaError as exc:
             snap = OllamaSnapshot(oc.host(config), error=exc.message, hint=exc.hint, checked=self._last_poll)
-        self.deliver("snapshot", snap)
+        self.deliver(self.Snapshot(snap))
 
     def restyle(self) -> None:
         if self.ready and self.snapshot is not None:
             self.show_snapshot(self.snapshot, force=True)
+
+    class Snapshot(Delivered):
+        """What the server has: models, what is loaded, the builds."""
+
+    @on(Snapshot)
+    def _snapshot_delivered(self, message: Snapshot) -> None:
+        self.show_snapshot(message.value)
 
     def show_snapshot(self, snap: OllamaSnapshot, force: bool = False) -> None:
         previous, self.snapshot = (None if force else self.snapshot), snap

@@ -17,7 +17,7 @@ from w4tui.runs.runner import Run
 from w4tui.runs.supervise import read_record
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve, status_text
 
 PIPELINE = "pipeline"
@@ -137,7 +137,14 @@ class StagesPane(Pane):
         full = Run(run.dir, read_record(run.dir))
         error = full.error() if run.status in ("failed", "crashed", "cancelled") else None
         tail = full.log_tail(12) if run.status in ("failed", "crashed") else []
-        self.deliver("detail", (stage, run, error, tail))
+        self.deliver(self.Detail((stage, run, error, tail)))
+
+    class Detail(Delivered):
+        """The chosen stage: its last run, error event and log tail."""
+
+    @on(Detail)
+    def _detail_delivered(self, message: Detail) -> None:
+        self.show_detail(message.value)
 
     def show_detail(self, value: tuple) -> None:
         stage, run, error, tail = value

@@ -6,6 +6,7 @@ import threading
 import time
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -16,7 +17,7 @@ from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
 from w4tui.ui.sources.training import TrainingState
 from w4tui.ui.widgets.chart import LineChart
-from w4tui.ui.widgets.pane import Pane
+from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve, set_text, status_text
 
 FOLLOW_S = 1.0  # how often a live run's events are read; the train stage reports once per step
@@ -116,7 +117,14 @@ class TrainingPane(Pane, can_focus=True):
         with self._lock:
             changed = state.apply(events) if state is self.state else False
         if changed or (run is not None and run.live and state.eta_s is not None):
-            self.deliver("state", None)  # (a live run's ETA counts down between its reports)
+            self.deliver(self.Tick(None))  # (a live run's ETA counts down between its reports)
+
+    class Tick(Delivered):
+        """Redraw from the state (new events, or the ETA counting down)."""
+
+    @on(Tick)
+    def _state_delivered(self, message: Tick) -> None:
+        self.show_state(message.value)
 
     def show_state(self, _: object) -> None:
         now = self.app.clock()

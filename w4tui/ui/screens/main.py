@@ -23,7 +23,7 @@ from w4tui.ui.panes.schedule import SchedulePane
 from w4tui.ui.panes.stages import StagesPane
 from w4tui.ui.panes.training import TrainingPane
 from w4tui.ui.sources.runs import RunInfo, RunsWatcher
-from w4tui.ui.widgets.pane import Mailbox, Pane
+from w4tui.ui.widgets.pane import Delivered, Mailbox, Pane
 
 POLL_S = 1.0
 LATER_S = 0.4  # panes not on the first screen are mounted this long after it
@@ -194,7 +194,14 @@ class MainScreen(Mailbox, Screen):
     def _poll_runs(self) -> None:  # in the "runs" loop's thread
         runs, changed = self.watcher.poll()
         if changed:
-            self.deliver("runs", runs)
+            self.deliver(self.Runs(runs))
+
+    class Runs(Delivered):
+        """The runs, newest first (for every pane and the pane bar)."""
+
+    @on(Runs)
+    def _runs_delivered(self, message: Runs) -> None:
+        self.show_runs(message.value)
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs

@@ -1,8 +1,8 @@
 """The base of every pane, and the mailbox that lets thread workers hand results to the UI.
 
-Workers never touch widgets: they ``deliver(topic, value)``, which keeps only the newest value per
-topic and posts a ``Mailbox.Changed`` message whose ``can_replace`` lets a burst of them collapse
-into one update; the handler calls ``show_<topic>(value)`` on the UI thread.
+Workers never touch widgets: they ``deliver(message)`` a typed ``Delivered`` message (each pane declares
+its own, e.g. ``StagesPane.Detail``), handled by that pane alone on the UI thread; its ``can_replace``
+lets a burst of the same kind collapse into one update, the newest.
 
 Periodic I/O (polling runs, following a log, sampling the system) runs in long-lived threads that
 sleep between rounds (``run_loop``; see ``ticker``), rather than a Textual worker per round: a worker
@@ -24,38 +24,37 @@ from w4tui.ui.widgets.ticker import Ticker, defer
 
 log = logging.getLogger(__name__)
 
-_NOTHING = object()
+
+class Delivered(Message, bubble=False):
+    """A worker's result for the widget whose worker made it (``value``). A pending message of the same
+    class for the same widget is superseded by a newer one: only the newest is shown."""
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__()
+        self.value = value
+        self.owner: object = None
+
+    def can_replace(self, message: Message) -> bool:
+        return type(message) is type(self) and getattr(message, "owner", None) is self.owner
 
 
 class Mailbox:
-    class Changed(Message):
-        """A worker has put something new in the mailbox."""
+    class LoopFailed(Message, bubble=False):
+        """A periodic job failed (``error`` set) or works again after failing (``error`` None)."""
 
-        def __init__(self, owner: object, topic: str) -> None:
+        def __init__(self, name: str, error: str | None) -> None:
             super().__init__()
-            self.owner, self.topic = owner, topic
+            self.name, self.error = name, error
 
-        def can_replace(self, message: Message) -> bool:
-            return isinstance(message, Mailbox.Changed) and message.owner is self.owner and message.topic == self.topic
+    def deliver(self, message: Delivered) -> None:
+        """From a worker thread: post ``message`` to this widget (with the ticker's round when on it)."""
+        message.owner = self
 
-    def deliver(self, topic: str, value: Any) -> None:
-        """From a worker thread: keep only the newest ``value`` per topic and wake the owner."""
-        with self._mail_lock:
-            self._mail[topic] = value
-        message = Mailbox.Changed(self, topic)
-        if not defer(lambda: self.post_message(message)):  # type: ignore[attr-defined]
+        def post() -> None:
             self.post_message(message)  # type: ignore[attr-defined]
 
-    @property
-    def _mail_lock(self) -> threading.Lock:
-        lock = self.__dict__.get("_mailbox_lock")
-        if lock is None:
-            lock = self.__dict__.setdefault("_mailbox_lock", threading.Lock())
-        return lock
-
-    @property
-    def _mail(self) -> dict[str, Any]:
-        return self.__dict__.setdefault("_mailbox", {})
+        if not defer(post):
+            post()
 
     def run_loop(
         self, name: str, work: Callable[[], None], interval: float | Callable[[], float], shared: bool = True
@@ -65,25 +64,52 @@ class Mailbox:
         jobs; else on a thread of its own, for work that may block (HTTP). Never the executor's threads:
         such loops would hold asyncio's whole default pool, starving the one-off workers."""
         every = interval if callable(interval) else (lambda: interval)
+        failing = False
+
+        def guarded() -> None:
+            # A failed round is logged and told to the user once (the next rounds may succeed: then
+            # that is told too), instead of failing silently into the log while the pane goes stale.
+            nonlocal failing
+            try:
+                work()
+            except Exception as exc:
+                if self.__dict__.get("_loops_stopped"):  # (at exit the app may be gone already)
+                    return
+                log.exception("%s: %s failed", type(self).__name__, name)
+                if not failing:
+                    failing = True
+                    self.post_message(self.LoopFailed(name, f"{exc.__class__.__name__}: {exc}"))  # type: ignore[attr-defined]
+            else:
+                if failing:
+                    failing = False
+                    self.post_message(self.LoopFailed(name, None))  # type: ignore[attr-defined]
+
         if shared:
             ticker = self.app.__dict__.setdefault("_w4tui_ticker", Ticker())  # type: ignore[attr-defined]
             self.__dict__.setdefault("_loops", {})[name] = ticker
-            ticker.add((id(self), name), work, every)
+            ticker.add((id(self), name), guarded, every)
             return
         wake = threading.Event()
         self.__dict__.setdefault("_loops", {})[name] = wake
 
         def loop() -> None:
             while not self.__dict__.get("_loops_stopped"):
-                try:
-                    work()
-                except Exception:  # a failed round is logged; the next one may succeed
-                    if not self.__dict__.get("_loops_stopped"):  # (at exit the app may be gone already)
-                        log.exception("%s: %s failed", type(self).__name__, name)
+                guarded()
                 wake.wait(every() - time.monotonic() % every())
                 wake.clear()
 
         threading.Thread(target=loop, name=f"w4tui-{name}", daemon=True).start()
+
+    def on_mailbox_loop_failed(self, message: Mailbox.LoopFailed) -> None:
+        where = getattr(self, "TITLE", "") or type(self).__name__
+        if message.error:
+            self.notify(  # type: ignore[attr-defined]
+                f"{message.name} failed: {message.error} (retrying; details in the log)",
+                title=where,
+                severity="error",
+            )
+        else:
+            self.notify(f"{message.name} works again", title=where)  # type: ignore[attr-defined]
 
     def poke(self, name: str) -> None:
         """Run loop ``name``'s next round now."""
@@ -100,15 +126,6 @@ class Mailbox:
                 loop.remove((id(self), name))
             else:
                 loop.set()  # wake the loop so it ends now, not an interval later
-
-    def on_mailbox_changed(self, message: Mailbox.Changed) -> None:
-        if message.owner is not self:
-            return
-        message.stop()
-        with self._mail_lock:
-            value = self._mail.pop(message.topic, _NOTHING)
-        if value is not _NOTHING:
-            getattr(self, f"show_{message.topic}")(value)
 
 
 class Pane(Mailbox, Vertical, can_focus=False):
