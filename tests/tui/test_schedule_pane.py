@@ -103,6 +103,20 @@ async def test_every_column_fits_and_the_detail_shows_what_they_cut(recorded, si
         assert "steps train 50s, convert 50s, quantize 50s, deploy 50s, verify 50s" in text_of(detail)
 
 
+async def test_a_cancelled_night_says_cancelled_once(recorded):
+    ledger = Ledger.open(recorded)
+    ledger.claim_night(
+        "now-c", trigger="now", started=ws.NOW - 60, ended=ws.NOW, outcome="cancelled", reason="cancelled"
+    )
+    ledger.close()
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("7")
+        detail = app.screen.query_one("#schedule").query_one("#night-detail", Static)
+        await until(pilot, lambda: "now-c" in text_of(detail), what="the night's detail")
+        assert text_of(detail).count("cancelled") == 1, text_of(detail)
+
+
 async def test_run_now_starts_a_night_and_pause_toggles(recorded):
     app = make_app(recorded)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -215,7 +215,7 @@ class SchedulePane(Pane):
             text.append(f" at {night['failed_step']}", resolve("bold $error", app))
         if night.get("error"):
             text.append(f"\nerror: {night['error']}", resolve("bold $error", app))
-        elif night.get("reason"):
+        elif night.get("reason") and night["reason"] != night["outcome"]:  # not "cancelled" twice
             text.append(f"\n{night['reason']}", muted)
         # Whole here what the table's columns cut: the data file, the build, the time of each step.
         if night.get("data_file"):
