@@ -80,6 +80,8 @@ def read_records(files: list[Path], skip_bad: bool, report: DataReport, log) -> 
     for path in files:
         with open(path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # the BOM Windows editors save UTF-8 with
                 if not raw.strip():
                     continue
                 where = f"{path}:{number}"
@@ -110,7 +112,7 @@ def _parse(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise ValueError("not valid UTF-8") from None
     try:
-        record = json.loads(text)
+        record = json.loads(text.rstrip("\r\n"))  # without its newline a cut line's error names its column
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:

@@ -154,3 +154,16 @@ def test_mps_fallback_is_set_before_torch_loads():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_a_bom_is_read_and_a_cut_line_names_its_column(tmp_path):
+    """A file saved by a Windows editor starts with a BOM; a line cut short names where it ends."""
+    from stages.train.data import DataReport, read_records
+
+    good = tmp_path / "bom.jsonl"
+    good.write_bytes(b"\xef\xbb\xbf" + b'{"text": "hello"}\n')
+    assert [r for _, r in read_records([good], False, DataReport(), print)] == [{"text": "hello"}]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"messages": [\n')
+    with pytest.raises(StageError, match=r"cut\.jsonl:1: not valid JSON \(Expecting value at column 15\)"):
+        read_records([cut], False, DataReport(), print)
