@@ -303,6 +303,15 @@ def generate_stream(
             yield part.model_dump(exclude_none=True)
 
 
+def chat_stream(
+    config: Config, model: str, messages: list[dict], options: dict | None = None, timeout: float | None = 600
+) -> Iterator[dict[str, Any]]:
+    """Stream ``/api/chat`` parts as dicts: ``message.content`` pieces, the last with done=True."""
+    with errors(config), client(config, timeout) as c:
+        for part in c.chat(model=model, messages=messages, stream=True, options=options or None):
+            yield part.model_dump(exclude_none=True)
+
+
 def unload_all(config: Config, wait_s: float = 10.0) -> list[str]:
     """Unload every running model (keep_alive=0) to free memory before training, and wait until
     ``/api/ps`` shows them gone. Ollama not running means nothing is loaded: not an error here."""

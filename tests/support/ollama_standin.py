@@ -63,6 +63,7 @@ class OllamaStandIn:
         self.requests: list[tuple[str, str]] = []
         self.creates: list[dict] = []
         self.generates: list[dict] = []
+        self.chats: list[dict] = []  # the bodies of /api/chat requests, in order
         self.lock = threading.RLock()
         self.server = serve(self.route)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -183,11 +184,12 @@ class OllamaStandIn:
         name, refused = self._selector(path, self.full(body.get("model") or ""))
         if refused:
             return refused
-        if path in ("/api/show", "/api/delete", "/api/generate") and not body.get("model"):
+        named = ("/api/show", "/api/delete", "/api/generate", "/api/chat")
+        if path in named and not body.get("model"):
             return 400, {"error": "model is required"}
-        if path in ("/api/show", "/api/delete", "/api/generate") and name not in self.models:
+        if path in named and name not in self.models:
             return 404, {"error": f"model '{body['model']}' not found"}
-        if path in ("/api/show", "/api/delete", "/api/generate") and self.models[name].get("broken"):
+        if path in named and self.models[name].get("broken"):
             return 500, {"error": "unexpected end of JSON input"}  # json.Decode of a truncated manifest
         if path == "/api/show" and method == "POST":
             return 200, self._show(name)
@@ -200,7 +202,31 @@ class OllamaStandIn:
             return (0, "cut") if fault == "cut-done" else (200, None)
         if path == "/api/generate" and method == "POST":
             return self._generate(name, body)
+        if path == "/api/chat" and method == "POST":
+            return self._chat(name, body)
         return 404, {"error": "404 page not found"}
+
+    def _chat(self, name: str, body: dict):
+        """server/routes.go ChatHandler: the same runner as generate; each part carries the text as
+        message.content (role assistant) instead of response; no messages loads (or, with keep_alive 0,
+        unloads) the model."""
+        with self.lock:
+            self.chats.append(body)
+        messages = body.get("messages") or []
+        if not messages:
+            status, part = self._generate(name, {"model": name, "keep_alive": body.get("keep_alive")})
+            return status, self._as_chat(part)
+        prompt = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        status, payload = self._generate(name, {**body, "prompt": prompt or " "})
+        if isinstance(payload, dict) or status != 200:
+            return status, self._as_chat(payload) if status == 200 else payload
+        return status, (self._as_chat(part) for part in payload)
+
+    @staticmethod
+    def _as_chat(part: dict) -> dict:
+        part = dict(part)
+        part.pop("context", None)
+        return {**part, "message": {"role": "assistant", "content": part.pop("response", "")}}
 
     def _copy(self, body: dict, fault: str):
         """server/images.go CopyModel: os.Create truncates the destination, then the manifest is copied,

@@ -64,6 +64,14 @@ class OllamaPane(OllamaActions, Pane):
     """
     BINDINGS = [
         Binding("t", "test", "Test prompt", id="ollama.test", tooltip="Send a prompt; the answer streams in"),
+        Binding(
+            "a",
+            "chat",
+            "Chat",
+            id="ollama.chat",
+            show=False,  # (the footer is full at 80 columns: in ? and the palette)
+            tooltip="A multi-turn chat with the model: history as Markdown, an editable system prompt",
+        ),
         Binding("m", "modelfile", "Modelfile", id="ollama.modelfile", tooltip="Show the model's Modelfile"),
         Binding("c", "copy", "Copy/tag", id="ollama.copy", tooltip="Copy the model to another name or tag"),
         Binding("d,delete", "delete", "Delete", id="ollama.delete", tooltip="Delete the model (asks first)"),

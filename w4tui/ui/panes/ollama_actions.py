@@ -29,6 +29,13 @@ class OllamaActions:
 
             self.app.push_screen(PromptScreen(self.app.config, model, self.app.config.verify.prompts[0]))
 
+    def action_chat(self) -> None:
+        model = self._need_model()
+        if model:
+            from w4tui.ui.screens.chat import ChatScreen
+
+            self.app.push_screen(ChatScreen(self.app.config, model))
+
     @work(exclusive=True, group="ollama-action", exit_on_error=False)
     async def action_modelfile(self) -> None:
         model = self._need_model()
