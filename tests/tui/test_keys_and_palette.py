@@ -171,3 +171,52 @@ async def test_the_train_form_shows_the_training_settings_and_previews_samples_t
         assert "= 27 steps" in text_of(preview)
         assert "--gradient_accumulation" in str(form.query_one("#extra", Input).placeholder)
         await pilot.press("escape")
+
+
+@pytest.mark.anyio
+async def test_the_train_forms_profile_keys_and_the_measured_eta(recorded):
+    """f1/f2/f3 pick the dry/mini/full profile (issue 14), and the preview shows the ETA measured from
+    the last finished run with the same settings, before the user launches."""
+    import json
+
+    from textual.widgets import Input, Static
+
+    from w4tui.ui.screens.stage_form import StageFormScreen
+
+    data = recorded.paths.data
+    data.mkdir(parents=True, exist_ok=True)
+    record = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello " * 20}]}
+    (data / "web4.jsonl").write_text("\n".join(json.dumps(record) for _ in range(200)) + "\n")
+    t = recorded.train
+    finished = recorded.paths.outputs / "adapters" / "20251120-2100"
+    finished.mkdir(parents=True, exist_ok=True)
+    args = {
+        "base_model": str(recorded.model.dir),
+        "max_seq_length": t.max_seq_length,
+        "batch_size": t.batch_size,
+        "gradient_accumulation": t.gradient_accumulation,
+        "lora_r": t.lora_r,
+    }
+    (finished / "training_run.json").write_text(
+        json.dumps({"args": args, "tokens_per_second": 2.0, "device": "mps", "ended": 1763668800.0})
+    )
+    app = make_app(recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("5", "down", "s")
+        await until(pilot, lambda: isinstance(app.screen, StageFormScreen), what="the train form")
+        form = app.screen
+        preview = form.query_one("#preview", Static)
+        await until(pilot, lambda: "samples" in text_of(preview), what="the dataset preview")
+        assert "ETA: about " in text_of(preview) and "at 2 tokens/s, the rate of 20251120-2100 on mps" in text_of(
+            preview
+        )
+        profile = next(i for i, (flag, _) in enumerate(form.fields) if flag == "--profile")
+        await pilot.press("f1")
+        await settle(pilot)
+        assert form.query_one(f"#f{profile}", Input).value == "dry"
+        assert "90 train / 10 eval" in text_of(preview)  # 100 of the 200 samples, eval_fraction 0.1
+        await pilot.press("f3")
+        await settle(pilot)
+        assert form.query_one(f"#f{profile}", Input).value == "full" and "180 train / 20 eval" in text_of(preview)
+        await pilot.press("escape")

@@ -43,6 +43,10 @@ class StageFormScreen(Dialog[list[str] | None]):
     BINDINGS = [
         Binding("ctrl+s", "launch", "Launch", id="form.launch", priority=True),
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
+        # A train form's profiles, one key each (function keys: letters type into the fields).
+        Binding("f1", "profile('dry')", "dry (100)", id="form.profile_dry", tooltip="Train on 100 samples"),
+        Binding("f2", "profile('mini')", "mini (3,000)", id="form.profile_mini", tooltip="Train on 3,000 samples"),
+        Binding("f3", "profile('full')", "full", id="form.profile_full", tooltip="Train on every sample"),
     ]
 
     def __init__(
@@ -142,6 +146,15 @@ class StageFormScreen(Dialog[list[str] | None]):
             for i, (flag, value) in enumerate(self.fields)
             if value is not None
         }
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "profile":  # only a form with a --profile field (train) has them
+            return any(flag == "--profile" for flag, _ in self.fields)
+        return True
+
+    def action_profile(self, name: str) -> None:
+        index = next(i for i, (flag, _) in enumerate(self.fields) if flag == "--profile")
+        self.query_one(f"#f{index}", Input).value = name  # (its Changed message redoes the preview)
 
     def on_input_changed(self) -> None:
         if self.preview is not None and self.is_mounted:

@@ -47,6 +47,15 @@ class DatasetPreview:
         per_epoch = math.ceil(math.ceil(train / batch) / accumulation)
         return train, held, per_epoch, max(1, math.ceil(per_epoch * _number(values.get("--epochs"), 1.0)))
 
+    def trained_tokens(self, values: dict[str, str]) -> int:
+        """About how many tokens the run trains on: the train share of the (profile's) samples, each cut
+        at --max_seq_length, times the epochs."""
+        train, held, _, _ = self.steps(values)
+        limit = int(_number(values.get("--max_seq_length"), 0)) or None
+        kept = [min(n, limit) if limit else n for n in self.lengths[: train + held]]
+        share = train / max(1, train + held)
+        return round(sum(kept) * share * _number(values.get("--epochs"), 1.0))
+
     def describe(self, values: dict[str, str]) -> str:
         if self.error:
             return f"dataset {self.path}: {self.error}"
@@ -61,6 +70,7 @@ class DatasetPreview:
             + (f"; {longer} ({longer / max(1, self.samples):.0%}) longer than {limit}" if limit else ""),
             f"{train:,} train / {held:,} eval → {per_epoch:,} steps per epoch × {values.get('--epochs', '1')} epochs"
             f" = {total:,} steps",
+            eta_line(values, self.trained_tokens(values)),
         ]
         histogram = self.histogram()
         return "\n".join(lines + ([histogram] if histogram else []))
@@ -135,3 +145,31 @@ def preview(path: Path) -> DatasetPreview:
     counts = iter(len(e.ids) for e in tokenizer.encode_batch(flat)) if flat else iter(())
     lengths = tuple(sum(next(counts) for _ in parts) + TEMPLATE_TOKENS * len(parts) for parts in texts)
     return DatasetPreview(str(path), len(files), len(texts), bad, tuple(shapes.most_common()), lengths)
+
+
+# The form's flags that decide what a trained token costs (stages/train/eta.py COST_ARGS, those the form has).
+COST_FLAGS = ("max_seq_length", "batch_size", "gradient_accumulation", "lora_r")
+
+
+def eta_line(values: dict[str, str], tokens: int) -> str:
+    """The ETA before starting, measured: the rate of the newest finished run beside --output with the
+    same base model and cost settings (stages/train/eta.py does the same in the stage, with the device
+    too); without one, how to measure it."""
+    output = values.get("--output")
+    best = None
+    for record_path in Path(output).parent.glob("*/training_run.json") if output else ():
+        try:
+            record = json.loads(record_path.read_text())
+            args, rate = record["args"], float(record["tokens_per_second"])
+            same = str(Path(str(args.get("base_model")))) == str(Path(values.get("--base_model", ""))) and all(
+                values.get(f"--{k}") is None or str(args.get(k)) == values[f"--{k}"] for k in COST_FLAGS
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if same and rate > 0 and (best is None or float(record.get("ended") or 0) > best[0]):
+            best = (float(record.get("ended") or 0), rate, record_path.parent.name, record.get("device", "?"))
+    if best is None or tokens <= 0:
+        return "ETA: no finished run with these settings yet; `w4tui run train --eta` measures one (4 steps)"
+    from stages.train.eta import estimate
+
+    return "ETA: " + estimate(tokens, best[1], f"the rate of {best[2]} on {best[3]}")["text"]
