@@ -200,4 +200,6 @@ def fields(result: dict | None) -> dict:
         "regression_latest_score": result["latest_score"],
         "regression_worse": ", ".join(result["worse"]) or None,
         "regression_blocked": result["blocked"],
+        # each prompt's score, flat: "name=0.67;other=1.00" (the compare view shows one row each)
+        "regression_prompts": ";".join(f"{name}={r['score']:.2f}" for name, r in result["prompts"].items()) or None,
     }

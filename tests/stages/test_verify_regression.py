@@ -63,6 +63,8 @@ def test_the_guard_blocks_a_build_that_forgot_and_lets_an_equal_one_through(olla
         "web4-agent:latest's 1.000; worse: javascript (latest was not touched)"
     )
     assert blocked.artifact["regression_blocked"] is True and blocked.artifact["regression_worse"] == "javascript"
+    scores = dict(part.split("=") for part in blocked.artifact["regression_prompts"].split(";"))
+    assert len(scores) == 3 and float(scores["javascript"]) < 1.0 == max(float(s) for s in scores.values())
     assert ollama.models["web4-agent:latest"]["digest"] == "2" * 64
 
     # without --promote the score is reported, nothing is refused

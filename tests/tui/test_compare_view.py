@@ -54,7 +54,12 @@ def test_two_builds_side_by_side(tmp_path):
         0.0,
         quant="Q4_K_M",
         extra=(("adapter", adapter(tmp_path, "b1", 2e-4, 1.05, "a" * 64)),),
-        verify=(("regression_score", "1.0"), ("inference_tokens_per_s", "10.5"), ("run", "x")),
+        verify=(
+            ("regression_score", "1.0"),
+            ("regression_prompts", "python=1.00;javascript=1.00"),
+            ("inference_tokens_per_s", "10.5"),
+            ("run", "x"),
+        ),
     )
     two = Artifact(
         "gguf",
@@ -64,7 +69,11 @@ def test_two_builds_side_by_side(tmp_path):
         0.0,
         quant="Q4_K_M",
         extra=(("adapter", adapter(tmp_path, "b2", 1e-4, 1.10, "b" * 64)),),
-        verify=(("regression_score", "0.833333"), ("regression_worse", "javascript")),
+        verify=(
+            ("regression_score", "0.833333"),
+            ("regression_worse", "javascript"),
+            ("regression_prompts", "python=1.00;javascript=0.67"),
+        ),
     )
     left, right = build_facts(one, [one, two]), build_facts(two, [one, two])
     assert left["learning_rate"] == "0.0002" and right["learning_rate"] == "0.0001"
@@ -79,6 +88,12 @@ def test_two_builds_side_by_side(tmp_path):
         and row["regression_worse"].split()[-1] == "javascript"
     )
     assert row["main_eval_loss"].split()[-2:] == ["1.2000", "1.2000"]
+    # the regression score per prompt, one row each: the prompt that got worse is marked
+    assert row["regression javascript"].startswith("≠") and row["regression javascript"].split()[-2:] == [
+        "1.00",
+        "0.67",
+    ]
+    assert row["regression python"].startswith(" ")
 
 
 def test_a_quantized_build_finds_its_adapter_through_its_f16_parent(tmp_path):

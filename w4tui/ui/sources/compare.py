@@ -74,6 +74,10 @@ def build_facts(a: Artifact, artifacts: list[Artifact]) -> dict[str, str]:
             kl = f", KL {row['kl_mean']:.5f}" if row.get("kl_mean") is not None else ""
             facts[f"eval {row['name']}"] = f"ppl {row['ppl']:.4f}{kl}" if row.get("ppl") else "-"
     facts.update({k: v for k, v in a.verify if k in VERIFY})
+    for part in dict(a.verify).get("regression_prompts", "").split(";"):  # one row per regression prompt
+        name, _, value = part.partition("=")
+        if value:
+            facts[f"regression {name}"] = value
     return facts
 
 
