@@ -181,3 +181,33 @@ async def test_the_tui_holds_the_scheduler_unless_a_daemon_does(recorded):
         await until(pilot, lambda: "this TUI holds the scheduler" in text_of(head), what="the take-over")
         assert SchedulerLock(config.paths.state).holder()["kind"] == "tui"
     assert SchedulerLock(config.paths.state).holder() is None  # released when the TUI quits
+
+
+async def test_the_detail_shows_the_eval_losses_and_whether_the_main_data_one_rose(recorded, tmp_path):
+    """Issue 14: every night's eval loss on a held-out slice of the main dataset, rising or not."""
+    from w4tui.nightly.night import train_losses
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "training_run.json").write_text('{"eval_loss": 0.9, "main_eval_loss": 1.25, "final_loss": 0.5}')
+    assert train_losses(adapter) == {"eval_loss": 0.9, "main_eval_loss": 1.25}
+    assert train_losses(tmp_path / "gone") == {}
+    ledger = Ledger.open(recorded)
+    t = ws.NOW - 2 * DAY
+    for i, (key, losses) in enumerate([("n1", {"main_eval_loss": 1.2}), ("n2", train_losses(adapter))]):
+        step = {"step": "train", "run": f"r{i}", "started": t + i * DAY, "ended": t + i * DAY + 50}
+        ledger.claim_night(
+            key, scheduled_for=t + i * DAY, trigger="schedule", started=t + i * DAY, ended=t + i * DAY + 60,
+            outcome="promoted", build=f"nightly-{key}", steps=[{**step, "status": "succeeded", **losses}],
+        )  # fmt: skip
+    ledger.close()
+    app = make_app(recorded)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("7")
+        pane = app.screen.query_one("#schedule")
+        table = pane.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 2, what="the nights")
+        table.move_cursor(row=0)
+        detail = pane.query_one("#night-detail", Static)
+        await until(pilot, lambda: "build nightly-n2" in text_of(detail), what="the newest night's detail")
+        assert "eval loss 0.9000, main-data eval loss 1.2500 (▲ +0.0500 since the night before)" in text_of(detail)

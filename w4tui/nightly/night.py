@@ -13,6 +13,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
 from w4tui.config import Config, ConfigError, load_config
 from w4tui.events import EventWriter
@@ -109,6 +110,8 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
             print(f"== {event.stage}: run {run.id}", flush=True)
         else:
             steps[-1].update(ended=run.ended, status=run.status)
+            if event.stage == "train" and event.artifact:  # the history shows the eval losses night by night
+                steps[-1].update(train_losses(Path(event.artifact)))
             fields = build_fields(run, fields)
             ledger.upsert_build(plan.build, **fields)
         ledger.update_night(key, steps=steps)
@@ -124,6 +127,19 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
         raise StepFailed(last.stage, last.error or _error_line(runner.get(last.run_id)))
     events.progress(len(chain), len(chain), "steps", message="promoted")
     return ledger.update_night(key, outcome="promoted", ended=time.time())
+
+
+def train_losses(adapter: Path) -> dict:
+    """The eval losses a night's training recorded: on its own held-out slice, and on a held-out slice of
+    the main dataset (the forgetting signal: rising night after night means narrow data is wearing the
+    model down)."""
+    import json
+
+    try:
+        record = json.loads((adapter / "training_run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: record[k] for k in ("eval_loss", "main_eval_loss") if isinstance(record.get(k), int | float)}
 
 
 def _error_line(run: Run) -> str:

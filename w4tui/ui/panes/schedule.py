@@ -205,6 +205,25 @@ class SchedulePane(Pane):
     def _detail_delivered(self, message: Detail) -> None:
         self.show_detail(message.value)
 
+    def _losses(self, night: dict) -> str:
+        """The night's eval losses, and the main-data one against the night before that has one."""
+
+        def of(n: dict) -> dict:
+            return next((s for s in n.get("steps") or [] if s.get("step") == "train"), {})
+
+        mine = of(night)
+        parts = [f"eval loss {mine['eval_loss']:.4f}"] if "eval_loss" in mine else []
+        if "main_eval_loss" in mine:
+            nights = (self.status or {}).get("nights") or []
+            later = nights[nights.index(night) + 1 :] if night in nights else []
+            before = next((of(n)["main_eval_loss"] for n in later if "main_eval_loss" in of(n)), None)
+            trend = ""
+            if before is not None:
+                delta = mine["main_eval_loss"] - before
+                trend = f" ({'▲' if delta > 0 else '▼'} {delta:+.4f} since the night before)"
+            parts.append(f"main-data eval loss {mine['main_eval_loss']:.4f}{trend}")
+        return ", ".join(parts)
+
     def show_detail(self, value: tuple) -> None:
         from w4tui.nightly.status import step_durations
 
@@ -224,6 +243,9 @@ class SchedulePane(Pane):
             text.append(f"\nbuild {night['build']}", muted)
         if night.get("steps"):
             text.append(f"\nsteps {step_durations(night)}", muted)
+        losses = self._losses(night)
+        if losses:
+            text.append(f"\n{losses}", muted)
         if night.get("parent_adapter"):
             text.append(f"\nparent {fmt.path(night['parent_adapter'], app.config.base_dir)}", muted)
         if tail:
