@@ -212,6 +212,7 @@ async def test_the_train_forms_profile_keys_and_the_measured_eta(recorded):
             preview
         )
         profile = next(i for i, (flag, _) in enumerate(form.fields) if flag == "--profile")
+        assert "f1 dry" in text_of(form.query_one("#error", Static))  # the keys are said in the form itself
         await pilot.press("f1")
         await settle(pilot)
         assert form.query_one(f"#f{profile}", Input).value == "dry"

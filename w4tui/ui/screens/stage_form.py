@@ -27,6 +27,9 @@ def split_args(args: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+PROFILE_HINT = "profiles: f1 dry (100 samples) · f2 mini (3,000) · f3 full"
+
+
 class StageFormScreen(Dialog[list[str] | None]):
     DEFAULT_CSS = """
     StageFormScreen .dialog { max-width: 120; }
@@ -91,7 +94,9 @@ class StageFormScreen(Dialog[list[str] | None]):
                 with Horizontal(classes="row"):
                     yield Label("more flags")
                     yield Input(id="extra", compact=True, placeholder=self.extra_hint or "e.g. --epochs 1")
-            yield Static("", id="error", classes="hint")
+            # (the profile keys' hint, in a train form, until an error takes its place)
+            profiles = any(flag == "--profile" for flag, _ in self.fields)
+            yield Static(PROFILE_HINT if profiles else "", id="error", classes="hint")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button("Launch (ctrl+s)", id="launch", variant="primary", compact=True)
