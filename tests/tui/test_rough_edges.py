@@ -101,7 +101,9 @@ async def test_an_incomplete_adapter_is_shown_as_such_with_its_real_size(recorde
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the delete question")
         question = " ".join(text_of(w) for w in app.screen.query("Label, Static"))
-        assert "incomplete adapter" in question and "4.9 KB on disk" in question and "1 checkpoint" in question
+        assert (
+            "incomplete adapter" in question and "5.0 KB on disk" in question and "1 checkpoint" in question
+        )  # 5000 bytes: GB = 10^9
         await pilot.press("n")
 
 

@@ -10,14 +10,15 @@ _UNITS = ("B", "KB", "MB", "GB", "TB")
 
 
 def size(n: float | None) -> str:
-    """1536 -> '1.5 KB' (powers of 1024, as Activity Monitor and Ollama show them)."""
+    """1536 -> '1.5 KB': decimal units (GB = 10^9 bytes), as `ollama list` (format.HumanBytes) and
+    Finder show them, so a size here reads the same as there."""
     if n is None:
         return "-"
     value = float(n)
     for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
+        if abs(value) < 1000 or unit == _UNITS[-1]:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     return f"{value:.1f} TB"
 
 
