@@ -29,6 +29,10 @@ def test_a_disabled_schedule_says_which_file_disables_it(tmp_path, capsys):
     assert out.splitlines()[0].startswith(f"schedule disabled ([schedule] enabled = false in {config_file})")
     assert "start `" not in out  # a daemon holding a disabled schedule would run nothing
     assert f"enabled = false in {config_file})" in schedule(capsys, config_file, "--skip-next")
+    # pausing a disabled schedule says that it runs nothing anyway
+    assert f"paused (w4tui --config {config_file} schedule --resume to resume); the schedule itself is disabled" in (
+        schedule(capsys, config_file, "--pause")
+    )
 
 
 def test_a_skipped_night_says_why_once_and_exits_0(tmp_path, capsys):

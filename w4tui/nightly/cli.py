@@ -80,13 +80,15 @@ def set_control(config: Config, ledger: Ledger, what: str) -> str:
     """Pause, resume or skip: flags in the ledger that the scheduler's holder reads when a night is due."""
     from w4tui.nightly.scheduler import next_night
 
+    # (a disabled schedule runs no nights whatever the flags say: say so, and where it is switched on)
+    off = "" if config.schedule.enabled else f"; the schedule itself is disabled ([schedule] enabled in {config.file})"
     if what == "pause":
         ledger.set_flag("paused", str(time.time()))
-        return f"scheduled nights paused ({config.cli} schedule --resume to resume)"
+        return f"scheduled nights paused ({config.cli} schedule --resume to resume){off}"
     if what == "resume":
         ledger.set_flag("paused", None)
         ledger.set_flag("schedule_since", str(time.time()))  # paused nights are not "missed"
-        return "scheduled nights resumed"
+        return f"scheduled nights resumed{off}"
     upcoming = next_night(config, datetime.now().astimezone())
     if upcoming is None:
         return f"nothing to skip: the schedule is disabled ([schedule] enabled = false in {config.file})"
