@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.common.errors import StageError
+from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ollama import builds, modelfile
 from stages.ollama.deploy_rules import check_tag, create_hint, server_quantize
@@ -111,6 +112,9 @@ def _deploy(args, config, model: str, quantize: str | None, file_type: str, serv
     events.log(f"stop tokens {stops} from {stops_from}", level="warning" if stops_from != source else "info")
     params = modelfile.parameters(config, stops)
     modelfile_path = args.modelfile or args.gguf.with_suffix(".Modelfile")
+    # Only a Modelfile an earlier deploy wrote may be replaced: never the user's own (--modelfile PATH).
+    check_output(modelfile_path, "file", inputs=[args.gguf], own=modelfile.written_by_us, what="the Modelfile",
+                 flag="--modelfile", config=config)  # fmt: skip
     try:
         text = modelfile.render(
             model, args.gguf, template, config.ollama.system, params, quantize, source, modelfile_path.name

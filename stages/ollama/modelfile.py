@@ -17,6 +17,18 @@ def parameters(config: Config, stops: list[str]) -> dict[str, object]:
     return {**{key: getattr(p, key) for key in PARAMETER_KEYS}, "stop": list(stops)}
 
 
+MARK = "written by w4tui deploy"  # in the first line of every Modelfile deploy writes
+
+
+def written_by_us(path: Path) -> bool:
+    """An existing Modelfile that an earlier deploy wrote (so a new deploy may replace it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return MARK in fh.readline()
+    except OSError:
+        return False
+
+
 def render(
     model: str,
     gguf: Path,
@@ -32,7 +44,7 @@ def render(
     can carry (w4tui/ollama_modelfile.py quote)."""
     create = f"ollama create {model} -f {filename}"
     lines = [
-        f"# {model}, written by w4tui deploy. Recreate it by hand with:",
+        f"# {model}, {MARK}. Recreate it by hand with:",
         f"#   {create}" + (f" --quantize {quantize}" if quantize else ""),
     ]
     if template_from:

@@ -99,3 +99,23 @@ def test_deploy_killed_mid_create_then_rerun(workspace, gguf, ollama):
     )
     assert again.rc == 0, again.stderr
     assert BUILD in ollama.models and "web4-agent:latest" not in ollama.models
+
+
+def test_deploy_never_replaces_a_modelfile_it_did_not_write(workspace, gguf, ollama):
+    """--modelfile naming the user's own file is refused before anything reaches the server; deploy's own
+    Modelfile (next to the GGUF, from an earlier deploy) is replaced as before."""
+    mine = workspace / "Modelfile"
+    mine.write_text("FROM qwen2.5-coder\nSYSTEM my own, hand-tuned\n")
+    before = listing(workspace)
+    refused = process("stages.deploy_ollama", "--gguf", gguf, "--tag", TAG, "--modelfile", mine,
+                      events=workspace / "m.jsonl")  # fmt: skip
+    assert_one_line(refused, 1, "--modelfile", str(mine))
+    assert mine.read_text() == "FROM qwen2.5-coder\nSYSTEM my own, hand-tuned\n" and BUILD not in ollama.models
+    after = listing(workspace)
+    assert {k: v for k, v in after.items() if k != "m.jsonl"} == before
+    for run in ("a", "b"):  # the default Modelfile is deploy's own: written, then replaced by a second deploy
+        done = process(
+            "stages.deploy_ollama", "--gguf", gguf, "--tag", f"{TAG}{run}", events=workspace / f"{run}.jsonl"
+        )
+        assert done.rc == 0, done.stderr
+    assert f"{BUILD}b" in gguf.with_suffix(".Modelfile").read_text()
