@@ -219,3 +219,17 @@ async def test_zoom_and_the_palettes_maximize_show_a_whole_pane(recorded):
         assert screen.maximized is None
         await pilot.press("1", "z")
         assert screen.maximized is screen.pane("training")
+
+
+async def test_the_no_training_yet_hint_wraps_whole_at_80_columns(tmp_path, monkeypatch, utc):
+    """A new workspace: the Training pane's hint was cut at 80 columns ("its progress…")."""
+    from w4tui.config import load_config
+
+    (tmp_path / "config.toml").write_text('[paths]\nruns = "runs"\noutputs = "out"\nstate = "state"\n')
+    app = make_app(load_config(tmp_path / "config.toml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        head = app.screen.query_one("#training-head", Static)
+        await until(pilot, lambda: "No training run yet" in text_of(head), what="the empty state")
+        assert head.has_class("-empty") and head.size.height >= 3  # wrapped, not cut with an ellipsis
+        assert "its progress shows here." in text_of(head)

@@ -29,6 +29,7 @@ class TrainingPane(Pane, can_focus=True):
     SHORT = "Training"
     DEFAULT_CSS = """
     TrainingPane #training-head { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainingPane #training-head.-empty { text-wrap: wrap; }
     TrainingPane #training-error { height: auto; }
     TrainingPane LineChart { margin-top: 1; }
     """
@@ -142,7 +143,9 @@ class TrainingPane(Pane, can_focus=True):
         if memory is not None:
             self._memory_version = version
             self.post_message(self.Memory(*memory))
-        set_text(self.query_one("#training-head", Static), head)
+        head_widget = self.query_one("#training-head", Static)
+        head_widget.set_class(self.run is None, "-empty")  # the no-run hint wraps whole; a run's lines cut
+        set_text(head_widget, head)
         error, error_text = self.query_one("#training-error", Static), self._error(state)
         error.display = bool(error_text.plain)
         set_text(error, error_text)
