@@ -36,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
+from core.fsutil import human_bytes  # noqa: E402
 from w4tui.demo.tinymodel import SHAPES, build_model  # noqa: E402
-from w4tui.fsutil import human_bytes  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

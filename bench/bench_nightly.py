@@ -31,10 +31,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from ollama_standin import OllamaStandIn  # noqa: E402
 
-from w4tui.config import load_config  # noqa: E402
+from core.config import load_config  # noqa: E402
+from core.fsutil import human_bytes  # noqa: E402
 from w4tui.demo.samples import write_dataset  # noqa: E402
 from w4tui.demo.tinymodel import build_model  # noqa: E402
-from w4tui.fsutil import human_bytes  # noqa: E402
 from w4tui.nightly.ledger import Ledger  # noqa: E402
 from w4tui.nightly.record import dir_bytes  # noqa: E402
 

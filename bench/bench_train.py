@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.events import read_events  # noqa: E402
 from w4tui.demo.samples import sample as demo_sample  # noqa: E402
 from w4tui.demo.tinymodel import build_model  # noqa: E402
-from w4tui.events import read_events  # noqa: E402
 
 LORA = dict(
     r=16,

@@ -174,7 +174,7 @@ def main() -> int:
             term.first_frame(OURS)
             term.cpu_percent(3.0)  # let the first scans and samples settle
             idle = term.cpu_percent(seconds)
-            from w4tui.config import load_config
+            from core.config import load_config
             from w4tui.runs.runner import Runner
 
             runner = Runner(load_config(config))

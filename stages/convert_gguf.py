@@ -26,7 +26,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import atomic_path, check_free_space, scratch_dir
+from core.gguf_header import written_by_w4tui
 from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ggufio.meta import architecture, write_metadata
@@ -36,9 +39,6 @@ from stages.weights.hf_model import MERGE_RECORD, check_model_dir
 from stages.weights.lora_merge import Adapter, merged_rows
 from stages.weights.safetensors import model_tensors
 from stages.weights.streaming import Progress, ordered_map
-from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_path, check_free_space, scratch_dir
-from w4tui.gguf_header import written_by_w4tui
 
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 

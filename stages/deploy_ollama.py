@@ -20,15 +20,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import atomic_write_text, human_bytes
+from core.gguf_header import UNQUANTIZED, NotGGUF, read_info
+from core.ollama import client as oc
 from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ollama import builds, modelfile
 from stages.ollama.deploy_rules import check_tag, create_hint, server_quantize
-from w4tui import ollama_client as oc
-from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_write_text, human_bytes
-from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
 
 
 def quantize_choice(text: str) -> str:

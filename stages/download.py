@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import DiskSpaceError, atomic_path, atomic_write_text, check_free_space
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main
 from stages.weights import hub
-from w4tui.events import EventWriter
-from w4tui.fsutil import DiskSpaceError, atomic_path, atomic_write_text, check_free_space
 
 CHUNK = 8 << 20
 MARKER = ".w4tui-download.json"

@@ -17,17 +17,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core import evaltable
+from core.config import EVAL_TYPES
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import atomic_write_text
+from core.gguf_header import UNQUANTIZED, NotGGUF, read_info
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.evaluation import llama_run
 from stages.evaluation import samples as eval_samples
 from stages.evaluation.metrics import Scores
 from stages.evaluation.scratch import Reference, quantize, scratch_dir
-from w4tui import evaltable
-from w4tui.config import EVAL_TYPES
-from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_write_text
-from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info
 
 
 def build_parser() -> StageArgumentParser:

@@ -22,7 +22,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import atomic_path, check_free_space
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main
 from stages.weights.halfprec import convert
@@ -30,8 +32,6 @@ from stages.weights.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_fil
 from stages.weights.lora_merge import Adapter, merged_rows
 from stages.weights.safetensors import DTYPES, SafetensorsWriter, model_tensors, row_chunks
 from stages.weights.streaming import Progress, ordered_map
-from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_path, check_free_space
 
 log = logging.getLogger(__name__)
 OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.config import QUANT_TYPES
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import DiskSpaceError, atomic_path, check_free_space, human_bytes
+from core.gguf_header import UNQUANTIZED, NotGGUF, read_info, written_by_w4tui
 from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
-from w4tui.config import QUANT_TYPES
-from w4tui.events import EventWriter
-from w4tui.fsutil import DiskSpaceError, atomic_path, check_free_space, human_bytes
-from w4tui.gguf_header import UNQUANTIZED, NotGGUF, read_info, written_by_w4tui
 
 BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5}  # bits per weight, for estimates
 OLLAMA_TYPES = ("Q4_K_M", "Q4_K_S", "Q8_0")  # what Ollama's server-side quantization makes

@@ -16,15 +16,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError, UsageError
+from core.config import TrainConfig, field_problem
+from core.errors import StageError, UsageError
+from core.events import EventWriter
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.train.data import DataReport, dataset_files, read_records
 from stages.weights.hf_model import read_config
 from stages.weights.lora_merge import Adapter
 from stages.weights.safetensors import model_tensors
-from w4tui.config import TrainConfig, field_problem
-from w4tui.events import EventWriter
 
 
 def build_parser() -> StageArgumentParser:

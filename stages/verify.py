@@ -20,14 +20,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import ENV_EVENTS, EventWriter
+from core.fsutil import atomic_write_text
+from core.ollama import client as oc
+from core.ollama.names import name_problem
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ollama import inference, regression
 from stages.ollama.checks import problems
-from w4tui import ollama_client as oc
-from w4tui.events import ENV_EVENTS, EventWriter
-from w4tui.fsutil import atomic_write_text
-from w4tui.ollama_names import name_problem
 
 
 def build_parser() -> StageArgumentParser:

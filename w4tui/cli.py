@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from w4tui.config import Config, ConfigError, load_config
+from core import specs
+from core.config import Config, ConfigError, load_config
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
-from w4tui.runs import specs
 from w4tui.runs.runner import Run, RunError, Runner
 
 EXIT_USAGE = 2
@@ -240,7 +240,7 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.ollama_client import OllamaError, rollback
+    from core.ollama.client import OllamaError, rollback
 
     try:
         print(rollback(config))
@@ -251,7 +251,7 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_unload(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.ollama_client import OllamaError, unload_all
+    from core.ollama.client import OllamaError, unload_all
 
     try:
         unloaded = unload_all(config)
@@ -264,7 +264,7 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_eval(config: Config, args: argparse.Namespace) -> int:
     """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
-    from w4tui import evaltable
+    from core import evaltable
     from w4tui.runs.follow import EXIT_CODES, follow
 
     runner = Runner(config)

@@ -11,8 +11,8 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from w4tui.config import Config, default_config_path
-from w4tui.runs import specs
+from core import specs
+from core.config import Config, default_config_path
 from w4tui.runs.runner import Run
 
 
@@ -123,7 +123,7 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
 
 
 def last_move(config: Config) -> dict | None:
-    """The last completed promote or rollback of this model (w4tui/ollama_promote.py writes it)."""
+    """The last completed promote or rollback of this model (core/ollama/promote.py writes it)."""
     try:
         state = json.loads((config.paths.state / "ollama-latest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -12,8 +12,8 @@ from typing import Any
 
 import tomli_w
 
-from w4tui.config import Config
-from w4tui.fsutil import atomic_write_bytes
+from core.config import Config
+from core.fsutil import atomic_write_bytes
 
 
 def settings_path(config: Config) -> Path:

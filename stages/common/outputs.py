@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from stages.common.errors import StageError
-from w4tui.config import Config, load_config
+from core.config import Config, load_config
+from core.errors import StageError
 
 
 def check_output(
@@ -33,7 +33,7 @@ def check_output(
 ) -> None:
     """Refuse ``path`` as the ``kind`` ("file" or "dir") output unless writing it can only replace what this
     stage made before (``own(path)`` says whether an existing file or directory is such). Checks only:
-    the caller writes atomically afterwards (w4tui.fsutil.atomic_path)."""
+    the caller writes atomically afterwards (core.fsutil.atomic_path)."""
     shown = f"{flag} {path}"
     given = Path(os.path.abspath(Path(path).expanduser()))
     if given.is_symlink():

@@ -16,7 +16,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from stages.common.errors import (
+from core.config import Config, ConfigError, load_config
+from core.errors import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
@@ -25,10 +26,9 @@ from stages.common.errors import (
     StageError,
     UsageError,
 )
-from w4tui.config import Config, ConfigError, load_config
-from w4tui.events import EventWriter
-from w4tui.fsutil import DiskSpaceError
-from w4tui.pipes import tolerate_closed_stdout
+from core.events import EventWriter
+from core.fsutil import DiskSpaceError
+from core.pipes import tolerate_closed_stdout
 
 
 class StageArgumentParser(argparse.ArgumentParser):

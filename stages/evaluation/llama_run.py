@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.evaluation.metrics import scored_positions
 from stages.train.data import Sample
 

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.config import load_config
+from core.errors import StageError
 from stages.train.data import Sample
-from w4tui.config import load_config
 
 RECORD = "training_run.json"
 PATH_ARGS = ("base_model", "dataset", "output", "resume_from", "replay_dataset")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common.errors import StageError
-from w4tui.fsutil import check_free_space
-from w4tui.gguf_header import NotGGUF, read_info
+from core.errors import StageError
+from core.fsutil import check_free_space
+from core.gguf_header import NotGGUF, read_info
 
 PREFIX = ".w4tui-eval-"
 

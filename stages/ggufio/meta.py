@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.ggufio.tensors import FILE_TYPES, TensorPlan
 from stages.ggufio.vocab import write_tokenizer
 

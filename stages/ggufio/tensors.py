@@ -11,7 +11,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.weights.halfprec import convert, to_f32
 from stages.weights.safetensors import TensorRef, row_chunks
 

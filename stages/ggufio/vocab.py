@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gguf
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.ggufio.writer import packed_strings
 
 # llama.cpp picks the pre-tokenizer by name; Qwen2's splitting regex, as tokenizer.json spells it.

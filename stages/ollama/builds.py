@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from w4tui.fsutil import atomic_write_text
+from core.fsutil import atomic_write_text
 
 RECORD = "ollama-builds.json"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.common.errors import StageError
-from w4tui import ollama_client as oc
-from w4tui.gguf_header import GGUFInfo
-from w4tui.ollama_names import name_problem, tag_problem
+from core.errors import StageError
+from core.gguf_header import GGUFInfo
+from core.ollama import client as oc
+from core.ollama.names import name_problem, tag_problem
 
 RESERVED = ("latest", "previous")  # moved by promotion and rollback only
 F16_FIX = "convert with --outtype f16 (python -m stages.convert_gguf ... --outtype f16), or quantize it with llama.cpp"

@@ -12,14 +12,14 @@ RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 
 
 def parse_range(text: str) -> tuple[float, float]:
-    """Read "8-12" as (8.0, 12.0); the config checks the shape (w4tui.config)."""
+    """Read "8-12" as (8.0, 12.0); the config checks the shape (core.config)."""
     low, high = RANGE.match(text).groups()  # type: ignore[union-attr]
     return float(low), float(high)
 
 
 def measure(config, model: str, results: list[dict]) -> dict:
     """The build's figures from verify's answers and /api/ps, with a warning per figure out of range."""
-    from w4tui import ollama_client as oc
+    from core.ollama import client as oc
 
     rates = [r["tokens_per_s"] for r in results if r.get("tokens_per_s")]
     # the time to the first token without loading the model (load_s says how long that took)

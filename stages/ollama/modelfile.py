@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from w4tui import ollama_modelfile
-from w4tui.config import Config
+from core.config import Config
+from core.ollama import modelfile as ollama_modelfile
 
 # PARAMETER order as in the config file; stops come last, one line each.
 PARAMETER_KEYS = ("temperature", "top_p", "top_k", "repeat_penalty", "num_ctx")
@@ -41,7 +41,7 @@ def render(
 ) -> str:
     """Modelfile text that Ollama's parser reads back to exactly these values (parser/parser.go: the
     quotes around a value are stripped, nothing else is unescaped). ValueError for a value no quoting
-    can carry (w4tui/ollama_modelfile.py quote)."""
+    can carry (core/ollama/modelfile.py quote)."""
     create = f"ollama create {model} -f {filename}"
     lines = [
         f"# {model}, {MARK}. Recreate it by hand with:",

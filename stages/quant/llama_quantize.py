@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-# The quantize stage's types, and the others the eval stage compares (w4tui.config.EVAL_TYPES).
+# The quantize stage's types, and the others the eval stage compares (core.config.EVAL_TYPES).
 TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q5_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 
 

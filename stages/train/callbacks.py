@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from w4tui.events import EventWriter
+from core.events import EventWriter
 
 
 class TrainingCallback:

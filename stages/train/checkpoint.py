@@ -19,8 +19,8 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from stages.common.errors import StageError
-from w4tui.fsutil import atomic_path, remove_stale_partials
+from core.errors import StageError
+from core.fsutil import atomic_path, remove_stale_partials
 
 KEEP = 2  # checkpoints kept on disk; older ones are removed once a newer one is complete
 

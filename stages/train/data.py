@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")

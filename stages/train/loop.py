@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.common.errors import Cancelled
+from core.errors import Cancelled
 from stages.train import checkpoint
 from stages.train.batches import Batch, collate, epoch_batches
 from stages.train.callbacks import TrainingCallback

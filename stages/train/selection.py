@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import load_config
 from stages.train.batches import split_eval
 from stages.train.data import DataReport, Sample
 from stages.train.tokenized import load_samples
-from w4tui.config import load_config
 
 PROFILES = {"dry": 100, "mini": 3000, "full": None}  # samples drawn from the dataset; None: all
 MAIN_EVAL_MAX = 128  # cap on the main-dataset slice a nightly run evaluates (minutes on a 7B, not hours)
@@ -64,7 +64,7 @@ def select(args, tokenizer, cache: Path | None, log) -> Selection:
 
 def _profile(samples: list[Sample], profile: str, seed: int, notes: list[str]) -> list[Sample]:
     if profile not in PROFILES:
-        from stages.common.errors import StageError
+        from core.errors import StageError
 
         raise StageError(f"--profile {profile}: unknown profile (profiles: {', '.join(PROFILES)})")
     want = PROFILES[profile]

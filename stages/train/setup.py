@@ -9,15 +9,16 @@ import shutil
 import time
 from pathlib import Path
 
-from stages.common.errors import StageError
-from stages.train import checkpoint, eta, loop, selection
+from core import eta
+from core.config import load_config
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import atomic_write_text, fsync_dir
+from stages.train import checkpoint, loop, selection
 from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
 from stages.train.loop import LoopConfig, Training, run, total_steps
-from w4tui.config import load_config
-from w4tui.events import EventWriter
-from w4tui.fsutil import atomic_write_text, fsync_dir
 
 RECORD = "training_run.json"
 # Flags that change what an exact resume would compute; a resume with other values is refused.

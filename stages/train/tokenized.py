@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.fsutil import atomic_path
 from stages.train.data import DataReport, Sample, dataset_files, file_sha256, read_records, tokenize
-from w4tui.fsutil import atomic_path
 
 CACHE_VERSION = 1
 
@@ -43,7 +43,7 @@ def load_samples(
     if not getattr(tokenizer, "chat_template", None):
         chat = next((where for where, r in records if "messages" in r or "instruction" in r), None)
         if chat:  # transformers would raise a ValueError deep inside the first apply_chat_template
-            from stages.common.errors import StageError
+            from core.errors import StageError
 
             raise StageError(
                 f"{chat}: a chat sample, but the base model's tokenizer has no chat template",
@@ -68,7 +68,7 @@ def load_samples(
 
 
 def raise_all_dropped(path: Path, report: DataReport, max_len: int) -> None:
-    from stages.common.errors import StageError
+    from core.errors import StageError
 
     raise StageError(
         f"{path}: all {report.dropped} samples were dropped: longer than max_seq_length {max_len} "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
 
 # Tokenizer and generation files: a merged folder without them is a classic source of broken GGUFs.
 CARRIED = (

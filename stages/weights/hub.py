@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common.errors import StageError
+from core.errors import StageError
+from core.events import EventWriter
+from core.fsutil import DiskSpaceError, check_free_space
 from stages.weights.hf_model import CARRIED
-from w4tui.events import EventWriter
-from w4tui.fsutil import DiskSpaceError, check_free_space
 
 # The weights and every file a model folder carries along (hf_model.CARRIED): nothing else of a repo.
 WANTED = ("*.safetensors", "*.safetensors.index.json", *CARRIED)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.weights.halfprec import from_f32, round_to
 from stages.weights.safetensors import TensorRef, read_raw, read_rows, scan
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.weights.halfprec import to_f32
 
 DTYPES = {"BF16": (np.uint16, 2), "F16": (np.float16, 2), "F32": (np.float32, 4)}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from w4tui.events import EventWriter
+from core.events import EventWriter
 
 T = TypeVar("T")
 R = TypeVar("R")

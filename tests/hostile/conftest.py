@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from w4tui.events import read_events
+from core.events import read_events
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLER = Path(__file__).with_name("killer.py")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, as with python -m
 
-from w4tui.events import EventWriter  # noqa: E402
+from core.events import EventWriter  # noqa: E402
 
 kind, _, what = sys.argv[1].partition(":")
 module, args = sys.argv[2], sys.argv[3:]

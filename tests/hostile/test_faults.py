@@ -52,7 +52,7 @@ def test_quantize_killed_mid_write_then_rerun(workspace, tiny_gguf):
     killed_then_rerun(
         "stages.quantize", ["--input", tiny_gguf, "--output", out, "--type", "Q8_0"], workspace, kill_at="progress:3"
     )
-    from w4tui.gguf_header import read_info
+    from core.gguf_header import read_info
 
     assert read_info(out).file_type == "Q8_0"
 

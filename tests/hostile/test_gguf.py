@@ -9,7 +9,7 @@ import struct
 import pytest
 from conftest import assert_one_line, leftovers, listing
 
-from w4tui.gguf_header import NotGGUF, read_info
+from core.gguf_header import NotGGUF, read_info
 
 pytest_plugins = ["ollama_fixtures"]
 
@@ -69,7 +69,7 @@ def test_deploy_refuses_a_truncated_gguf_before_the_server_sees_it(workspace, ba
 def test_the_extent_check_knows_every_tensor_type_gguf_py_knows(tiny_gguf):
     from gguf import GGML_QUANT_SIZES
 
-    from w4tui.gguf_header import TYPE_SIZES
+    from core.gguf_header import TYPE_SIZES
 
     for qtype, (block, size) in GGML_QUANT_SIZES.items():
         if int(qtype) in TYPE_SIZES:

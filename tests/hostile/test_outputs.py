@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line, listing, write_adapter
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.common.outputs import check_output
 
 

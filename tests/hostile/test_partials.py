@@ -10,11 +10,11 @@ import textwrap
 
 import pytest
 
-from w4tui.fsutil import DiskSpaceError, atomic_path, atomic_write_text, remove_stale_partials, scratch_dir
+from core.fsutil import DiskSpaceError, atomic_path, atomic_write_text, remove_stale_partials, scratch_dir
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from w4tui.fsutil import scratch_dir
+    from core.fsutil import scratch_dir
     with scratch_dir(sys.argv[1]) as d:
         print(d.name, flush=True)
         time.sleep(60)

@@ -9,9 +9,9 @@ import json
 import pytest
 
 pytest_plugins = ["ollama_fixtures"]
-from w4tui import ollama_client as oc
-from w4tui import ollama_promote as op
-from w4tui.config import load_config
+from core.config import load_config
+from core.ollama import client as oc
+from core.ollama import promote as op
 
 FAULTS = ["500", "500-broken", "cut", "cut-done", "cut-broken", "killed"]
 

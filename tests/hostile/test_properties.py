@@ -8,8 +8,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from w4tui.config import Config, ConfigError, load_config
-from w4tui.events import EventReader, make_event, parse_line
+from core.config import Config, ConfigError, load_config
+from core.events import EventReader, make_event, parse_line
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 EVENT = st.builds(

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.train import checkpoint
 
 
@@ -50,7 +50,7 @@ def test_no_shell_no_remote_code_and_loopback_by_default():
     runs, and the default Ollama host is this machine only."""
     from pathlib import Path
 
-    from w4tui.config import default_config_path, load_config
+    from core.config import default_config_path, load_config
 
     root = Path(__file__).resolve().parents[2]
     for path in [*root.joinpath("stages").rglob("*.py"), *root.joinpath("w4tui").rglob("*.py")]:

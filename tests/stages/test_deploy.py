@@ -12,9 +12,9 @@ import pytest
 pytest_plugins = ["ollama_fixtures"]
 from ollama_standin import LIBRARY, LIBRARY_TEMPLATE
 
-from w4tui import ollama_modelfile
-from w4tui.fsutil import human_bytes
-from w4tui.ollama_client import builtin_template
+from core.fsutil import human_bytes
+from core.ollama import modelfile as ollama_modelfile
+from core.ollama.client import builtin_template
 
 BUILD = "web4-agent:build-20261126-2130"
 PARAMS = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "repeat_penalty": 1.1, "num_ctx": 16384}

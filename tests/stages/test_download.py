@@ -12,7 +12,7 @@ import sys
 import pytest
 from hub_standin import COMMIT, HubStandIn
 
-from w4tui.events import read_events
+from core.events import read_events
 
 REPO = "Qwen/Qwen2.5-Coder-7B-Instruct"
 SHARD = "model-00002-of-00002.safetensors"

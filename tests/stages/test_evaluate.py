@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.events import read_events
 from stages import quantize
 from w4tui.demo.samples import write_dataset
 from w4tui.demo.tinymodel import Shape, build_model
-from w4tui.events import read_events
 
 pytest_plugins = ["ollama_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not quantize.has_binding(), reason="llama-cpp-python not installed")]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ollama_standin import OllamaStandIn
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.demo.samples import write_dataset
 from w4tui.demo.workspace import init_demo
 from w4tui.nightly.ledger import LEDGER_FILE, Ledger, rebuild

@@ -10,8 +10,8 @@ import sys
 import pytest
 from ollama_standin import OllamaStandIn
 
-from w4tui.events import read_events
-from w4tui.runs.specs import NAMES as STAGES
+from core.events import read_events
+from core.specs import NAMES as STAGES
 
 pytestmark = pytest.mark.slow
 

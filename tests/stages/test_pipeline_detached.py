@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.runs.runner import Runner
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 pytest_plugins = ["ollama_fixtures"]
+from core.gguf_header import read_info
 from stages import quantize
-from w4tui.gguf_header import read_info
 
 PROMPT = [151644, 872, 198, 4021, 264, 393, 5626, 32, 369, 3692, 9688, 151645, 198, 151644, 77091, 198]
 needs_llama_cpp = pytest.mark.skipif(
@@ -128,7 +128,7 @@ def test_sigterm_stops_the_quantizer_and_leaves_nothing(tmp_path, config_file, k
     import sys
     import time
 
-    from w4tui.events import read_events
+    from core.events import read_events
 
     events, out = tmp_path / "events.jsonl", tmp_path / "q.gguf"
     proc = subprocess.Popen(

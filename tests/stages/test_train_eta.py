@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from core.events import read_events
 from w4tui.demo.samples import write_dataset
-from w4tui.events import read_events
 
 pytestmark = pytest.mark.slow
 FAST = [
@@ -109,7 +109,7 @@ def test_a_profile_larger_than_the_data_takes_all_of_it_and_says_so_once(tmp_pat
 def test_w4tui_run_train_eta_says_the_eta_then_asks(tmp_path, tiny_model):
     import io
 
-    from w4tui.config import load_config
+    from core.config import load_config
     from w4tui.runs.estimate import eta_first
     from w4tui.runs.runner import Runner
 

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
+from core.events import read_events
 from w4tui.demo.samples import write_dataset
-from w4tui.events import read_events
 
 pytestmark = pytest.mark.slow
 FAST = [

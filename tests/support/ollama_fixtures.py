@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from ollama_standin import OllamaStandIn
 
-from w4tui.events import read_events
+from core.events import read_events
 
 
 @dataclass

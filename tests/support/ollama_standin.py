@@ -32,7 +32,7 @@ from pathlib import Path
 from ollama_behaviour import DEFAULT_TEMPLATE, modelfile, now, parameters_text, stream, tokens
 from ollama_http import serve
 
-from w4tui.gguf_header import NotGGUF, read_info
+from core.gguf_header import NotGGUF, read_info
 
 LIBRARY = "qwen2.5-coder:7b-instruct-q4_K_M"
 LIBRARY_TEMPLATE = (Path(__file__).resolve().parents[2] / "w4tui" / "data" / "qwen2.5-coder.template").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from w4tui.events import read_events
+from core.events import read_events
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 KINDS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tui_workspace
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.runs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]

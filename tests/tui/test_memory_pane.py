@@ -105,7 +105,7 @@ async def test_every_figure_whole(recorded, size):
 
 @pytest.mark.anyio
 async def test_linux_says_what_it_cannot(recorded, monkeypatch):
-    from w4tui.ollama_client import OllamaError
+    from core.ollama.client import OllamaError
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
 
@@ -173,7 +173,7 @@ async def test_a_run_that_ends_rings_the_bell_and_shows_a_toast(recorded):
 async def test_the_live_trainings_machine_warnings_are_shown(recorded, tmp_path):
     from types import SimpleNamespace
 
-    from w4tui.events import EventWriter
+    from core.events import EventWriter
 
     events = tmp_path / "events.jsonl"
     writer = EventWriter("train", events, "run-t")

@@ -223,7 +223,7 @@ async def test_zoom_and_the_palettes_maximize_show_a_whole_pane(recorded):
 
 async def test_the_no_training_yet_hint_wraps_whole_at_80_columns(tmp_path, monkeypatch, utc):
     """A new workspace: the Training pane's hint was cut at 80 columns ("its progress…")."""
-    from w4tui.config import load_config
+    from core.config import load_config
 
     (tmp_path / "config.toml").write_text('[paths]\nruns = "runs"\noutputs = "out"\nstate = "state"\n')
     app = make_app(load_config(tmp_path / "config.toml"))

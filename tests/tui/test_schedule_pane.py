@@ -161,7 +161,7 @@ def test_schedule_pane_80x24(snap_compare, recorded):
 async def test_the_tui_holds_the_scheduler_unless_a_daemon_does(recorded):
     import os
 
-    from w4tui.config import load_config
+    from core.config import load_config
     from w4tui.nightly.lock import SchedulerLock
 
     enabled = recorded.file.parent / "enabled.toml"  # beside it: the same relative paths

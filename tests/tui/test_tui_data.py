@@ -14,7 +14,7 @@ from textual import on
 from textual.app import App
 from tui_helpers import anyio_backend, recorded, utc  # noqa: F401
 
-from w4tui.events import read_events
+from core.events import read_events
 from w4tui.runs.runner import Runner
 from w4tui.ui.panes.logs import read_from
 from w4tui.ui.screens.launch import prepare

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import ROOT, anyio_backend, settle, until  # noqa: F401
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.demo.samples import write_demo_data
 from w4tui.ui.screens.stage_form import StageFormScreen
 

@@ -12,7 +12,7 @@ import tui_workspace
 from test_tui_snapshots import _settled
 from tui_helpers import make_app, settle, until, utc  # noqa: F401
 
-from w4tui.config import load_config
+from core.config import load_config
 
 # Forms and the inspect view show absolute paths: the workspace sits at one fixed place.
 FIXED = Path("/tmp/w4tui-screen-snapshots")

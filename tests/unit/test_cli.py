@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.runs.runner import Runner
 
 
@@ -87,7 +87,7 @@ def test_closing_the_terminal_of_w4tui_run_leaves_the_stage_running(tmp_path, co
     (tmp_path / "models").mkdir()
     script = tmp_path / "slow.py"
     script.write_text(
-        "import time\nfrom w4tui.events import EventWriter\ne = EventWriter.from_env('download')\n"
+        "import time\nfrom core.events import EventWriter\ne = EventWriter.from_env('download')\n"
         "for i in range(40):\n    e.progress(i, 40, 'bytes'); time.sleep(0.1)\n"
         "e.artifact('/tmp/m', 'model'); e.done()\n"
     )
@@ -96,7 +96,7 @@ def test_closing_the_terminal_of_w4tui_run_leaves_the_stage_running(tmp_path, co
     if pid == 0:
         # The real CLI, with the download stage swapped for a slow stand-in module (slow.py in cwd).
         code = (
-            "import sys; from w4tui.cli import main; from w4tui.runs import specs; "
+            "import sys; from w4tui.cli import main; from core import specs; "
             "specs.BY_NAME['download'] = specs.StageSpec('download', 'slow', 't', 'model', '--output', None); "
             "sys.exit(main(['run', 'download', '--', '--output', 'o']))"
         )

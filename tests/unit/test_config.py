@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from w4tui.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from w4tui.settings import load_settings, save_setting
 
 BAD = [
@@ -59,7 +59,7 @@ def test_partial_config_keeps_defaults_and_resolves_paths_next_to_it(tmp_path):
 
 
 def test_embedded_default_has_the_documented_values():
-    from w4tui.config import default_config_path
+    from core.config import default_config_path
 
     config = load_config(default_config_path())
     assert config.model.base == "Qwen/Qwen2.5-Coder-7B-Instruct"
@@ -72,7 +72,7 @@ def test_embedded_default_has_the_documented_values():
 
 
 def test_every_default_key_is_commented():
-    from w4tui.config import default_config_path
+    from core.config import default_config_path
 
     lines = default_config_path().read_text().splitlines()
     for i, line in enumerate(lines):

@@ -3,7 +3,7 @@
 import json
 import time
 
-from stages.train import eta
+from core import eta
 
 ARGS = {
     "base_model": "/m",

@@ -1,6 +1,6 @@
 import json
 
-from w4tui.events import EventReader, EventWriter, format_event, read_events
+from core.events import EventReader, EventWriter, format_event, read_events
 
 
 def test_writer_appends_flat_versioned_lines(tmp_path):

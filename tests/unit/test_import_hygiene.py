@@ -47,7 +47,7 @@ def test_the_tui_never_imports_torch_transformers_or_peft(tmp_path):
         import w4tui.ui, w4tui.runs.pipeline_job
         for m in pkgutil.walk_packages(w4tui.ui.__path__, "w4tui.ui."):
             importlib.import_module(m.name)
-        from w4tui.config import load_config
+        from core.config import load_config
         from w4tui.ui.app import W4App
 
         async def main():
@@ -59,12 +59,12 @@ def test_the_tui_never_imports_torch_transformers_or_peft(tmp_path):
                 await app.workers.wait_for_complete()
         asyncio.run(main())
         print(json.dumps({{"heavy": [m for m in {HEAVY!r} if m in sys.modules],
-                          "lazy": [m for m in ("ollama", "httpx", "w4tui.gguf_header") if m in sys.modules]}}))
+                          "lazy": [m for m in ("ollama", "httpx", "core.gguf_header") if m in sys.modules]}}))
     """,
         tmp_path,
     )
     assert found["heavy"] == []
-    assert set(found["lazy"]) == {"ollama", "httpx", "w4tui.gguf_header"}  # the workers did run
+    assert set(found["lazy"]) == {"ollama", "httpx", "core.gguf_header"}  # the workers did run
 
 
 def test_the_app_module_imports_nothing_heavy_at_import_time(tmp_path):
@@ -95,3 +95,22 @@ def test_no_stage_imports_textual_or_the_ui(tmp_path):
     )
     assert found["ui"] == []
     assert {"stages.train_lora", "stages.merge_lora", "stages.convert_gguf", "stages.download"} <= set(found["modules"])
+
+
+def test_core_imports_neither_side_nor_anything_heavy(tmp_path):
+    """core/ is what both processes import: it must stay free of Textual, torch and both sides."""
+    found = _run(
+        """
+        import importlib, json, pkgutil, sys
+        import core
+        names = [m.name for m in pkgutil.walk_packages(core.__path__, "core.")]
+        for name in names:
+            importlib.import_module(name)
+        bad = ("textual", "torch", "transformers", "peft", "w4tui", "stages")
+        print(json.dumps({"modules": names,
+                          "found": sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in bad})}))
+    """,
+        tmp_path,
+    )
+    assert found["found"] == []
+    assert {"core.config", "core.events", "core.ollama.client", "core.specs"} <= set(found["modules"])

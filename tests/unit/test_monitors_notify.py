@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.monitors import notify
 from w4tui.runs.runner import Runner
 
@@ -134,7 +134,7 @@ def test_a_stage_inside_a_job_leaves_the_notification_to_the_job(monkeypatch):
 
 
 def test_a_bad_notify_url_is_a_config_error(config_file):
-    from w4tui.config import ConfigError
+    from core.config import ConfigError
 
     config_file.write_text('[notify]\nurl = "ntfy.sh/my-topic"\n')
     with pytest.raises(ConfigError, match=r"'notify\.url' must be empty or a URL like \"https://ntfy\.sh/my-topic\""):

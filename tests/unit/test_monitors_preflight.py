@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import load_config
 from w4tui import cli
-from w4tui.config import load_config
 from w4tui.monitors import estimate as est
 from w4tui.monitors import preflight
 from w4tui.monitors.macos import Power
@@ -194,7 +194,7 @@ def test_cli_refusal_exit_code_and_force(config_file, tmp_path, capsys):
 
 
 def test_record_puts_warnings_in_the_runs_events(tmp_path):
-    from w4tui.events import read_events
+    from core.events import read_events
 
     run = types.SimpleNamespace(stage="train", id="r1", events_path=tmp_path / "events.jsonl")
     preflight.record(run, ["on battery (45%, discharging): plug in"])

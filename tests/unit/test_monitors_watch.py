@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from w4tui.events import read_events
+from core.events import read_events
 from w4tui.monitors.watch import SWAP_GROWTH, RunWatch, start
 
 GB = 10**9

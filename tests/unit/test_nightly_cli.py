@@ -72,7 +72,7 @@ def test_a_cancelled_night_reads_once_and_its_step_is_not_shown_running():
 def test_two_nights_started_within_one_second_are_two_nights(tmp_path, capsys, monkeypatch):
     # Both stopped at the same bad line at once: they shared the key now-<second>, and the history
     # showed one night.
-    from w4tui.config import load_config
+    from core.config import load_config
     from w4tui.nightly.ledger import Ledger
 
     config_file = tmp_path / "config.toml"

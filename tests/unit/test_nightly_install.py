@@ -6,7 +6,7 @@ from __future__ import annotations
 import plistlib
 import sys
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.nightly import awake
 from w4tui.nightly.install import LABEL, install
 

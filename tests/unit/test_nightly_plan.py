@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.plan import BadData, make_plan, newest_data
 
@@ -111,7 +111,7 @@ def test_no_ollama_warning_when_the_server_answers(config, monkeypatch):
 
 
 def test_a_night_stopped_by_a_bad_line_records_which_file(config):
-    from w4tui.events import EventWriter
+    from core.events import EventWriter
     from w4tui.nightly.night import run_night
 
     path = config.paths.incoming / "incremental_2026-12-02.jsonl"
@@ -126,10 +126,10 @@ def test_after_a_rollback_the_night_builds_on_what_latest_serves(config, monkeyp
     # trained on nightly-b anyway, the build the person had just rolled back.
     import types
 
-    from w4tui.ollama_promote import record_move
+    from core.ollama.promote import record_move
 
     def move_at(t: float, action: str, build: str) -> None:
-        monkeypatch.setattr("w4tui.ollama_promote.time", types.SimpleNamespace(time=lambda: t))
+        monkeypatch.setattr("core.ollama.promote.time", types.SimpleNamespace(time=lambda: t))
         record_move(config, action, f"web4-agent:{build}")
 
     (config.paths.incoming / "incremental_2026-12-01.jsonl").write_text(GOOD)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from ollama_standin import OllamaStandIn
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.nightly import retention
 from w4tui.nightly.ledger import Ledger
 

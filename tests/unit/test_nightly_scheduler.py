@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from fake_clock import FakeClock
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.scheduler import NightScheduler
 

@@ -1,4 +1,4 @@
-"""w4tui.ollama_client against the Ollama stand-in: host choice, the calls the TUI makes, template
+"""core.ollama.client against the Ollama stand-in: host choice, the calls the TUI makes, template
 extraction, unloading, and failures as one OllamaError line."""
 
 import subprocess
@@ -9,8 +9,8 @@ import pytest
 pytest_plugins = ["ollama_fixtures"]
 from ollama_standin import LIBRARY, LIBRARY_TEMPLATE, OllamaStandIn
 
-from w4tui import ollama_client as oc
-from w4tui.config import load_config
+from core.config import load_config
+from core.ollama import client as oc
 
 
 def test_ollama_host_in_the_environment_wins_over_the_config(ollama, config_file, monkeypatch):
@@ -100,7 +100,7 @@ def test_unreachable_or_old_servers(config_file, monkeypatch):
 
 def test_importable_without_torch_or_textual():
     code = (
-        "import sys, w4tui.ollama_client, stages.ollama.checks, stages.ollama.modelfile, w4tui.gguf_header; "
+        "import sys, core.ollama.client, stages.ollama.checks, stages.ollama.modelfile, core.gguf_header; "
         "print(sorted(m for m in ('torch', 'transformers', 'textual') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -3,7 +3,7 @@ internal/modelref/modelref.go (item 7 of issue 12)."""
 
 import pytest
 
-from w4tui.ollama_names import name_problem, parse, tag_problem
+from core.ollama.names import name_problem, parse, tag_problem
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ and the comparison that blocks a build whose answers lost a required pattern."""
 
 import pytest
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.ollama import regression
 from stages.ollama.regression import Prompt, compare, load, score
 

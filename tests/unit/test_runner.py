@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from w4tui.config import load_config
+from core.config import load_config
 from w4tui.runs.runner import RunError, Runner
 
 FAKE = str(Path(__file__).parents[1] / "support" / "fake_stage.py")
@@ -117,7 +117,7 @@ def test_terminal_hangup_leaves_the_stage_running(runner, config_file, tmp_path)
     """Close the launching terminal (SIGHUP to its session); the run goes on and ends normally."""
     ready = tmp_path / "run-id"
     script = (
-        "import sys, time; from w4tui.config import load_config; from w4tui.runs.runner import Runner; "
+        "import sys, time; from core.config import load_config; from w4tui.runs.runner import Runner; "
         f"run = Runner(load_config()).start_command('fake', [sys.executable, {FAKE!r}, '--steps', '30', "
         f"'--sleep', '0.1']); open({str(ready)!r}, 'w').write(run.id); time.sleep(60)"
     )

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from core import specs
+from core.config import load_config
 from w4tui import cli
-from w4tui.config import load_config
-from w4tui.runs import specs
 from w4tui.runs.runner import Runner
 
 DEFAULTS = ["--base_model", "m", "--dataset", "d", "--output", "o", "--promote"]

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import stages
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.common.stage import StageArgumentParser
 
 PROGRAMS = sorted(m.name for m in pkgutil.iter_modules(stages.__path__) if not m.ispkg)

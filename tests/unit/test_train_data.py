@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.train.data import IGNORE, DataReport, read_records, tokenize
 from stages.train.device import pick_device, pick_precision
 from stages.train.tokenized import load_samples

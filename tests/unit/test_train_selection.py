@@ -4,7 +4,7 @@ nightly run holds out."""
 import numpy as np
 import pytest
 
-from stages.common.errors import StageError
+from core.errors import StageError
 from stages.train.batches import split_eval
 from stages.train.data import Sample
 from stages.train.selection import MAIN_EVAL_MAX, _profile, main_holdout, replay_picks

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w4tui.fsutil import atomic_path
+from core.fsutil import atomic_path
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "qwen2.5-tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.fsutil import atomic_write_text
 from w4tui.demo.samples import write_demo_data
 from w4tui.demo.tinymodel import build_model
-from w4tui.fsutil import atomic_write_text
 
 DEMO_CONFIG = """\
 # w4tui demo: a tiny random Qwen2 model and a small Web4 dataset, so the whole pipeline runs in a minute

@@ -65,7 +65,7 @@ def send(title: str, body: str, url: str = "", desktop: bool = True, system: str
 
 def run_ended(record: dict, error: str | None = None) -> list[str]:
     """From the supervisor, once the run's final status is recorded: send by the run's config."""
-    from ..config import ENV_CONFIG, ConfigError, load_config
+    from core.config import ENV_CONFIG, ConfigError, load_config
 
     try:
         config = load_config((record.get("env") or {}).get(ENV_CONFIG))

@@ -25,8 +25,9 @@ def gb(n: float) -> str:
 def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) -> list[str]:
     """Raise ``RunError`` (figures, and the setting that would fit) when ``stage`` with ``args`` cannot
     succeed on this machine; return warnings that do not stop it."""
+    from core.specs import canonical
+
     from ..runs.runner import RunError  # the runner imports this module lazily: no cycle at import
-    from ..runs.specs import canonical
 
     probe = probe or Probe(runner.config)
     args = canonical(args)  # --base-model and --base_model alike; --no_gradient_checkpointing as --help shows
@@ -56,7 +57,7 @@ def record(run, warnings: list[str]) -> None:
     """Put the warnings in the run's events, where the panes and the nightly history see them."""
     if not warnings:
         return
-    from ..events import EventWriter
+    from core.events import EventWriter
 
     writer = EventWriter(run.stage, run.events_path, run.id)
     try:
@@ -120,7 +121,7 @@ def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
     """A deploy copies the GGUF into a local Ollama's blob store (OLLAMA_MODELS, else ~/.ollama/models)."""
     import os
 
-    from ..ollama_client import host
+    from core.ollama.client import host
 
     gguf = Path(_flag(args, "--gguf") or "")
     if not gguf.is_file() or not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", host(config) + "/"):

@@ -43,7 +43,7 @@ class Probe:
 
     def ollama_loaded(self, on_gpu: bool = False) -> int:
         """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
-        from ..ollama_client import OllamaError, running
+        from core.ollama.client import OllamaError, running
 
         try:
             return sum(int(m.get("size_vram" if on_gpu else "size") or 0) for m in running(self.config))

@@ -85,7 +85,7 @@ def start(
     every: float = EVERY_S,
 ) -> threading.Thread:
     """A daemon thread writing warnings to ``events_path`` until ``stop`` is set."""
-    from ..events import EventWriter
+    from core.events import EventWriter
 
     def loop() -> None:
         watch = RunWatch()

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from w4tui.config import Config
+from core.config import Config
 
 
 def caffeinate_command(pid: int) -> list[str]:

@@ -13,8 +13,8 @@ import time
 from datetime import datetime
 from typing import TextIO
 
-from w4tui.config import Config, ConfigError, load_config
-from w4tui.events import EventReader
+from core.config import Config, ConfigError, load_config
+from core.events import EventReader
 from w4tui.nightly.ledger import Ledger
 from w4tui.runs.runner import Run, Runner
 

@@ -8,8 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from w4tui.config import Config
-from w4tui.fsutil import atomic_write_bytes
+from core.config import Config
+from core.fsutil import atomic_write_bytes
 
 LABEL = "com.w4tui.daemon"
 

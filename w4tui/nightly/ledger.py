@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from w4tui.config import Config
-from w4tui.fsutil import atomic_write_text
+from core.config import Config
+from core.fsutil import atomic_write_text
 
 LEDGER_FILE = "ledger.sqlite"
 NIGHTS_DIR = "nights"

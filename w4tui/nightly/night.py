@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from w4tui.config import Config, ConfigError, load_config
-from w4tui.events import EventWriter
-from w4tui.fsutil import human_bytes
+from core.config import Config, ConfigError, load_config
+from core.events import EventWriter
+from core.fsutil import human_bytes
 from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.plan import BadData, make_plan, ollama_problem

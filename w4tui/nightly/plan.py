@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from w4tui.config import Config
-from w4tui.fsutil import human_bytes
+from core.config import Config
+from core.fsutil import human_bytes
 from w4tui.nightly.ledger import Ledger
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -62,7 +62,7 @@ def newest_data(config: Config) -> Path | None:
 
 def count_samples(path: Path) -> int:
     """Samples in a JSONL file, checked with the trainer's own rules; BadData names the first bad line."""
-    from stages.common.errors import StageError  # numpy only: no torch in this process
+    from core.errors import StageError  # numpy only: no torch in this process
     from stages.train.data import DataReport, read_records
 
     try:
@@ -188,7 +188,7 @@ def ollama_problem(config: Config) -> str | None:
     """Why the deploy step would fail if it ran now (Ollama down), or None. Said before the training:
     a 7B night trains for hours before its deploy finds the server gone. Only a warning: the server
     may be up by then (the Ollama app starts at login)."""
-    from w4tui import ollama_client as oc
+    from core.ollama import client as oc
 
     try:
         oc.version(config)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from w4tui.gguf_header import NotGGUF, read_info
+from core.gguf_header import NotGGUF, read_info
 from w4tui.runs.runner import Run
 
 HPARAMS = (

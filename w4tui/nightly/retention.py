@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from w4tui.config import Config
+from core.config import Config
 from w4tui.nightly.ledger import Ledger
 
 LOG_FILE = "retention.jsonl"
@@ -24,7 +24,7 @@ LOG_FILE = "retention.jsonl"
 def protected(config: Config, ledger: Ledger) -> set[str]:
     """Builds that latest/previous point at (by digest on the server), plus the last two promoted."""
     keep = {b["build"] for b in ledger.promoted()[:2]}
-    from w4tui import ollama_client as oc  # only when retention runs
+    from core.ollama import client as oc  # only when retention runs
 
     try:
         known = oc.digests(config)
@@ -59,7 +59,7 @@ def apply(config: Config, ledger: Ledger, tonight: str | None = None) -> list[st
 
 
 def _delete_build(config: Config, build: dict) -> list[str] | None:
-    from w4tui import ollama_client as oc
+    from core.ollama import client as oc
 
     removed = []
     if build.get("tag"):

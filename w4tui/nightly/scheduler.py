@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 
-from w4tui.config import Config, load_config
+from core.config import Config, load_config
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.lock import SchedulerLock
 from w4tui.runs.runner import Run, RunError, Runner

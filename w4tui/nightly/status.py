@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from w4tui.config import Config
+from core.config import Config
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.lock import SchedulerLock, describe_holder
 from w4tui.runs.runner import RunError, Runner

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from w4tui.events import EventReader, format_event
+from core.events import EventReader, format_event
 from w4tui.runs.runner import Run, Runner
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "crashed": 3, "cancelled": 130}

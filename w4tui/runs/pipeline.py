@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from w4tui.runs import specs
+from core import specs
 from w4tui.runs.runner import Run, RunError, Runner
 
 

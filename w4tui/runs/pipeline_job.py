@@ -13,9 +13,9 @@ import argparse
 import sys
 import time
 
-from w4tui.config import ConfigError, load_config
-from w4tui.events import EventWriter
-from w4tui.runs import specs
+from core import specs
+from core.config import ConfigError, load_config
+from core.events import EventWriter
 from w4tui.runs.pipeline import StepEvent, run_pipeline, stage_range, succeeded
 from w4tui.runs.runner import RunError, Runner
 

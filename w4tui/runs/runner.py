@@ -2,7 +2,7 @@
 started tomorrow) sees the same runs, because a run is only files under ``<runs>/<run-id>/``:
 
 - ``run.json``      command, output, pids, times, exit code and final status (written by the supervisor)
-- ``events.jsonl``  the stage's events (see ``w4tui.events``)
+- ``events.jsonl``  the stage's events (see ``core.events``)
 - ``output.log``    the stage's stdout and stderr
 - ``cancel``        present once someone asked to cancel
 
@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from w4tui import events as ev
-from w4tui.config import Config
-from w4tui.runs import specs
+from core import events as ev
+from core import specs
+from core.config import Config
 from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, read_record, write_record
 
 LIVE = ("starting", "running", "cancelling")
@@ -190,7 +190,7 @@ class Runner:
 
     def _free_memory_for_training(self) -> None:
         """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""
-        from w4tui.ollama_client import OllamaError, unload_all  # the ollama client only when training starts
+        from core.ollama.client import OllamaError, unload_all  # the ollama client only when training starts
 
         try:
             unload_all(self.config)

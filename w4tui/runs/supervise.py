@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from w4tui import events as ev
-from w4tui.fsutil import atomic_write_text
+from core import events as ev
+from core.fsutil import atomic_write_text
 
 RUN_FILE, EVENTS_FILE, LOG_FILE, CANCEL_FILE = "run.json", "events.jsonl", "output.log", "cancel"
 KILL_AFTER_TERM_S = 15.0

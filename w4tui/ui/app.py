@@ -15,7 +15,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from w4tui.config import Config
+from core.config import Config
 from w4tui.runs.runner import Runner
 from w4tui.settings import load_settings, save_setting, settings_path
 from w4tui.ui.screens.main import PANES, MainScreen
@@ -153,7 +153,7 @@ class W4App(App[int]):
             return
         yield SystemCommand("Help: keys", "Every key and what it does", self.action_help)
         yield SystemCommand("Refresh", "Read runs, artifacts and Ollama again now", self.action_refresh_all)
-        from w4tui.runs import specs
+        from core import specs
 
         for spec in specs.STAGES:  # (so "train" finds "Start train", not only "Stages: Start…")
             yield SystemCommand(

@@ -138,7 +138,7 @@ class MemoryPane(Pane, can_focus=True):
         if train is None:
             self._watched = None
         elif self._watched is None or self._watched[0] != train.id:
-            from w4tui.events import EventReader
+            from core.events import EventReader
 
             self._watched = (train.id, EventReader(train.events_path))
             self.warnings = []
@@ -176,8 +176,8 @@ class MemoryPane(Pane, can_focus=True):
         """/api/ps, asked every OLLAMA_S (a failure is asked again next round)."""
         now = time.monotonic()
         if self._ollama_models is None or now - self._ollama_at >= OLLAMA_S:
+            from core.ollama.client import host
             from w4tui.monitors.sampler import ollama_ps
-            from w4tui.ollama_client import host
 
             self._ollama_at = now
             self._ollama_models = None

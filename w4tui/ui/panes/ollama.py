@@ -118,7 +118,7 @@ class OllamaPane(OllamaActions, Pane):
         self.poke("ollama")
 
     def _ask(self) -> None:  # in the "ollama" loop's thread
-        from w4tui import ollama_client as oc
+        from core.ollama import client as oc
 
         config = self.app.config
         self._last_poll = self.app.clock()

@@ -150,7 +150,7 @@ class OllamaActions:
         """Run an ollama_client function in a thread; an OllamaError becomes a notification (and False)."""
         import asyncio
 
-        from w4tui import ollama_client as oc
+        from core.ollama import client as oc
 
         try:
             result = await asyncio.to_thread(getattr(oc, name), self.app.config, *args)

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from w4tui.runs import specs
+from core import specs
 from w4tui.runs.runner import Run
 from w4tui.runs.supervise import read_record
 from w4tui.ui.sources import fmt

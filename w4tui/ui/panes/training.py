@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
-from w4tui.events import EventReader
+from core.events import EventReader
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
 from w4tui.ui.sources.training import TrainingState

@@ -72,7 +72,7 @@ class ChatScreen(Dialog[None]):
 
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False, description="stream a chat answer")
     def _stream(self, messages: list[dict], answer: Markdown) -> None:
-        from w4tui import ollama_client as oc
+        from core.ollama import client as oc
 
         worker = get_current_worker()
         started, chunks, text, part = time.monotonic(), 0, "", {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from w4tui.config import Config
-from w4tui.runs import specs
+from core import specs
+from core.config import Config
 from w4tui.runs.runner import Runner
 
 PIPELINE = "pipeline"

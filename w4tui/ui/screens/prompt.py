@@ -52,7 +52,7 @@ class PromptScreen(Dialog[None]):
 
     @work(thread=True, exclusive=True, group="prompt", exit_on_error=False, description="stream an answer")
     def _stream(self, prompt: str) -> None:
-        from w4tui import ollama_client as oc
+        from core.ollama import client as oc
 
         worker = get_current_worker()
         started, chunks, text, part = time.monotonic(), 0, "", {}

@@ -1,7 +1,7 @@
 """The artifacts pane's model: what is on disk under the outputs directory, joined with the artifact
 events of the runs that made it (parent, run, quantization, where it was deployed, whether it verified).
 
-GGUF headers are read with ``w4tui.gguf_header`` (standard library, skips the tokenizer arrays), cached
+GGUF headers are read with ``core.gguf_header`` (standard library, skips the tokenizer arrays), cached
 by path, size and mtime: gguf-py's GGUFReader builds a Python object per vocabulary entry, seconds on
 a Qwen file.
 """
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from w4tui.config import Config
-from w4tui.events import read_events
+from core.config import Config
+from core.events import read_events
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
 
@@ -55,7 +55,7 @@ class Artifact:
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
-    from w4tui.gguf_header import NotGGUF, read_info
+    from core.gguf_header import NotGGUF, read_info
 
     try:
         info = read_info(path, tensors=True)
@@ -177,7 +177,7 @@ class ArtifactScanner:
         )
 
     def _eval(self, path: Path) -> tuple[str, ...]:
-        from w4tui import evaltable
+        from core import evaltable
 
         report = evaltable.for_gguf(path)
         try:

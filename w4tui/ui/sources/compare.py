@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from w4tui import evaltable
+from core import evaltable
 from w4tui.ui.sources.artifacts import Artifact
 
 HYPER = (

@@ -147,13 +147,13 @@ def preview(path: Path) -> DatasetPreview:
     return DatasetPreview(str(path), len(files), len(texts), bad, tuple(shapes.most_common()), lengths)
 
 
-# The form's flags that decide what a trained token costs (stages/train/eta.py COST_ARGS, those the form has).
+# The form's flags that decide what a trained token costs (core/eta.py COST_ARGS, those the form has).
 COST_FLAGS = ("max_seq_length", "batch_size", "gradient_accumulation", "lora_r")
 
 
 def eta_line(values: dict[str, str], tokens: int) -> str:
     """The ETA before starting, measured: the rate of the newest finished run beside --output with the
-    same base model and cost settings (stages/train/eta.py does the same in the stage, with the device
+    same base model and cost settings (core/eta.py does the same in the stage, with the device
     too); without one, how to measure it."""
     output = values.get("--output")
     best = None
@@ -170,6 +170,6 @@ def eta_line(values: dict[str, str], tokens: int) -> str:
             best = (float(record.get("ended") or 0), rate, record_path.parent.name, record.get("device", "?"))
     if best is None or tokens <= 0:
         return "ETA: no finished run with these settings yet; `w4tui run train --eta` measures one (4 steps)"
-    from stages.train.eta import estimate
+    from core.eta import estimate
 
     return "ETA: " + estimate(tokens, best[1], f"the rate of {best[2]} on {best[3]}")["text"]

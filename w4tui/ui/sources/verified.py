@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from w4tui.events import read_events
+from core.events import read_events
 from w4tui.ui.sources.runs import RunInfo
 
 

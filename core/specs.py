@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from w4tui.config import Config
+from core.config import Config
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from w4tui import ollama_names
+from core.ollama import names as ollama_names
 
 ENV_CONFIG = "W4TUI_CONFIG"
 
@@ -155,7 +155,7 @@ class OllamaConfig:
             'must be a host like "http://127.0.0.1:11434" or "127.0.0.1:11434"',
         )
     )
-    # Names are checked as the server checks them (w4tui/ollama_names.py follows types/model/name.go).
+    # Names are checked as the server checks them (core/ollama/names.py follows types/model/name.go).
     model: str = field(
         metadata=_check(
             lambda v: ":" not in v.rsplit("/", 1)[-1] and ollama_names.name_problem(v) is None,

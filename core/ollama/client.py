@@ -21,8 +21,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from w4tui import ollama_modelfile
-from w4tui.config import Config
+from core.config import Config
+from core.ollama import modelfile as ollama_modelfile
 
 MIN_VERSION = (0, 5, 5)  # the first server with files-based /api/create
 FALLBACK_STOPS = ["<|im_end|>", "<|endoftext|>"]
@@ -329,15 +329,15 @@ def unload_all(config: Config, wait_s: float = 10.0) -> list[str]:
 
 
 def promote(config: Config, build: str) -> str:
-    """Make a verified ``build`` the served ``latest`` (see w4tui/ollama_promote.py)."""
-    from w4tui import ollama_promote  # imports this module
+    """Make a verified ``build`` the served ``latest`` (see core/ollama/promote.py)."""
+    from core.ollama import promote as ollama_promote  # imports this module
 
     return ollama_promote.promote(config, build)
 
 
 def rollback(config: Config) -> str:
-    """Point ``latest`` back at ``previous`` (see w4tui/ollama_promote.py)."""
-    from w4tui import ollama_promote
+    """Point ``latest`` back at ``previous`` (see core/ollama/promote.py)."""
+    from core.ollama import promote as ollama_promote
 
     return ollama_promote.rollback(config)
 

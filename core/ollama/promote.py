@@ -21,9 +21,9 @@ import json
 import time
 from pathlib import Path
 
-from w4tui import ollama_client as oc
-from w4tui.config import Config
-from w4tui.fsutil import atomic_write_text
+from core.config import Config
+from core.fsutil import atomic_write_text
+from core.ollama import client as oc
 
 JOURNAL = "ollama-promotion.json"
 SERVED = "ollama-latest.json"  # the last completed move of latest: w4tui/report.py reads it (no Ollama call)

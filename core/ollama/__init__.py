@@ -1,0 +1,1 @@
+"""The Ollama server: the HTTP client, Modelfiles, model names, promotion of latest/previous."""
