@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from w4tui.demo.workspace import init_demo
 from w4tui.nightly.ledger import LEDGER_FILE, Ledger, rebuild
 
 pytestmark = pytest.mark.slow
+# The demo's incremental file is dated this day, not today: no result here depends on the date it runs.
+DEMO_DAY = date(2026, 12, 1)
 COMPARED = (
     "build",
     "night",
@@ -47,7 +50,7 @@ COMPARED = (
 
 @pytest.fixture
 def demo(tmp_path):
-    config = init_demo(tmp_path / "demo", samples=60)
+    config = init_demo(tmp_path / "demo", samples=60, day=DEMO_DAY)
     config.write_text(config.read_text().replace("max_seq_length = 256", "max_seq_length = 96"))
     with OllamaStandIn() as ollama:
         ollama.add_library_model()
@@ -113,7 +116,7 @@ def test_nights_promote_skip_and_keep_latest_on_a_failed_verify(demo):
     assert second.returncode == 0, second.stdout[-3000:]
     assert last_night(config_file)["outcome"] == "skipped" and "no new data" in last_night(config_file)["reason"]
 
-    new_data(config_file, "2026-12-02", seed=7)
+    new_data(config_file, (DEMO_DAY + timedelta(days=1)).isoformat(), seed=7)
     failing = config_file.read_text() + '\n[verify.expect]\n"Create a PDCA for component creation" = ["NO SUCH TEXT"]\n'
     config_file.write_text(failing)
     third = night(config_file, ollama.url)
@@ -157,7 +160,7 @@ def test_nights_promote_skip_and_keep_latest_on_a_failed_verify(demo):
 def test_a_failure_at_each_step_is_recorded_and_leaves_latest_alone(demo):
     config_file, ollama = demo
     config = load_config(config_file)
-    incoming = config.paths.incoming / "incremental_2026-12-01.jsonl"
+    incoming = config.paths.incoming / f"incremental_{DEMO_DAY.isoformat()}.jsonl"
     good = incoming.read_text()
     incoming.write_text(good + '{"messages": "not a list"}\n')
     bad = night(config_file, ollama.url)

@@ -29,6 +29,8 @@ KINDS = {
         modules_to_save=["model.norm"],
         bias="lora_only",
     ),
+    # the product's night: r=16, alpha=32 on every projection (fp32 A/B, as the train stage saves it)
+    "night": dict(r=16, lora_alpha=32, target_modules=PROJECTIONS),
     # bf16 A/B (no fp32 autocast) and a bias on lora_B (PEFT merges it only into layers with a bias)
     "bf16": dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], lora_bias=True),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 from core.fsutil import atomic_write_text
@@ -42,8 +43,9 @@ def default_demo_dir() -> Path:
     return Path(base) / "w4tui" / "demo"
 
 
-def init_demo(directory: str | os.PathLike[str], samples: int = 240) -> Path:
-    """Create the demo in ``directory`` and return its config path. Refuses to overwrite a config."""
+def init_demo(directory: str | os.PathLike[str], samples: int = 240, day: date | None = None) -> Path:
+    """Create the demo in ``directory`` and return its config path. Refuses to overwrite a config.
+    ``day`` dates the incremental file (default today); tests pass one so no result depends on the date."""
     directory = Path(directory).resolve()
     config = directory / "config.toml"
     if config.exists():
@@ -51,6 +53,6 @@ def init_demo(directory: str | os.PathLike[str], samples: int = 240) -> Path:
     model = directory / "models" / "tiny-qwen2"
     if not (model / "config.json").exists():
         build_model(model, "tiny", seed=0)
-    write_demo_data(directory / "data" / "train", directory / "data" / "incoming", count=samples)
+    write_demo_data(directory / "data" / "train", directory / "data" / "incoming", count=samples, day=day)
     atomic_write_text(config, DEMO_CONFIG)
     return config
