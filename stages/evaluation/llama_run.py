@@ -45,12 +45,34 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def load(path: Path, n_ctx: int, threads: int, logits_all: bool = True):
+def open_llama(**kwargs):
+    """``llama_cpp.Llama(**kwargs)``, on a CPU with AMX without the extra buffer types: llama.cpp's AMX
+    matmul segfaults on the first decode of a quantized model (ggml-org/llama.cpp#20824, seen on this
+    project's Sapphire Rapids test machines). The binding does not expose ``use_extra_bufts``, so its
+    default model parameters are wrapped for the one call. Everywhere else, llama.cpp's own defaults."""
     llama_cpp = _binding()
+    if b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info():
+        return llama_cpp.Llama(**kwargs)
+    binding = llama_cpp.llama.llama_cpp  # the module whose default params Llama.__init__ reads
+    defaults = binding.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    binding.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(**kwargs)
+    finally:
+        binding.llama_model_default_params = defaults
+
+
+def load(path: Path, n_ctx: int, threads: int, logits_all: bool = True):
     kwargs = {"n_threads": threads, "n_threads_batch": threads} if threads > 0 else {}
     try:
         with _quiet_stderr():
-            return llama_cpp.Llama(
+            return open_llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_batch=min(512, n_ctx),

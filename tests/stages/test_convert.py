@@ -15,6 +15,8 @@ import torch
 from gguf_fast import read_gguf
 from peft_adapters import make_adapter, peft_merged, stage
 
+from stages.evaluation.llama_run import open_llama  # llama.cpp without its AMX path (#20824)
+
 pytestmark = pytest.mark.slow
 LLAMA_SRC = os.environ.get("W4TUI_LLAMA_CPP_SRC")
 needs_reference = pytest.mark.skipif(
@@ -177,8 +179,8 @@ def convert_plain(tmp_path, model):
 
 
 def llama(path: Path):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install -e '.[test]')")
-    return llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=64, n_threads=2, verbose=False)
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install -e '.[test]')")
+    return open_llama(model_path=str(path), logits_all=True, n_ctx=64, n_threads=2, verbose=False)
 
 
 def llama_logits(path: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytest
 
 from core.events import read_events
 from stages import quantize
+from stages.evaluation.llama_run import open_llama  # llama.cpp without its AMX path (#20824)
 from w4tui.demo.samples import write_dataset
 from w4tui.demo.tinymodel import Shape, build_model
 
@@ -110,13 +111,12 @@ def test_the_table_on_the_test_model(build, config_file, run_stage):
     assert "Q3_K_M" in logged and "KL mean" in logged  # the table, in the run's log too
 
     # the F16 row equals a straightforward numpy computation on llama.cpp's logits of the same tokens
-    import llama_cpp
     from transformers import AutoTokenizer
 
     from stages.evaluation.samples import train_eval_split
 
     held = train_eval_split(build["adapter"], AutoTokenizer.from_pretrained(build["model"]), print).samples
-    llm = llama_cpp.Llama(model_path=str(build["f16"]), logits_all=True, n_ctx=256, verbose=False)
+    llm = open_llama(model_path=str(build["f16"]), logits_all=True, n_ctx=256, verbose=False)
     nlls = []
     for sample in held:
         llm.reset()

@@ -12,6 +12,7 @@ import pytest
 pytest_plugins = ["ollama_fixtures"]
 from core.gguf_header import read_info
 from stages import quantize
+from stages.evaluation.llama_run import open_llama  # llama.cpp without its AMX path (#20824)
 
 PROMPT = [151644, 872, 198, 4021, 264, 393, 5626, 32, 369, 3692, 9688, 151645, 198, 151644, 77091, 198]
 needs_llama_cpp = pytest.mark.skipif(
@@ -20,17 +21,13 @@ needs_llama_cpp = pytest.mark.skipif(
 
 
 def logits(path: Path) -> np.ndarray:
-    import llama_cpp
-
-    model = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=64, verbose=False)
+    model = open_llama(model_path=str(path), logits_all=True, n_ctx=64, verbose=False)
     model.eval(PROMPT)
     return np.array(model.scores[: len(PROMPT)])
 
 
 @needs_llama_cpp
 def test_q4_k_m_is_real_k_quants_that_llama_cpp_loads_and_runs(tmp_path, config_file, run_stage, k_quant_f16_gguf):
-    import llama_cpp
-
     out = tmp_path / "m-Q4_K_M.gguf"
     result = run_stage("quantize", "--input", k_quant_f16_gguf, "--output", out, "--type", "Q4_K_M")
     assert result.rc == 0, result.stderr
@@ -56,7 +53,7 @@ def test_q4_k_m_is_real_k_quants_that_llama_cpp_loads_and_runs(tmp_path, config_
     ours, reference = logits(out), logits(k_quant_f16_gguf)
     assert np.corrcoef(ours.ravel(), reference.ravel())[0, 1] > 0.98
     assert (ours.argmax(-1) == reference.argmax(-1)).mean() >= 0.8
-    completion = llama_cpp.Llama(model_path=str(out), n_ctx=64, verbose=False).create_completion(
+    completion = open_llama(model_path=str(out), n_ctx=64, verbose=False).create_completion(
         "Create a PDCA", max_tokens=6, temperature=0
     )
     assert completion["usage"]["completion_tokens"] == 6 and completion["choices"][0]["text"]
