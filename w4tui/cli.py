@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--eta", action="store_true", help="train: measure how long it would take first, then ask before starting"
     )
+    run.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="train: N ranks under torchrun, one per GPU (default: [train] gpus); the same as -- --gpus N",
+    )
     run.epilog = (
         "Stage arguments go after --, e.g. w4tui run train -- --epochs 3: each replaces the same flag "
         "of the defaults from the config; the others stay."
@@ -121,6 +127,11 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from w4tui.runs.follow import EXIT_CODES, follow
 
     runner = Runner(config)
+    if args.gpus is not None:
+        if args.stage != "train" or args.gpus < 1:
+            print("error: --gpus N (N at least 1) is for w4tui run train", file=sys.stderr)
+            return EXIT_USAGE
+        args.stage_args = [*args.stage_args, "--gpus", str(args.gpus)]
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
         from w4tui.runs.estimate import eta_first
 
@@ -131,6 +142,12 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     else:
         run = runner.start(args.stage, extra=args.stage_args, force=args.force)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
+    if (shape := run.record.get("train")) and shape["ranks"] > 1:
+        print(
+            f"{shape['ranks']} ranks x batch {shape['batch_size']} x accumulation {shape['gradient_accumulation']}"
+            f" = global batch {shape['global_batch']}",
+            flush=True,
+        )
     for event in run.events():  # pre-flight warnings (on battery): said here too, not only in the events
         if event.get("kind") == "log" and event.get("source") == "preflight":
             print(f"warning: {event.get('message')}", file=sys.stderr, flush=True)
