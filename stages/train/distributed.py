@@ -145,6 +145,9 @@ def join(device: str) -> Group:
                 hint="lower --gpus ([train] gpus) to the number of GPUs",
             )
         torch.cuda.set_device(local_rank)  # "cuda" then means this rank's GPU everywhere
+    # SIGTERM in a group is torchrun stopping it (another rank died): no cancel, no final event of ours;
+    # the launcher writes the error naming the rank that died.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "900")))
     dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timeout)
     return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
