@@ -311,8 +311,17 @@ def _save_adapter(model, args, report, result, counts: dict, parent: str, starte
 def _base_info(base: Path) -> dict:
     """Base model name and revision, from the download record when there is one."""
     marker = base / ".w4tui-download.json"
+    try:  # what `w4tui adapter import` checks an adapter from another machine against
+        arch = {"architecture": (json.loads((base / "config.json").read_text()).get("architectures") or [None])[0]}
+    except (OSError, ValueError, AttributeError):
+        arch = {"architecture": None}
     try:
         info = json.loads(marker.read_text())
-        return {"base_repo": info.get("repo"), "base_revision": info.get("revision"), "base_commit": info.get("commit")}
+        return {
+            **arch,
+            "base_repo": info.get("repo"),
+            "base_revision": info.get("revision"),
+            "base_commit": info.get("commit"),
+        }
     except (OSError, ValueError, AttributeError):
-        return {"base_repo": str(base.resolve()), "base_revision": None, "base_commit": None}
+        return {**arch, "base_repo": str(base.resolve()), "base_revision": None, "base_commit": None}
