@@ -343,9 +343,14 @@ def scaling(args) -> int:
     group = run_ours(model, train, work / "group", {**cfg, "accum": 2}, "pack", (*device, "--gpus", str(args.gpus)))
     ratio = group["tokens_per_second"] / one["tokens_per_second"]
     print(f"  {args.gpus} ranks: {group['tokens_per_second']:.0f} tokens/s ({group['seconds']:.1f} s)")
+    # CPU time is what other load on a shared machine disturbs least: rank 0 computed 1/N of the tokens,
+    # so its tokens per CPU-second against the lone rank's is each rank's efficiency in the group.
+    efficiency = (group["tokens"] / args.gpus / group["cpu_seconds"]) / (one["tokens"] / one["cpu_seconds"])
     print(
         f"\nscaling 1 -> {args.gpus} ranks: {ratio:.2f}x tokens/s (ideal {args.gpus}x; goal on CPU/gloo with 2: "
-        f">= 1.7x); load average at the end {os.getloadavg()[0]:.1f}"
+        f">= 1.7x); load average at the end {os.getloadavg()[0]:.1f}\n"
+        f"per rank, in CPU time: {efficiency:.2f} of the lone rank's tokens per CPU-second, i.e. "
+        f"{args.gpus * efficiency:.2f}x on {args.gpus} idle cores"
     )
     if not args.keep:
         import shutil

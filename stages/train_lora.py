@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = launch.worker_rank()
     if rank is None:
         return run_main("train", build_parser, run, argv, events=launch.GroupEvents.from_env("train"))
-    launch.prefix_output(rank)
+    launch.as_rank(rank)
     code = run_main("train", build_parser, run, argv, events=launch.worker_events("train"))
     # Another rank's cancel ends well: rank 0 reports it, and torchrun must not stop rank 0 mid-record.
     return EXIT_OK if rank != 0 and code == EXIT_CANCELLED else code

@@ -122,8 +122,10 @@ def worker_events(stage: str) -> EventWriter | None:
     return WorkerEvents(stage, env.path, env.run, rank)
 
 
-def prefix_output(rank: int) -> None:
-    """Every line a rank prints starts with ``[rank N]``: the launcher keeps each rank's last one."""
+def as_rank(rank: int) -> None:
+    """A rank's process: Ctrl-C is a cancel again (torchrun passed on the launcher's "ignore SIGINT"),
+    and every line it prints starts with ``[rank N]``: the launcher keeps each rank's last one."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout = _Prefixed(sys.stdout, f"[rank {rank}] ")
     sys.stderr = _Prefixed(sys.stderr, f"[rank {rank}] ")
 
@@ -191,8 +193,11 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # torchrun inherits "ignore SIGINT"
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    finally:
-        signal.signal(signal.SIGINT, lambda *_: (cancel.append(True), _interrupt_ranks(proc.pid)))
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        raise
+    told: set[int] = set()
+    signal.signal(signal.SIGINT, lambda *_: (cancel.append(True), _interrupt_ranks(proc.pid, told)))
     watch = Watch()
     try:
         assert proc.stdout is not None
@@ -200,6 +205,8 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if watch.feed(line):
                 print(line, flush=True)
+            if cancel:  # a rank torchrun started after the cancel is told too
+                _interrupt_ranks(proc.pid, told)
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -221,11 +228,13 @@ def _resume_hint(args) -> str:
     return f"continue from the last checkpoint with --resume (any number of --gpus; output {Path(args.output)})"
 
 
-def _interrupt_ranks(pid: int) -> None:
-    """SIGINT to every rank (torchrun's children, each in a session of its own), not to torchrun."""
+def _interrupt_ranks(pid: int, told: set[int]) -> None:
+    """SIGINT, once, to every rank (torchrun's children, each in a session of its own), not to torchrun."""
     import psutil
 
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(pid).children():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child.pid, signal.SIGINT)
+            if child.pid not in told:
+                told.add(child.pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child.pid, signal.SIGINT)

@@ -102,9 +102,8 @@ class Training:
     output: Path
     device: str
     pad_id: int
-    group: Group = field(
-        default_factory=lambda: SOLO
-    )  # the torchrun group this process is one rank of (distributed.py)
+    # the torchrun group this process is one rank of (distributed.py)
+    group: Group = field(default_factory=lambda: SOLO)
 
 
 def run(t: Training, callback: TrainingCallback) -> dict:

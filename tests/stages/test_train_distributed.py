@@ -197,3 +197,21 @@ def test_cancel_checkpoints_once_and_one_rank_resumes_it_exactly(runs, tmp_path,
     steps = [e["step"] for e in after if e["kind"] == "metrics" and "loss" in e]
     assert steps == list(range(stopped + 1, 11))  # continues where it stopped, not from 0
     assert max_difference(tmp_path / "cancelled", reference) < WEIGHT_TOLERANCE
+
+
+def test_a_cancel_before_the_ranks_are_up_still_reaches_them(tmp_path, tiny_model, dataset):
+    proc, events = start(tmp_path, tiny_model, dataset, "early", "--epochs", "200", *TWO_RANKS)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["kind"] == "log" and "ranks per node" in e.get("message", "") for e in read_events(events)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)  # torchrun is starting: no rank to tell yet
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    finals = [e for e in read_events(events) if e["kind"] in ("done", "error")]
+    assert [e.get("status") for e in finals] == ["cancelled"]
+    assert not any(e["kind"] == "metrics" and e.get("step", 0) > 5 for e in read_events(events))
