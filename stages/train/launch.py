@@ -20,6 +20,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from core.errors import Cancelled, StageError
@@ -125,9 +127,16 @@ def worker_events(stage: str) -> EventWriter | None:
 def as_rank(rank: int) -> None:
     """A rank's process: Ctrl-C is a cancel again (torchrun passed on the launcher's "ignore SIGINT"),
     and every line it prints starts with ``[rank N]``: the launcher keeps each rank's last one."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt_once)
     sys.stdout = _Prefixed(sys.stdout, f"[rank {rank}] ")
     sys.stderr = _Prefixed(sys.stderr, f"[rank {rank}] ")
+
+
+def _interrupt_once(*_) -> None:
+    # The launcher repeats SIGINT until the group ends: the first one cancels, the rest must not break
+    # the cancel's own clean-up (the loop's StopFlag, once installed, takes them as flags too).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 class _Prefixed(io.TextIOBase):
@@ -196,8 +205,13 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
     except BaseException:
         signal.signal(signal.SIGINT, previous)
         raise
-    told: set[int] = set()
-    signal.signal(signal.SIGINT, lambda *_: (cancel.append(True), _interrupt_ranks(proc.pid, told)))
+
+    def on_interrupt(*_) -> None:
+        if not cancel:
+            cancel.append(True)
+            threading.Thread(target=_interrupt_ranks, args=(proc,), daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_interrupt)
     watch = Watch()
     try:
         assert proc.stdout is not None
@@ -205,8 +219,6 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if watch.feed(line):
                 print(line, flush=True)
-            if cancel:  # a rank torchrun started after the cancel is told too
-                _interrupt_ranks(proc.pid, told)
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -228,13 +240,15 @@ def _resume_hint(args) -> str:
     return f"continue from the last checkpoint with --resume (any number of --gpus; output {Path(args.output)})"
 
 
-def _interrupt_ranks(pid: int, told: set[int]) -> None:
-    """SIGINT, once, to every rank (torchrun's children, each in a session of its own), not to torchrun."""
+def _interrupt_ranks(proc: subprocess.Popen) -> None:
+    """SIGINT to every rank (torchrun's children, each in a session of its own), not to torchrun, again
+    each half second until the group has ended: a rank torchrun is still starting may not listen yet,
+    and a rank that already has the cancel takes the repeats as the same one (see ``as_rank``)."""
     import psutil
 
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(pid).children():
-            if child.pid not in told:
-                told.add(child.pid)
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.5)
