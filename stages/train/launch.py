@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from core.errors import Cancelled, StageError
+from core.errors import Cancelled, StageError, UsageError
 from core.events import FINAL_KINDS, EventReader, EventWriter
 
 RANK_LINE = re.compile(r"^\[rank (\d+)\] (.*)$")
@@ -49,7 +49,7 @@ def torchrun_command(args, argv: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run"]
     if args.nnodes > 1:
         if not args.rdzv_endpoint:
-            raise StageError(
+            raise UsageError(
                 "--nnodes above 1 needs --rdzv_endpoint HOST:PORT (node 0's address, the same on every node)"
             )
         cmd += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank), "--rdzv_endpoint", args.rdzv_endpoint]
