@@ -3,6 +3,7 @@
     python bench/bench_train.py              # ~5 min on 2 CPU cores
     python bench/bench_train.py --quick      # ~3 min
     python bench/bench_train.py --ablations  # also --batching pad and group (~2 min more)
+    python bench/bench_train.py --gpus 2     # 1 rank against 2 under torchrun, the scaling ratio (~4 min)
 
 Both train the same LoRA (r 16, alpha 32, all seven Qwen2 projections) on the same tiny Qwen2 model and
 the same length-skewed chat data (most answers a few lines, a long tail of long ones), tokenized and
@@ -63,7 +64,7 @@ def skewed_dataset(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def run_ours(model: Path, data: Path, out: Path, cfg: dict, batching: str) -> dict:
+def run_ours(model: Path, data: Path, out: Path, cfg: dict, batching: str, extra: tuple = ()) -> dict:
     events = out.with_suffix(".events.jsonl")
     config = out.parent / "config.toml"
     config.write_text('[paths]\nstate = "state"\n')
@@ -103,6 +104,7 @@ def run_ours(model: Path, data: Path, out: Path, cfg: dict, batching: str) -> di
         "5",
         "--batching",
         batching,
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -220,7 +222,15 @@ def main(argv=None) -> int:
     )
     p.add_argument("--samples", type=int, help="training samples (default 256, quick 160)")
     p.add_argument("--keep", type=Path, help="keep the work directory here")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        help="instead: tokens/s of 1 rank and of N ranks under torchrun (GPUs on a CUDA box, else CPU "
+        "processes of --threads each) on a body-dominated shape, and the scaling ratio",
+    )
     args = p.parse_args(argv)
+    if args.gpus:
+        return scaling(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the stage's subprocesses
     cfg = {
@@ -302,6 +312,57 @@ def main(argv=None) -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+# Wider and deeper than the tiny model, so the transformer body (what the ranks share out) outweighs
+# the fixed costs per step (the vocabulary head stays: the real tokenizer needs its 151,936 rows).
+SCALING_SHAPE = dict(hidden=512, layers=6, ffn=1536, heads=8, kv_heads=2, tied=True)
+
+
+def scaling(args) -> int:
+    """1 rank with accumulation 2N against N ranks with accumulation 2: the same global batch, the same
+    steps and samples, so the ratio of the two runs' tokens/s is what the group adds."""
+    from w4tui.demo.tinymodel import Shape
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="w4tui-bench-scaling-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = build_model(work / "body-qwen2", Shape(**SCALING_SHAPE), seed=0)
+    train = skewed_dataset(work / "train.jsonl", args.samples or 96, seed=11)
+    cfg = {"batch": 2, "epochs": 1, "lr": 1e-3, "max_len": 256, "seed": 7}
+    device = ("--device", "cuda") if _cuda() else ("--device", "cpu")
+    print(
+        f"shape {SCALING_SHAPE}, {args.samples or 96} samples, batch 2, global batch {2 * 2 * args.gpus}, "
+        f"{device[1]}, {args.threads} thread(s) per rank; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs (other work on the machine slows the runs unevenly)",
+        flush=True,
+    )
+    one = run_ours(model, train, work / "one", {**cfg, "accum": 2 * args.gpus}, "pack", device)
+    print(f"  1 rank: {one['tokens_per_second']:.0f} tokens/s ({one['seconds']:.1f} s)", flush=True)
+    group = run_ours(model, train, work / "group", {**cfg, "accum": 2}, "pack", (*device, "--gpus", str(args.gpus)))
+    ratio = group["tokens_per_second"] / one["tokens_per_second"]
+    print(f"  {args.gpus} ranks: {group['tokens_per_second']:.0f} tokens/s ({group['seconds']:.1f} s)")
+    # CPU time is what other load on a shared machine disturbs least: rank 0 computed 1/N of the tokens,
+    # so its tokens per CPU-second against the lone rank's is each rank's efficiency in the group.
+    efficiency = (group["tokens"] / args.gpus / group["cpu_seconds"]) / (one["tokens"] / one["cpu_seconds"])
+    print(
+        f"\nscaling 1 -> {args.gpus} ranks: {ratio:.2f}x tokens/s (ideal {args.gpus}x; goal on CPU/gloo with 2: "
+        f">= 1.7x); load average at the end {os.getloadavg()[0]:.1f}\n"
+        f"per rank, in CPU time: {efficiency:.2f} of the lone rank's tokens per CPU-second, i.e. "
+        f"{args.gpus * efficiency:.2f}x on {args.gpus} idle cores"
+    )
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class TrainConfig:
     eval_fraction: float = field(metadata=_fraction())
     seed: int = field(metadata=_check(lambda v: 0 <= v < 2**32, "must be from 0 to 4294967295"))  # numpy's range
     device: str = field(metadata=_one_of("auto", "mps", "cuda", "cpu"))
+    gpus: int = field(metadata=_up_to(1024))  # ranks under torchrun, one per GPU (stages/train/launch.py)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ def cost_key(args: dict, device: str, base_dtype: str) -> dict:
         "base_dtype": base_dtype,
         "base_model": str(args.get("base_model")),
         **{k: args.get(k) for k in COST_ARGS},
+        # a rate measured on 8 GPUs says nothing of 1 (records before --gpus: one rank)
+        "ranks": int(args.get("gpus") or 1) * int(args.get("nnodes") or 1),
     }
 
 

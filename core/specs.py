@@ -121,6 +121,28 @@ def default_args(stage: str, config: Config, input_path: str | None, build: str)
     raise KeyError(stage)
 
 
+def train_batch(args: list[str], config: Config) -> dict[str, int]:
+    """A training's ranks and its global batch (samples per optimizer step): per-rank batch x ranks
+    (per node, times nodes) x accumulation, from its flags, else the config's [train]."""
+    given = {_key(f): v[0] for f, v in flag_values(args) if f and v}
+    t = config.train
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(given.get(name, default))
+        except ValueError:
+            return default  # the stage names a bad value itself
+
+    ranks = number("gpus", t.gpus) * number("nnodes", 1)
+    batch, accumulation = number("batch_size", t.batch_size), number("gradient_accumulation", t.gradient_accumulation)
+    return {
+        "ranks": ranks,
+        "batch_size": batch,
+        "gradient_accumulation": accumulation,
+        "global_batch": batch * ranks * accumulation,
+    }
+
+
 def _tag(text: str) -> str:
     # An Ollama tag: 1-80 of [A-Za-z0-9_.-], starting with a letter, digit or _ (types/model/name.go).
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:80]

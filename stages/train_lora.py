@@ -4,6 +4,7 @@
     python -m stages.train_lora ... --resume                 # continue a crashed or cancelled run
     python -m stages.train_lora ... --resume_from ADAPTER    # nightly: start from an adapter, fresh optimizer
     python -m stages.train_lora ... --resume_from ADAPTER --replay 0.2 --replay_dataset data/train
+    python -m stages.train_lora ... --gpus 8                 # 8 ranks under torchrun (one per GPU)
 
 Defaults come from the [train] section of the config (W4TUI_CONFIG).
 """
@@ -17,10 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import TrainConfig, field_problem
-from core.errors import StageError, UsageError
+from core.errors import EXIT_CANCELLED, EXIT_OK, StageError, UsageError
 from core.events import EventWriter
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.train import launch
 from stages.train.data import DataReport, dataset_files, read_records
 from stages.weights.hf_model import read_config
 from stages.weights.lora_merge import Adapter
@@ -76,6 +78,15 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--eval_fraction", type=float, default=t.eval_fraction)
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", choices=["auto", "mps", "cuda", "cpu"], default=t.device)
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=t.gpus,
+        help="ranks on this machine, one per GPU, under torchrun (on a CPU: processes, for tests)",
+    )
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the group (torchrun --nnodes)")
+    p.add_argument("--node_rank", type=int, default=0, help="this machine's place in the group, 0 to nnodes-1")
+    p.add_argument("--rdzv_endpoint", help="HOST:PORT of node 0, the same on every node (torchrun --rdzv_endpoint)")
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
     p.add_argument(
         "--no-cache", dest="cache", action="store_false", default=t.cache, help="do not cache the tokenized data"
@@ -108,6 +119,7 @@ RANGED = (
     "log_every",
     "eval_fraction",
     "seed",
+    "gpus",
 )
 
 
@@ -116,6 +128,8 @@ def check_args(args) -> None:
     for name in RANGED:  # the same ranges as the [train] keys
         if problem := field_problem(TrainConfig, name, getattr(args, name)):
             raise UsageError(f"--{name} {problem} (got {getattr(args, name)})", hint="see [train] in config.toml")
+    if not 1 <= args.nnodes <= 4096 or not 0 <= args.node_rank < args.nnodes:
+        raise UsageError(f"--node_rank must be from 0 to --nnodes - 1 (got {args.node_rank} of {args.nnodes})")
     if not 0 <= args.replay < 1:
         raise UsageError(f"--replay must be at least 0 and less than 1 (got {args.replay})")
     check_output(
@@ -157,8 +171,12 @@ def torch_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the tokenizer
 
 
-def body(args, events: EventWriter) -> dict:
-    check_args(args)
+def body(args, events: EventWriter, argv: list[str]) -> dict:
+    if (launch.worker_rank() or 0) == 0:  # once: by the launcher, or rank 0 when torchrun was typed by hand
+        check_args(args)
+    if launch.needed(args) and not args.eta:
+        events.arm()
+        return launch.run(args, argv, events)
     torch_environment()
     from stages.train import setup  # torch and transformers only once the arguments are known to be good
 
@@ -167,7 +185,15 @@ def body(args, events: EventWriter) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the stage on ``argv`` (default: sys.argv); returns the exit code."""
-    return run_main("train", build_parser, body, argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run = lambda args, events: body(args, events, argv)  # noqa: E731
+    rank = launch.worker_rank()
+    if rank is None:
+        return run_main("train", build_parser, run, argv, events=launch.GroupEvents.from_env("train"))
+    launch.as_rank(rank)
+    code = run_main("train", build_parser, run, argv, events=launch.worker_events("train"))
+    # Another rank's cancel ends well: rank 0 reports it, and torchrun must not stop rank 0 mid-record.
+    return EXIT_OK if rank != 0 and code == EXIT_CANCELLED else code
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--eta", action="store_true", help="train: measure how long it would take first, then ask before starting"
     )
+    run.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="train: N ranks under torchrun, one per GPU (default: [train] gpus); the same as -- --gpus N",
+    )
     run.epilog = (
         "Stage arguments go after --, e.g. w4tui run train -- --epochs 3: each replaces the same flag "
         "of the defaults from the config; the others stay."
@@ -81,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("build", nargs="?", help="a GGUF file or a build name (default: the newest quantized build)")
     sub.add_parser("config", parents=[common], help="check the config; print each value in effect and its file")
+    adapter = sub.add_parser("adapter", parents=[common], help="bring home an adapter trained on another machine")
+    adapter_sub = adapter.add_subparsers(dest="adapter_command", metavar="ACTION", required=True)
+    imp = adapter_sub.add_parser(
+        "import", parents=[common], help="check and copy in an adapter folder or host:path (rsync over ssh)"
+    )
+    imp.add_argument("source", help="the adapter's folder, or host:path on the GPU box")
+    imp.add_argument("--name", help="its name under outputs/adapters and its build tag (default: imported-<time>-...)")
+    build = adapter_sub.add_parser(
+        "build", parents=[common], help="convert, quantize, deploy, verify and promote an imported adapter"
+    )
+    build.add_argument("name", help="the imported adapter's name")
     add_nightly_commands(sub, common)  # schedule, nightly, daemon
     return parser
 
@@ -121,6 +138,11 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from w4tui.runs.follow import EXIT_CODES, follow
 
     runner = Runner(config)
+    if args.gpus is not None:
+        if args.stage != "train" or args.gpus < 1:
+            print("error: --gpus N (N at least 1) is for w4tui run train", file=sys.stderr)
+            return EXIT_USAGE
+        args.stage_args = [*args.stage_args, "--gpus", str(args.gpus)]
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
         from w4tui.runs.estimate import eta_first
 
@@ -131,6 +153,12 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     else:
         run = runner.start(args.stage, extra=args.stage_args, force=args.force)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
+    if (shape := run.record.get("train")) and shape["ranks"] > 1:
+        print(
+            f"{shape['ranks']} ranks x batch {shape['batch_size']} x accumulation {shape['gradient_accumulation']}"
+            f" = global batch {shape['global_batch']}",
+            flush=True,
+        )
     for event in run.events():  # pre-flight warnings (on battery): said here too, not only in the events
         if event.get("kind") == "log" and event.get("source") == "preflight":
             print(f"warning: {event.get('message')}", file=sys.stderr, flush=True)
@@ -239,6 +267,42 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     return EXIT_CODES.get(status, 1)
 
 
+def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
+    from w4tui import adapter_import
+
+    if args.adapter_command == "import":
+        try:
+            path = adapter_import.import_adapter(config, args.source, args.name)
+        except adapter_import.ImportError_ as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"imported {path} (lineage: {path / adapter_import.LINEAGE})")
+        print(
+            f"next: {config.cli} adapter build {path.name}  (convert > quantize > deploy > verify --promote; "
+            "once promoted, the nightly loop continues from it)"
+        )
+        return 0
+    from w4tui.runs.follow import EXIT_CODES
+    from w4tui.runs.pipeline import run_pipeline
+
+    if not (config.paths.outputs / "adapters" / args.name / "adapter_config.json").is_file():
+        print(f"error: no adapter {args.name} in {config.paths.outputs / 'adapters'}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def said(event) -> None:
+        if event.kind == "started":
+            print(f"[{event.index + 1}/{event.total}] {event.stage}: run {event.run_id}", flush=True)
+        elif event.status != "succeeded":
+            print(f"{event.stage} {event.status}" + (f": {event.error}" if event.error else ""), flush=True)
+
+    ended = run_pipeline(Runner(config), adapter_import.chain(config, args.name), said, build=args.name)
+    status = ended[-1].status if ended else "failed"
+    if status == "succeeded" and len(ended) == len(adapter_import.chain(config, args.name)):
+        print(f"{args.name} is built, verified and promoted; the next night continues from it")
+        return 0
+    return EXIT_CODES.get(status or "failed", 1)
+
+
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     from core.ollama.client import OllamaError, rollback
 
@@ -342,6 +406,7 @@ COMMANDS = {
     "cancel": cmd_cancel,
     "pipeline": cmd_pipeline,
     "rollback": cmd_rollback,
+    "adapter": cmd_adapter,
     "unload": cmd_unload,
     "config": cmd_config,
     "eval": cmd_eval,

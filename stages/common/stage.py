@@ -154,6 +154,7 @@ def run_main(
     parser: Callable[[], argparse.ArgumentParser],
     body: Callable[[argparse.Namespace, EventWriter], dict | None],
     argv: Sequence[str] | None,
+    events: EventWriter | None = None,
 ) -> int:
     """A stage's ``main(argv)``: build the parser (a function, since defaults read the config: no I/O at
     import), parse inside the run so bad flags become an error event too, then run ``body``."""
@@ -161,4 +162,4 @@ def run_main(
     def run(events: EventWriter) -> dict | None:
         return body(parser().parse_args(argv), events)
 
-    return run_stage(name, run)
+    return run_stage(name, run, events)

@@ -22,6 +22,7 @@ from stages.train.callbacks import TrainingCallback
 from stages.train.checkpoint import TrainState
 from stages.train.data import IGNORE, Sample
 from stages.train.device import memory_fields
+from stages.train.distributed import SOLO, Group
 
 
 @dataclass
@@ -55,26 +56,30 @@ def loss_sum(model, batch: Batch, device: str) -> tuple[torch.Tensor, int]:
     return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum())
 
 
-def evaluate(model, samples: list[Sample], cfg: LoopConfig, pad_id: int, device: str) -> float | None:
+def evaluate(
+    model, samples: list[Sample], cfg: LoopConfig, pad_id: int, device: str, group: Group = SOLO
+) -> float | None:
+    """Mean loss per labelled token; in a group each rank takes every N-th batch and the sums are added."""
     if not samples:
         return None
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(samples), cfg.batch_size):
+        for start in range(group.rank * cfg.batch_size, len(samples), group.world * cfg.batch_size):
             batch = collate(samples[start : start + cfg.batch_size], pad_id, cfg.batching == "pack")
             value, n = loss_sum(model, batch, device)
             total, count = total + float(value), count + n
     model.train()
+    total, count = group.sum(total, count)
     return total / max(count, 1)
 
 
 class StopFlag:
     """SIGINT/SIGTERM ask the loop to stop after the current optimizer step (then it checkpoints)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             signal.signal(sig, self._set)
 
     def _set(self, *_):
@@ -97,13 +102,15 @@ class Training:
     output: Path
     device: str
     pad_id: int
+    # the torchrun group this process is one rank of (distributed.py)
+    group: Group = field(default_factory=lambda: SOLO)
 
 
 def run(t: Training, callback: TrainingCallback) -> dict:
     cfg, state = t.cfg, t.state
     lengths = np.array([len(s.ids) for s in t.samples])
     per_epoch, total = total_steps(len(t.samples), cfg)
-    stop = StopFlag()
+    stop = StopFlag(t.group.stop_signals)
     t.model.train()
     loop_started, cpu_started, tokens_before = time.monotonic(), time.process_time(), state.tokens
     window = _Window()
@@ -115,6 +122,7 @@ def run(t: Training, callback: TrainingCallback) -> dict:
             group = batches[state.batch : state.batch + cfg.accumulation]
             step_started = time.monotonic()
             last_loss, grad_norm, tokens = _step(t, group)
+            stopping = t.group.agree(stop.requested)  # every rank stops after the same step
             state.step += 1
             state.batch += len(group)
             state.samples += sum(len(b) for b in group)
@@ -140,11 +148,13 @@ def run(t: Training, callback: TrainingCallback) -> dict:
                 window = _Window()
             if state.step == total:
                 break  # a stop asked for now is moot: the final adapter is seconds away
-            if state.step % cfg.checkpoint_every == 0 or stop.requested:
+            if state.step % cfg.checkpoint_every == 0 or stopping:
                 _evaluate(t, total, callback)
-                path = checkpoint.save(t.output, state, t.model, t.optimizer, t.scheduler, t.scaler)
-                callback.on_checkpoint({"step": state.step, "total_steps": total, "path": str(path)})
-            if stop.requested:
+                if t.group.is_main:  # the state is the same on every rank: one writes it
+                    path = checkpoint.save(t.output, state, t.model, t.optimizer, t.scheduler, t.scaler)
+                    callback.on_checkpoint({"step": state.step, "total_steps": total, "path": str(path)})
+                t.group.barrier()  # no rank leaves before the checkpoint is whole
+            if stopping:
                 raise Cancelled()
         if state.batch >= len(batches):
             state.epoch, state.batch = state.epoch + 1, 0
@@ -161,17 +171,23 @@ def run(t: Training, callback: TrainingCallback) -> dict:
 
 
 def _step(t: Training, group: list) -> tuple[float, float, int]:
-    """One optimizer step over ``group``'s micro-batches: (loss per labelled token, grad norm, tokens)."""
-    micro = [collate([t.samples[i] for i in b], t.pad_id, t.cfg.batching == "pack") for b in group]
-    # Token-weighted: every labelled token in the window counts the same, whatever its batch.
-    window_labels = sum(int((m.labels[:, 1:] != IGNORE).sum()) for m in micro)
-    step_loss, tokens = 0.0, 0
-    for batch in micro:
-        value, _ = loss_sum(t.model, batch, t.device)
-        scaled = value / window_labels
+    """One optimizer step over ``group``'s micro-batches (this rank computes its share of them):
+    (loss per labelled token, grad norm, tokens), all three the whole group's."""
+    # Token-weighted: every labelled token in the window counts the same, whatever its batch or rank
+    # (a sample's first token is never a target: collate's rule, counted without collating).
+    window_labels = sum(int((t.samples[i].labels[1:] != IGNORE).sum()) for b in group for i in b)
+    tokens = sum(len(t.samples[i].ids) for b in group for i in b)
+    mine, factor = t.group.share(group)
+    step_loss = 0.0
+    for j, b in enumerate(mine):
+        # Dropout masks drawn per micro-batch of the global step: the same on any number of ranks.
+        torch.manual_seed(_micro_seed(t.cfg.seed, t.state.step, t.group.rank + j * t.group.world))
+        batch = collate([t.samples[i] for i in b], t.pad_id, t.cfg.batching == "pack")
+        value, _ = t.group.loss(t.model, batch, t.device, sync=j == len(mine) - 1)
+        scaled = value * (factor / window_labels)
         (t.scaler.scale(scaled) if t.scaler else scaled).backward()
-        step_loss += float(value.detach())
-        tokens += batch.tokens
+        step_loss += float(value.detach()) * (factor > 0)
+    (step_loss,) = t.group.sum(step_loss)
     if t.scaler:
         t.scaler.unscale_(t.optimizer)
     trainable = [p for p in t.model.parameters() if p.requires_grad]
@@ -186,8 +202,12 @@ def _step(t: Training, group: list) -> tuple[float, float, int]:
     return step_loss / max(window_labels, 1), grad_norm, tokens
 
 
+def _micro_seed(seed: int, step: int, index: int) -> int:
+    return (seed * 1_000_003 + step * 4099 + index) % (1 << 63)
+
+
 def _evaluate(t: Training, total: int, callback: TrainingCallback) -> float | None:
-    eval_loss = evaluate(t.model, t.eval_samples, t.cfg, t.pad_id, t.device)
+    eval_loss = evaluate(t.model, t.eval_samples, t.cfg, t.pad_id, t.device, t.group)
     if eval_loss is not None:
         callback.on_val_loss_report({"step": t.state.step, "total_steps": total, "eval_loss": round(eval_loss, 6)})
     return eval_loss

@@ -14,13 +14,14 @@ from core.config import load_config
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_write_text, fsync_dir
-from stages.train import checkpoint, loop, selection
+from stages.train import checkpoint, distributed, loop, selection
 from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
 from stages.train.checkpoint import TrainState
 from stages.train.device import detect
 from stages.train.loop import LoopConfig, Training, run, total_steps
 
 RECORD = "training_run.json"
+MICRO = "micro_batches_per_step"  # ranks x gradient_accumulation
 # Flags that change what an exact resume would compute; a resume with other values is refused.
 TRAJECTORY = (
     "lora_r",
@@ -50,12 +51,14 @@ def train(args, events: EventWriter) -> dict:
         precision = detect(args.device)
     except ValueError as exc:
         raise StageError(str(exc), hint="use --device auto") from None
+    group = distributed.join(precision.device)
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     cache = load_config(None).paths.state / "cache" / "tokenized" if args.cache else None
     log = lambda message: events.log(message, level="warning")  # noqa: E731
     # profile, replay and eval split in one place: the eval stage rebuilds the same split from the record
-    chosen = selection.select(args, tokenizer, cache, log)
+    with distributed.main_first(group):  # rank 0 fills the tokenized cache, the others read it
+        chosen = selection.select(args, tokenizer, cache, log)
     for note in chosen.notes:
         events.log(note)
     report, replayed, replay_files = chosen.report, chosen.replayed, chosen.replay_files
@@ -64,10 +67,14 @@ def train(args, events: EventWriter) -> dict:
         :16
     ]
     settings = {name: _plain(getattr(args, name)) for name in TRAJECTORY}
+    # What a step is made of, whatever the number of ranks: a resume on other ranks continues exactly.
+    settings[MICRO] = args.gradient_accumulation * group.world
     resume_at = _resume_point(args, data_key, settings) if args.resume else None
     # The ETA before starting: the rate an earlier run on this device with these settings measured
     cost = eta.cost_key(
-        {k: _plain(getattr(args, k)) for k in ("base_model", *eta.COST_ARGS)}, precision.device, precision.dtype
+        {k: _plain(getattr(args, k)) for k in ("base_model", "gpus", "nnodes", *eta.COST_ARGS)},
+        precision.device,
+        precision.dtype,
     )
     tokens_to_train = round(sum(len(s.ids) for s in train_samples) * args.epochs)
     measured = eta.previous_rate(args.output.parent, cost, exclude=args.output)
@@ -83,7 +90,7 @@ def train(args, events: EventWriter) -> dict:
     cfg = LoopConfig(
         args.epochs,
         args.batch_size,
-        args.gradient_accumulation,
+        settings[MICRO],  # the global step: the schedule and the batch order follow it
         args.seed,
         args.log_every,
         args.checkpoint_every,
@@ -97,6 +104,13 @@ def train(args, events: EventWriter) -> dict:
     if resume_at:
         state = checkpoint.load(resume_at, model, optimizer, scheduler, scaler)
         events.log(f"resuming from {resume_at.name} (step {state.step} of {total})")
+    group.wrap(model, precision.device)
+    global_batch = args.batch_size * settings[MICRO]
+    if group.world > 1:
+        events.log(
+            f"{group.world} ranks x batch {args.batch_size} x accumulation {args.gradient_accumulation}"
+            f" = global batch {global_batch}"
+        )
     events.log(
         f"{len(train_samples)} train / {len(eval_samples)} eval samples, {report.tokens} tokens, "
         f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)"
@@ -126,11 +140,15 @@ def train(args, events: EventWriter) -> dict:
         output=args.output,
         device=precision.device,
         pad_id=tokenizer.pad_token_id or 0,
+        group=group,
     )
     result = run(training, CallbackList([EventsCallback(events), LogLineCallback()]))
     parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
     # nightly: the loss on the slice of the main dataset no run trains on, so forgetting shows night by night
-    main_eval = loop.evaluate(model, chosen.main_eval, cfg, tokenizer.pad_token_id or 0, precision.device)
+    main_eval = loop.evaluate(model, chosen.main_eval, cfg, tokenizer.pad_token_id or 0, precision.device, group)
+    group.close()
+    if not group.is_main:
+        return {}  # rank 0 writes the adapter and the record
     if main_eval is not None:
         events.metrics(main_eval_loss=round(main_eval, 6), main_eval_samples=len(chosen.main_eval))
     train_tokens = int(sum(len(s.ids) for s in train_samples))
@@ -144,6 +162,8 @@ def train(args, events: EventWriter) -> dict:
         "main_eval_samples": len(chosen.main_eval),
         "device": precision.device,
         "base_dtype": precision.dtype,
+        "ranks": group.world,
+        "global_batch": global_batch,
         "eta": eta.outcome(predicted, result["train_seconds"]),
     }
     if predicted:
@@ -202,9 +222,15 @@ def _resume_point(args, data_key: str, settings: dict) -> Path:
             f"{found}: was trained on other data than {args.dataset}; cannot resume exactly",
             hint="use the same --dataset, or start a new run in another --output",
         )
-    changed = [k for k in TRAJECTORY if k in saved.settings and saved.settings[k] != settings[k]]
+    # A checkpoint that knows its step's micro-batches (ranks x accumulation) is compared on that,
+    # so 2 ranks x 4 resume as 1 rank x 8; an older one on --gradient_accumulation itself.
+    keys = [k for k in TRAJECTORY if not (k == "gradient_accumulation" and MICRO in saved.settings)] + [MICRO]
+    changed = [k for k in keys if k in saved.settings and saved.settings[k] != settings[k]]
     if changed:
-        was = ", ".join(f"--{k} {saved.settings[k]}" for k in changed)
+        was = ", ".join(
+            f"ranks x --gradient_accumulation = {saved.settings[k]}" if k == MICRO else f"--{k} {saved.settings[k]}"
+            for k in changed
+        )
         raise StageError(
             f"{found}: was trained with {was}; cannot resume exactly with other values",
             hint="resume with the same flags, or start a new run in another --output",
@@ -287,8 +313,17 @@ def _save_adapter(model, args, report, result, counts: dict, parent: str, starte
 def _base_info(base: Path) -> dict:
     """Base model name and revision, from the download record when there is one."""
     marker = base / ".w4tui-download.json"
+    try:  # what `w4tui adapter import` checks an adapter from another machine against
+        arch = {"architecture": (json.loads((base / "config.json").read_text()).get("architectures") or [None])[0]}
+    except (OSError, ValueError, AttributeError):
+        arch = {"architecture": None}
     try:
         info = json.loads(marker.read_text())
-        return {"base_repo": info.get("repo"), "base_revision": info.get("revision"), "base_commit": info.get("commit")}
+        return {
+            **arch,
+            "base_repo": info.get("repo"),
+            "base_revision": info.get("revision"),
+            "base_commit": info.get("commit"),
+        }
     except (OSError, ValueError, AttributeError):
-        return {"base_repo": str(base.resolve()), "base_revision": None, "base_commit": None}
+        return {**arch, "base_repo": str(base.resolve()), "base_revision": None, "base_commit": None}

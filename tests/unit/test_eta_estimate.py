@@ -44,6 +44,7 @@ def test_the_newest_run_with_the_same_settings_on_the_same_device_counts(tmp_pat
     record(tmp_path / "new", ended=200, rate=60.0)
     record(tmp_path / "newest-cpu", ended=300, rate=5.0, device="cpu")
     record(tmp_path / "newest-longer", ended=400, rate=20.0, max_seq_length=4096)
+    record(tmp_path / "newest-8-gpus", ended=500, rate=900.0, gpus=8)  # a GPU box's group: not this run's rate
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "training_run.json").write_text("{not json")
     assert eta.previous_rate(tmp_path, key) == (60.0, str(tmp_path / "new"))

@@ -313,3 +313,40 @@ def test_a_hub_download_is_checked_on_the_hugging_face_caches_disk(runner, tmp_p
     with pytest.raises(RunError, match=r"free at .*hub; free some space or set HF_HUB_CACHE"):
         preflight.check(runner, "download", args, probe=Probe())
     assert seen == [tmp_path / "hub"]
+
+
+class EightGpus(FakeProbe):
+    """A rented box: eight 80 GB GPUs, the fourth already half full."""
+
+    def memory(self, requested):
+        return "cuda", 79e9, 80e9, "free on NVIDIA H100"
+
+    def gpus(self):
+        from w4tui.monitors.macos import GpuStats
+
+        used = [1e9] * 8
+        used[3] = 60e9
+        return [GpuStats("NVIDIA H100", 0.0, int(u), None, total=int(80e9)) for u in used]
+
+
+def test_every_gpu_the_group_uses_is_checked(runner):
+    assert preflight.check(runner, "train", ["--gpus", "3"], probe=EightGpus()) == []  # GPUs 0-2 have room
+    with pytest.raises(RunError) as refused:
+        preflight.check(runner, "train", ["--gpus", "8"], probe=EightGpus())
+    assert "on each of 8 GPUs" in str(refused.value) and "GPU 3 (NVIDIA H100) has 20.0 GB free" in str(refused.value)
+    assert "GPU 2" not in str(refused.value)
+    with pytest.raises(RunError, match="--gpus 9 needs 9 GPUs but this machine has 8"):
+        preflight.check(runner, "train", ["--gpus", "9"], probe=EightGpus())
+
+
+def test_the_memory_pane_names_each_gpu_of_a_box():
+    from w4tui.monitors.macos import GpuStats
+    from w4tui.monitors.sampler import MachineSample
+    from w4tui.ui.sources.system import machine_rows
+
+    gpus = tuple(GpuStats("NVIDIA H100", 50.0 + i, int(10e9 * (i + 1)), None, total=int(80e9)) for i in range(2))
+    rows = machine_rows(MachineSample(time=0.0, gpus=gpus), [1.0], 0.0)
+    assert [(label, units[1][0]) for label, units, _ in rows[:2]] == [
+        ("GPU 0", "10.0 GB / 80.0 GB"),
+        ("GPU 1", "20.0 GB / 80.0 GB"),
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 
 from . import estimate as est
@@ -221,9 +222,15 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
                 f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}): with this one "
                 f"(~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
             )
+    ranks = int(_flag(args, "--gpus", str(config.train.gpus)))
+    gpus = probe.gpus() if device == "cuda" and hasattr(probe, "gpus") else []
+    if gpus:  # every GPU the group will use holds the whole base and its rank's activations
+        return problems + _per_gpu(gpus, ranks, mem, probe.ollama_loaded(on_gpu=True))
     if free is None:
         return problems  # nothing to compare with: no refusal on a guess
     ollama = probe.ollama_loaded(on_gpu=device == "cuda")
+    if ranks > 1 and device != "cuda":  # ranks as processes: each holds its own copy of the base
+        mem = est.TrainingMemory(*(ranks * v for v in astuple(mem)))
     available = free + ollama
     if mem.total <= available:
         return problems
@@ -235,6 +242,25 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         f"{gb(available)} is available ({gb(free)} {where} + {gb(ollama)} Ollama will unload); {fix}"
     )
     return problems
+
+
+def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int) -> list[str]:
+    if len(gpus) < ranks:
+        return [f"--gpus {ranks} needs {ranks} GPUs but this machine has {len(gpus)}; lower --gpus ([train] gpus)"]
+    short = []
+    for index, gpu in enumerate(gpus[:ranks]):
+        # Ollama's models are unloaded before a training; where they sit is not told: count them once.
+        free = (gpu.total or 0) - (gpu.in_use or 0) + (ollama if index == 0 else 0)
+        if mem.total > free:
+            short.append(f"GPU {index} ({gpu.name}) has {gb(free)} free")
+    if not short:
+        return []
+    return [
+        f"train needs ~{gb(mem.total)} on each of {ranks} GPU{'s' if ranks > 1 else ''} (base weights "
+        f"{gb(mem.weights)}, LoRA + AdamW {gb(mem.lora)}, activations {gb(mem.activations)}) but "
+        + ", ".join(short)
+        + "; lower --batch_size or --max_seq_length, or use --gradient_checkpointing"
+    ]
 
 
 def mem_dtype(device: str) -> str:

@@ -41,6 +41,12 @@ class Probe:
         vm = psutil.virtual_memory()
         return "cpu", vm.available, vm.total, "free RAM"
 
+    def gpus(self) -> list:
+        """Every NVIDIA GPU (NVML: name, memory in use, total), in CUDA's order; [] when it cannot be told."""
+        from .nvidia import NvidiaProbe
+
+        return NvidiaProbe().read()
+
     def ollama_loaded(self, on_gpu: bool = False) -> int:
         """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
         from core.ollama.client import OllamaError, running

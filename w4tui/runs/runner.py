@@ -158,7 +158,10 @@ class Runner:
         warnings = [] if force else self._preflight(stage, args)
         if stage == "train":
             self._free_memory_for_training()
-        run = self.start_command(stage, [sys.executable, "-m", spec.module, *args], output=specs.output_of(stage, args))
+        facts = {"train": specs.train_batch(args, self.config)} if stage == "train" else None
+        run = self.start_command(
+            stage, [sys.executable, "-m", spec.module, *args], output=specs.output_of(stage, args), facts=facts
+        )
         self._preflight_record(run, warnings)
         return run
 
@@ -204,9 +207,11 @@ class Runner:
         cancel_grace_s: float = 120.0,
         kill_after_s: float = 15.0,
         output: str | None = None,
+        facts: dict | None = None,
     ) -> Run:
         """Start any command as a detached, supervised run (the tests use small fake stages).
-        ``output`` (default: the stage's output flag in ``command``) is what no two live runs may share."""
+        ``output`` (default: the stage's output flag in ``command``) is what no two live runs may share;
+        ``facts`` go into run.json as they are (a training's ranks and global batch)."""
         self.root.mkdir(parents=True, exist_ok=True)
         output = output or specs.output_of(stage, command[1:])
         with self._lock():
@@ -229,6 +234,7 @@ class Runner:
                 "cancel_grace_s": cancel_grace_s,
                 "kill_after_s": kill_after_s,
                 "env": self.config.stage_env(),
+                **(facts or {}),
             }
             write_record(run_dir, record)
             with open(run_dir / LOG_FILE, "ab") as log:

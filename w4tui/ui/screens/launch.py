@@ -81,7 +81,7 @@ def training_settings(config: Config) -> list[str]:
         f"{t.eval_fraction:g}",
         "--profile",
         "full",
-    ]
+    ] + (["--gpus", str(t.gpus)] if t.gpus > 1 else [])  # a GPU box's form; a Mac's stays as it was
 
 
 def prepare_resume(run_dir, run_id: str) -> Prepared:

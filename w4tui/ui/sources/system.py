@@ -115,7 +115,7 @@ def machine_rows(sample, gpu_history: list[float], now: float) -> list[tuple[str
     if sample is None:
         return [("GPU", [("sampling…", "muted")], None)]
     notes, rows = sample.notes, []
-    for gpu in sample.gpus:
+    for index, gpu in enumerate(sample.gpus):
         units = [(f"{gpu.utilization:.0f}% busy", "value")]
         if gpu.total:
             units.append((f"{gb(gpu.in_use)} / {gb(gpu.total)}", "value"))
@@ -123,7 +123,9 @@ def machine_rows(sample, gpu_history: list[float], now: float) -> list[tuple[str
             units.append((f"{gb(gpu.in_use)} in use", "value"))
         if gpu.allocated:
             units.append((f"alloc {gb(gpu.allocated)}", "muted"))
-        rows.append(("GPU", units, (gpu.utilization / 100, gpu_history, 100)))
+        # A GPU box's every GPU by its CUDA index (a training's rank r uses GPU r); the sparkline is GPU 0's.
+        label = f"GPU {index}" if len(sample.gpus) > 1 else "GPU"
+        rows.append((label, units, (gpu.utilization / 100, gpu_history if index == 0 else [], 100)))
     if not sample.gpus:
         rows.append(("GPU", [(notes.get("gpu", "none found"), "muted")], None))
     if all(notes.get(k) == "not macOS" for k in ("pressure", "power", "thermal")):

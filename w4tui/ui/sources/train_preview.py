@@ -44,6 +44,7 @@ class DatasetPreview:
         train = n - held
         batch = max(1, int(_number(values.get("--batch_size"), 1)))
         accumulation = max(1, int(_number(values.get("--gradient_accumulation"), 1)))
+        accumulation *= max(1, int(_number(values.get("--gpus"), 1)))  # a step takes every rank's share
         per_epoch = math.ceil(math.ceil(train / batch) / accumulation)
         return train, held, per_epoch, max(1, math.ceil(per_epoch * _number(values.get("--epochs"), 1.0)))
 
@@ -70,10 +71,22 @@ class DatasetPreview:
             + (f"; {longer} ({longer / max(1, self.samples):.0%}) longer than {limit}" if limit else ""),
             f"{train:,} train / {held:,} eval → {per_epoch:,} steps per epoch × {values.get('--epochs', '1')} epochs"
             f" = {total:,} steps",
+            *self._global_batch(values),
             eta_line(values, self.trained_tokens(values)),
         ]
         histogram = self.histogram()
         return "\n".join(lines + ([histogram] if histogram else []))
+
+    @staticmethod
+    def _global_batch(values: dict[str, str]) -> list[str]:
+        ranks = max(1, int(_number(values.get("--gpus"), 1)))
+        if ranks == 1:
+            return []
+        batch = max(1, int(_number(values.get("--batch_size"), 1)))
+        accumulation = max(1, int(_number(values.get("--gradient_accumulation"), 1)))
+        return [
+            f"global batch {batch * ranks * accumulation} = batch {batch} × {ranks} GPUs × accumulation {accumulation}"
+        ]
 
     def histogram(self, bins: int = 8) -> str:
         """Token lengths in ``bins`` bars: ``lengths 12▁▃█▆▂▁▁▁480``."""

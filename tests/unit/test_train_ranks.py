@@ -1,0 +1,99 @@
+"""The pieces of a torchrun training that need no group: each rank's share of a step, the torchrun
+command line (one node and many), and the launcher's reading of the group's output."""
+
+from argparse import Namespace
+
+import numpy as np
+import pytest
+
+from core.errors import StageError
+from stages.train import launch
+from stages.train.batches import epoch_batches
+from stages.train.distributed import Group
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_the_ranks_shares_are_disjoint_and_cover_every_sample_once_per_epoch(world):
+    lengths = np.random.default_rng(0).integers(5, 60, size=101)
+    batches = epoch_batches(lengths, 3, seed=1, epoch=0, batching="pack")  # 34 micro-batches
+    accumulation = 2 * world  # a step: 2 micro-batches on each rank; the last step of the epoch is short
+    seen = []
+    for start in range(0, len(batches), accumulation):
+        step = batches[start : start + accumulation]
+        for rank in range(world):
+            mine, factor = Group(rank=rank, world=world).share(step)
+            if factor:
+                seen += [i for b in mine for i in b]
+            else:  # a rank without a micro-batch takes part with a zero loss: it trains on nothing
+                assert len(step) <= rank
+    assert sorted(seen) == list(range(101))
+
+
+def args(**kw):
+    return Namespace(**{"gpus": 2, "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None, **kw})
+
+
+def test_one_node_is_standalone_and_torchrun_never_restarts_or_catches_sigint():
+    cmd = launch.torchrun_command(args(gpus=8), ["--output", "x"])
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[cmd.index("--max_restarts") + 1] == "0"
+    assert "SIGINT" not in cmd[cmd.index("--signals_to_handle") + 1]
+    assert cmd[-4:] == ["-m", "stages.train_lora", "--output", "x"]
+
+
+def test_several_nodes_pass_their_rendezvous_through():
+    cmd = launch.torchrun_command(args(nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500"), [])
+    assert "--standalone" not in cmd
+    assert cmd[3:9] == ["--nnodes", "2", "--node_rank", "1", "--rdzv_endpoint", "10.0.0.1:29500"]
+    with pytest.raises(StageError, match="--rdzv_endpoint"):
+        launch.torchrun_command(args(nnodes=2), [])
+
+
+def test_the_watch_names_the_rank_torchrun_blames_and_its_last_line():
+    watch = launch.Watch()
+    lines = [
+        "[rank 0] 2026-12-03 08:10:39,049 INFO stages.train: step 9/10",
+        "[rank 1] 2026-12-03 08:10:39,050 INFO stages.train: step 9/10 (90%)",
+        "Failures:",
+        "  rank      : 0 (local_rank: 0)",
+        "  exitcode  : -15 (pid: 1)",
+        "Root Cause (first observed failure):",
+        "[0]:",
+        "  rank      : 1 (local_rank: 1)",
+        "  exitcode  : -9 (pid: 2)  (SIGKILL)",
+    ]
+    kept = [line for line in lines if watch.feed(line)]
+    assert lines[1] not in kept and lines[0] in kept  # other ranks' INFO lines repeat rank 0's
+    assert watch.failure(1) == (
+        "rank 1 stopped (killed by SIGKILL); its last log line: 2026-12-03 08:10:39,050 INFO stages.train: step 9/10 (90%)"
+    )
+    assert "before rank 0 could say why" in launch.Watch().failure(1)
+
+
+def test_the_global_batch_is_batch_times_ranks_times_accumulation(config_file):
+    from core import specs
+    from core.config import load_config
+
+    config = load_config(config_file)  # [train] batch_size 1, gradient_accumulation 16, gpus 1
+    assert specs.train_batch([], config) == {
+        "ranks": 1,
+        "batch_size": 1,
+        "gradient_accumulation": 16,
+        "global_batch": 16,
+    }
+    eight = specs.train_batch(["--gpus", "8", "--gradient-accumulation", "2", "--batch_size=2"], config)
+    assert eight == {"ranks": 8, "batch_size": 2, "gradient_accumulation": 2, "global_batch": 32}
+    assert specs.train_batch(["--gpus", "4", "--nnodes", "2"], config)["global_batch"] == 128
+
+
+def test_the_runner_records_a_trainings_ranks_and_global_batch(config_file):
+    from core.config import load_config
+    from w4tui.runs.pipeline import wait_for
+    from w4tui.runs.runner import Runner
+
+    runner = Runner(load_config(config_file))
+    # No base model here: the stage refuses at once; what matters is the record written before it starts.
+    run = runner.start("train", extra=["--gpus", "8"], force=True)
+    wait_for(runner, run, poll_s=0.1)
+    assert run.record["train"] == {"ranks": 8, "batch_size": 1, "gradient_accumulation": 16, "global_batch": 128}
+    assert runner.get(run.id).record["train"]["global_batch"] == 128
