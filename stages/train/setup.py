@@ -40,6 +40,8 @@ TRAJECTORY = (
     "replay",
     "resume_from",
     "profile",
+    "backend",  # a checkpoint is one backend's (optimizer state, base precision)
+    "quantize_base",
 )
 
 

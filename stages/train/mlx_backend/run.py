@@ -45,7 +45,7 @@ def train(args, events: EventWriter) -> dict:
     data_key = hashlib.sha256(
         json.dumps([report.files, report.tokens, chosen.replay_files, chosen.replayed]).encode()
     ).hexdigest()[:16]
-    settings = {name: setup._plain(getattr(args, name)) for name in (*setup.TRAJECTORY, "backend", "quantize_base")}
+    settings = {name: setup._plain(getattr(args, name)) for name in setup.TRAJECTORY}
     resume_at = setup._resume_point(args, data_key, settings) if args.resume else None
     cost = eta.cost_key(
         {k: setup._plain(getattr(args, k)) for k in ("base_model", *eta.COST_ARGS)}, device, base_precision
