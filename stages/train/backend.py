@@ -2,42 +2,21 @@
 4/8-bit base; Apple's fastest path). Both read the same data, write the same PEFT adapter and the same
 events, so everything after training is the same whichever trained.
 
-``auto`` picks mlx on Apple Silicon when it is installed, torch otherwise. Kept free of torch and mlx
-imports: the choice and its mistakes are known before either loads.
+``auto`` picks mlx on Apple Silicon when it is installed, torch otherwise (core/train_backend.py, shared
+with the app's pre-flight). Kept free of torch and mlx imports: the choice and its mistakes are known
+before either loads.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import platform
-
-from core.errors import StageError, UsageError
-
-BACKENDS = ("auto", "torch", "mlx")
-PIP_LINE = "pip install 'w4tui[mlx]'"
-
-
-def apple_silicon() -> bool:
-    return platform.system() == "Darwin" and platform.machine() == "arm64"
-
-
-def mlx_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("mlx", "mlx_lm"))
-
-
-def choose(requested: str, on_apple_silicon: bool, has_mlx: bool) -> str:
-    """The backend a run uses; ``requested`` is the flag or [train] backend."""
-    if requested == "mlx" and not has_mlx:
-        raise StageError("--backend mlx: mlx and mlx-lm are not installed", hint=f"{PIP_LINE} (or --backend torch)")
-    if requested == "auto":
-        return "mlx" if on_apple_silicon and has_mlx else "torch"
-    return requested
+from core import train_backend
+from core.errors import UsageError
 
 
 def resolve(args) -> str:
     """Set ``args.backend`` to the one that runs and ``args.quantize_base`` to what it trains on; a
     quantized base asked of torch is refused (torch trains the base in its own precision)."""
-    backend = choose(args.backend, apple_silicon(), mlx_installed())
+    backend = train_backend.detect(args.backend)
     if backend == "torch":
         if args.quantize_base:  # only an explicit --quantize_base reaches here: [train]'s applies to mlx alone
             raise UsageError(

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from conftest import assert_one_line, leftovers, listing, write_adapter
 
-from stages.train import backend
+from core import train_backend as backend
 
 needs_mlx = pytest.mark.skipif(not backend.mlx_installed(), reason="mlx-lm is not installed (pip install 'w4tui[mlx]')")
 

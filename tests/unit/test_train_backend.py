@@ -1,9 +1,9 @@
-"""Which backend a run gets (stages/train/backend.py), without either installed machinery loading."""
+"""Which backend a run gets (core/train_backend.py), without either installed machinery loading."""
 
 import pytest
 
 from core.errors import StageError
-from stages.train.backend import choose
+from core.train_backend import choose
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,10 @@ def train(args, events: EventWriter) -> dict:
     spec = lora_spec(args)
     model = load_base(args.base_model, args.quantize_base, dtype)
     add_lora(model, spec)
+    if args.gradient_checkpointing:  # mlx-lm's: each layer's activations are recomputed in the backward
+        from mlx_lm.tuner.trainer import grad_checkpoint
+
+        grad_checkpoint(model.layers[0])
     if args.resume_from:
         set_peft_tensors(model, load_file(str(args.resume_from / "adapter_model.safetensors")), args.resume_from)
     cfg = LoopConfig(
