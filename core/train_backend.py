@@ -32,3 +32,11 @@ def choose(requested: str, on_apple_silicon: bool, has_mlx: bool) -> str:
 
 def detect(requested: str) -> str:
     return choose(requested, apple_silicon(), mlx_installed())
+
+
+def trained_by(record: dict) -> str:
+    """The trainer and base precision from a training_run.json: "mlx, 4-bit base" (older records: torch)."""
+    args = record.get("args") or {}
+    backend = record.get("backend") or args.get("backend") or "torch"
+    precision = record.get("base_precision") or record.get("base_dtype")
+    return f"{backend}, {precision} base" if precision else backend
