@@ -5,6 +5,7 @@ Ctrl-C checkpoints, and a night on mlx continues a torch adapter. mlx on the CPU
 import json
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,36 @@ def test_a_night_on_mlx_continues_a_torch_adapter(tmp_path, tiny_model, data):
     for key in old:  # a tiny learning rate: the parent's weights, moved a little, not a fresh adapter
         assert old[key].shape == new[key].shape
         assert np.abs(new[key] - old[key].astype(np.float32)).max() < 1e-3 * max(np.abs(old[key]).max(), 1e-3), key
+
+
+def test_the_demo_chain_on_mlx_qlora_ends_served_and_verified(tmp_path):
+    """download > train (mlx, 4-bit) > merge > convert > quantize > deploy > verify, as `w4tui pipeline`
+    runs it, against the Ollama stand-in: nothing after training knows which trainer made the adapter."""
+    import os
+    import subprocess
+    import sys
+
+    from ollama_standin import OllamaStandIn
+
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install -e '.[llama]')")
+    demo = tmp_path / "demo"
+    subprocess.run([sys.executable, "-m", "w4tui", "demo", "init", str(demo)], check=True, capture_output=True)
+    config = demo / "config.toml"
+    text = (
+        config.read_text().replace("max_seq_length = 256", "max_seq_length = 96").replace("epochs = 1", "epochs = 0.1")
+    )
+    config.write_text(text.replace("[train]\n", '[train]\nbackend = "mlx"\nquantize_base = 4\n', 1))
+    with OllamaStandIn() as ollama:
+        ollama.add_library_model()
+        env = {**os.environ, "OLLAMA_HOST": ollama.url}
+        cli = [sys.executable, "-m", "w4tui", "--config", str(config)]
+        proc = subprocess.run([*cli, "pipeline"], capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "pipeline succeeded: download > train > merge > convert > quantize > deploy > verify" in proc.stdout
+        status = subprocess.run([*cli, "status"], capture_output=True, text=True, env=env, check=True).stdout
+        runs = json.loads(subprocess.run([*cli, "status", "--json"], capture_output=True, text=True, check=True).stdout)
+    train_run = next(r for r in runs["runs"] if r["stage"] == "train")
+    record = json.loads((Path(train_run["artifacts"][-1]) / "training_run.json").read_text())
+    assert (record["backend"], record["base_precision"]) == ("mlx", "4-bit")
+    assert "mlx 4-bit" in next(line for line in status.splitlines() if line.strip().startswith("train "))
+    assert ollama.models["web4-agent:latest"]["digest"]
