@@ -88,3 +88,11 @@ def test_an_adapter_that_does_not_fit_is_named_before_training(workspace, tiny_m
     assert_one_line(result, 1, named)
     assert not (workspace / "outputs" / "adapters" / "n" / "adapter_config.json").exists()
     assert not leftovers(workspace)
+
+
+def test_gpus_with_mlx_is_a_usage_mistake(workspace, tiny_model, stage, data, monkeypatch):
+    monkeypatch.setattr(backend, "mlx_installed", lambda: True)  # the refusal comes before mlx loads
+    before = listing(workspace)
+    result = stage(*train_args(tiny_model, "--backend", "mlx", "--gpus", "2"))
+    assert_one_line(result, 2, "--gpus 2 / --nnodes 1 are for the torch backend")
+    assert listing(workspace) == before
