@@ -4,6 +4,7 @@
     python bench/bench_train.py --quick      # ~3 min
     python bench/bench_train.py --ablations  # also --batching pad and group (~2 min more)
     python bench/bench_train.py --gpus 2     # 1 rank against 2 under torchrun, the scaling ratio (~4 min)
+    python bench/bench_train.py --backend mlx  # the mlx backend against mlx_lm lora (bench/bench_train_mlx.py)
 
 Both train the same LoRA (r 16, alpha 32, all seven Qwen2 projections) on the same tiny Qwen2 model and
 the same length-skewed chat data (most answers a few lines, a long tail of long ones), tokenized and
@@ -228,9 +229,18 @@ def main(argv=None) -> int:
         help="instead: tokens/s of 1 rank and of N ranks under torchrun (GPUs on a CUDA box, else CPU "
         "processes of --threads each) on a body-dominated shape, and the scaling ratio",
     )
+    p.add_argument(
+        "--backend",
+        choices=["torch", "mlx"],
+        default="torch",
+        help="torch: the stage vs HF Trainer + PEFT; mlx: the stage's mlx backend vs mlx_lm lora",
+    )
+    p.add_argument("--max_len", type=int, default=None, help="max_seq_length (default 192; mlx 128)")
     args = p.parse_args(argv)
     if args.gpus:
         return scaling(args)
+    if args.backend == "mlx":
+        return _mlx(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the stage's subprocesses
     cfg = {
@@ -238,7 +248,7 @@ def main(argv=None) -> int:
         "accum": 1,
         "epochs": 2,
         "lr": 3e-3,
-        "max_len": 192,
+        "max_len": args.max_len or 192,
         "seed": 7,
         "samples": args.samples or (160 if args.quick else 256),
     }
@@ -363,6 +373,29 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _mlx(args) -> int:
+    import shutil
+
+    import bench_train_mlx
+    from transformers import AutoTokenizer
+
+    from stages.train.tokenized import load_samples
+
+    args.max_len = args.max_len or 128
+    work = args.keep or Path(tempfile.mkdtemp(prefix="w4tui-bench-mlx-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = build_model(work / "tiny-qwen2", seed=0)
+    count = args.samples or 48
+    data = skewed_dataset(work / "train.jsonl", count, seed=11)
+    samples, report = load_samples(
+        data, AutoTokenizer.from_pretrained(model), args.max_len, "truncate", False, None, print
+    )
+    code = bench_train_mlx.main(ROOT, work, model, data, report.tokens, len(samples), args)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":

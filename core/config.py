@@ -107,6 +107,8 @@ class TrainConfig:
     seed: int = field(metadata=_check(lambda v: 0 <= v < 2**32, "must be from 0 to 4294967295"))  # numpy's range
     device: str = field(metadata=_one_of("auto", "mps", "cuda", "cpu"))
     gpus: int = field(metadata=_up_to(1024))  # ranks under torchrun, one per GPU (stages/train/launch.py)
+    backend: str = field(metadata=_one_of("auto", "torch", "mlx"))  # see stages/train/backend.py
+    quantize_base: int = field(metadata=_check(lambda v: v in (0, 4, 8), "must be 4, 8 or 0 (no quantization)"))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ Kinds and their fields (more keys may appear; readers ignore what they do not kn
 - ``start``     args (list of str), pid
 - ``progress``  done, total, unit ("bytes", "tensors", "steps", "samples", ...), message
 - ``metrics``   step, total_steps, epoch, loss, eval_loss, learning_rate, grad_norm,
-                tokens_per_second, eta_s, device, mem_allocated, mem_driver, mem_recommended_max,
-                mem_reserved, mem_total (bytes)
+                tokens_per_second, eta_s, device, mem_allocated, mem_driver, mem_peak (mlx),
+                mem_recommended_max, mem_reserved, mem_total (bytes)
 - ``artifact``  path, type ("model", "adapter", "checkpoint", "merged", "gguf", "ollama", "verified"),
                 parent, bytes
 - ``log``       level ("info", "warning"), message

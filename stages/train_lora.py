@@ -22,7 +22,7 @@ from core.errors import EXIT_CANCELLED, EXIT_OK, StageError, UsageError
 from core.events import EventWriter
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
-from stages.train import launch
+from stages.train import backend, launch
 from stages.train.data import DataReport, dataset_files, read_records
 from stages.weights.hf_model import read_config
 from stages.weights.lora_merge import Adapter
@@ -87,6 +87,19 @@ def build_parser() -> StageArgumentParser:
     p.add_argument("--nnodes", type=int, default=1, help="machines in the group (torchrun --nnodes)")
     p.add_argument("--node_rank", type=int, default=0, help="this machine's place in the group, 0 to nnodes-1")
     p.add_argument("--rdzv_endpoint", help="HOST:PORT of node 0, the same on every node (torchrun --rdzv_endpoint)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "mlx"],
+        default=t.backend,
+        help="auto: mlx on Apple Silicon when installed, else torch (see stages/train/backend.py)",
+    )
+    p.add_argument(
+        "--quantize_base",
+        type=int,
+        choices=[0, 4, 8],
+        default=None,
+        help="mlx: the frozen base in 4 or 8 bits (QLoRA) or 0 (bf16); default [train] quantize_base",
+    )
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
     p.add_argument(
         "--no-cache", dest="cache", action="store_false", default=t.cache, help="do not cache the tokenized data"
@@ -172,15 +185,15 @@ def torch_environment() -> None:
 
 
 def body(args, events: EventWriter, argv: list[str]) -> dict:
+    # Every rank: which trainer (mlx asked for where it is not installed; --quantize_base with torch)
+    backend.resolve(args)
     if (launch.worker_rank() or 0) == 0:  # once: by the launcher, or rank 0 when torchrun was typed by hand
         check_args(args)
     if launch.needed(args) and not args.eta:
         events.arm()
         return launch.run(args, argv, events)
     torch_environment()
-    from stages.train import setup  # torch and transformers only once the arguments are known to be good
-
-    return setup.train(args, events)
+    return backend.train(args, events)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

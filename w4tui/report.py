@@ -58,6 +58,8 @@ def result(run: Run, events: list[dict], base: Path) -> str:
         if "step" in m:
             parts.append(f"step {m['step']}/{m.get('total_steps', '?')}")
     done = next((e for e in reversed(events) if e.get("kind") == "done"), None)
+    if run.stage == "train" and done and done.get("backend"):  # which trainer, on what base precision
+        parts.append(f"{done['backend']} {done.get('base_precision', '')}".strip())
     if run.stage == "nightly" and done and done.get("outcome"):  # a night makes no artifact of its own
         build, reason = done.get("build"), done.get("reason")
         parts.append(str(done["outcome"]) + (f" {build}" if build else "") + (f": {reason}" if reason else ""))
@@ -90,6 +92,7 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
         where += f" loss {m['loss']:.4f}" if "loss" in m else ""
         where += f" {m['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in m else ""
         where += f" ETA {_took(m['eta_s'])}" if "eta_s" in m else ""
+        where += f" on {m['device']}" if "device" in m else ""
         yield f"running: {run.stage} {run.id} (pid {run.pid}, since {_when(run.started, now)}){where}"
     if not live:
         yield "nothing running"

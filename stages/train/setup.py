@@ -40,6 +40,8 @@ TRAJECTORY = (
     "replay",
     "resume_from",
     "profile",
+    "backend",  # a checkpoint is one backend's (optimizer state, base precision)
+    "quantize_base",
 )
 
 
@@ -164,6 +166,8 @@ def train(args, events: EventWriter) -> dict:
         "base_dtype": precision.dtype,
         "ranks": group.world,
         "global_batch": global_batch,
+        "backend": "torch",
+        "base_precision": precision.dtype,
         "eta": eta.outcome(predicted, result["train_seconds"]),
     }
     if predicted:
@@ -191,6 +195,8 @@ def train(args, events: EventWriter) -> dict:
         "replayed": replayed,
         "train_seconds": result["train_seconds"],
         "tokens_per_second": result["tokens_per_second"],
+        "backend": "torch",
+        "base_precision": precision.dtype,
     }
 
 

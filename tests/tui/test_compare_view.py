@@ -4,6 +4,7 @@ reads from the builds' records and shows, differing rows marked."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, until, utc  # noqa: F401
@@ -119,3 +120,14 @@ async def test_mark_one_pick_another_and_compare(recorded, anyio_backend):
         await until(pilot, lambda: isinstance(app.screen, TextViewScreen), what="the compare view")
         assert app.screen.title_text.startswith(f"compare {marked.name} | ")
         assert app.screen.text.splitlines()[1].startswith("≠ kind")
+
+
+def test_the_compare_view_says_which_trainer_and_base_precision_made_each_build(tmp_path):
+    torch_run = adapter(tmp_path, "night-torch", 1e-4, 1.1, "a" * 64)  # a record from before the mlx backend
+    mlx_run = adapter(tmp_path, "night-mlx", 1e-4, 1.1, "a" * 64)
+    record = json.loads((Path(mlx_run) / "training_run.json").read_text())
+    record.update(backend="mlx", base_precision="4-bit", base_dtype="4-bit")
+    (Path(mlx_run) / "training_run.json").write_text(json.dumps(record))
+    one, two = (Artifact("adapter", p, Path(p).name, 1, 0.0) for p in (torch_run, mlx_run))
+    assert build_facts(one, [one, two])["trained by"] == "torch"
+    assert build_facts(two, [one, two])["trained by"] == "mlx, 4-bit base"

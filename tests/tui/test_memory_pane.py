@@ -254,3 +254,15 @@ def test_a_cpu_training_row_reads_as_a_sentence():
 
     ((label, units, _),) = accelerator_rows("cpu", {}, [])
     assert label == "training" and " ".join(u for u, _ in units) == "accelerator memory: the training runs on the CPU"
+
+
+def test_an_mlx_training_shows_its_memory_its_peak_and_metals_working_set():
+    # The keys the mlx backend's metrics events carry (stages/train/mlx_backend/memory.py).
+    from w4tui.ui.sources.system import accelerator_rows
+
+    mem = {"mem_allocated": 6_200_000_000, "mem_peak": 9_100_000_000, "mem_recommended_max": 22_906_492_245}
+    rows = accelerator_rows("mlx-gpu", mem, [6.2e9])
+    (label, units, gauge), (_, peak, _) = rows
+    assert label == "training" and [u for u, _ in units] == ["mlx-gpu alloc", "6.2 GB / 22.9 GB"]
+    assert gauge[0] == pytest.approx(6.2e9 / 22_906_492_245)
+    assert [u for u, _ in peak] == ["mlx-gpu peak", "9.1 GB"]

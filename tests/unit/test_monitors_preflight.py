@@ -59,6 +59,12 @@ class FakeProbe:
     def ollama_loaded(self, on_gpu=False):
         return int(self.ollama)
 
+    def backend(self, requested):
+        return "torch" if requested == "auto" else requested
+
+    def working_set(self, total):
+        return None
+
     def trainings(self):
         return self._trainings
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUANT_GROUP = 64  # mlx-lm's affine quantization: a bf16 scale and bias per 64 weights
 OVERHEAD = 1_000_000_000  # framework, allocator slack, MPS/CUDA driver state (bytes)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LORA_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + AdamW's two fp32 moments
@@ -83,6 +84,12 @@ class TrainingMemory:
         return self.weights + self.lora + self.activations + self.overhead
 
 
+def quantized_weight_bytes(shape: ModelShape, bits: int) -> int:
+    """The base in mlx-lm's ``bits``-bit affine quantization (every projection and the embeddings; the
+    norms, a rounding error here, are counted alike)."""
+    return round(shape.params * (bits / 8 + 4 / QUANT_GROUP))
+
+
 def lora_params(shape: ModelShape, r: int, targets: list[str]) -> int:
     dims = shape.module_dims()
     return shape.layers * sum(r * (dims[t][0] + dims[t][1]) for t in targets if t in dims)
@@ -114,8 +121,11 @@ def training_memory(
     r: int,
     targets: list[str],
     fused_attention: bool = False,
+    quantize_bits: int = 0,
 ) -> TrainingMemory:
+    """``quantize_bits`` 4/8: mlx's QLoRA base (activations stay in ``dtype``)."""
     b = DTYPE_BYTES[dtype]
     tokens = seq * batch
     act = activation_bytes_per_token(shape, b, seq, checkpointing, fused_attention, targets) * tokens
-    return TrainingMemory(shape.params * b, lora_params(shape, r, targets) * LORA_BYTES_PER_PARAM, round(act), OVERHEAD)
+    weights = quantized_weight_bytes(shape, quantize_bits) if quantize_bits else shape.params * b
+    return TrainingMemory(weights, lora_params(shape, r, targets) * LORA_BYTES_PER_PARAM, round(act), OVERHEAD)

@@ -190,23 +190,60 @@ def _settings(config, args: list[str]) -> tuple[int, int, bool]:
     return seq, int(_flag(args, "--batch_size", str(t.batch_size))), ckpt
 
 
-def _needs(config, args: list[str], device: str) -> Callable[[int, int, bool], est.TrainingMemory]:
+def _backend(config, args: list[str], probe: Probe) -> tuple[str, int]:
+    """(the trainer a training's arguments get, its base's bits: 4/8 for mlx QLoRA, else 0)."""
+    backend = probe.backend(_flag(args, "--backend", config.train.backend))
+    bits = int(_flag(args, "--quantize_base", str(config.train.quantize_base))) if backend == "mlx" else 0
+    return backend, bits
+
+
+def _needs(
+    config, args: list[str], device: str, backend: str = "torch", bits: int = 0
+) -> Callable[[int, int, bool], est.TrainingMemory]:
     """The estimate for a training's model and LoRA settings, as a function of (seq, batch, checkpointing)."""
     dtype = mem_dtype(device)
     shape, targets = _shape(args, config), _targets(args, config)
     r = int(_flag(args, "--lora_r", str(config.train.lora_r)))
+    # CUDA's SDPA kernels and mlx's fused attention never hold the s x s scores
+    fused = device == "cuda" or backend == "mlx"
 
-    def need(s: int, b: int, c: bool) -> est.TrainingMemory:  # CUDA's SDPA kernels never hold the s x s scores
-        return est.training_memory(shape, dtype, s, b, c, r, targets, fused_attention=device == "cuda")
+    def need(s: int, b: int, c: bool) -> est.TrainingMemory:
+        return est.training_memory(shape, dtype, s, b, c, r, targets, fused_attention=fused, quantize_bits=bits)
 
     return need
+
+
+def ollama_can_stay(config, args: list[str], probe: Probe | None = None) -> bool:
+    """An mlx training whose estimate fits in what is free now (Ollama's model still loaded) and in
+    Metal's working set leaves the served model up; any other training has Ollama unload first."""
+    probe = probe or Probe(config)
+    args = _canonical(args)
+    try:
+        backend, bits = _backend(config, args, probe)
+        if backend != "mlx":
+            return False
+        device, free, total, _ = probe.memory(_flag(args, "--device", config.train.device))
+        if free is None:
+            return False
+        ceiling = probe.working_set(total)
+        need = _needs(config, args, device, backend, bits)(*_settings(config, args)).total
+    except ValueError:
+        return False
+    return need <= (free if ceiling is None else min(free, ceiling))
+
+
+def _canonical(args: list[str]) -> list[str]:
+    from core.specs import canonical
+
+    return canonical(args)
 
 
 def _training(config, args: list[str], probe: Probe) -> list[str]:
     problems = []
     device, free, total, where = probe.memory(_flag(args, "--device", config.train.device))
     seq, batch, ckpt = _settings(config, args)
-    need = _needs(config, args, device)
+    backend, bits = _backend(config, args, probe)
+    need = _needs(config, args, device, backend, bits)
     mem = need(seq, batch, ckpt)
     others = probe.trainings()
     if others:
@@ -215,7 +252,8 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         other = 0
         for _, argv in others:
             other_args = argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else []
-            other += _needs(config, other_args, device)(*_settings(config, other_args)).total
+            other_backend, other_bits = _backend(config, other_args, probe)
+            other += _needs(config, other_args, device, other_backend, other_bits)(*_settings(config, other_args)).total
         if total is None or other + mem.total > total:
             size = f" of {gb(total)}" if total else ""
             problems.append(
@@ -231,15 +269,24 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
     ollama = probe.ollama_loaded(on_gpu=device == "cuda")
     if ranks > 1 and device != "cuda":  # ranks as processes: each holds its own copy of the base
         mem = est.TrainingMemory(*(ranks * v for v in astuple(mem)))
-    available = free + ollama
+    ceiling = probe.working_set(total)  # Apple Silicon: the GPU's share of the unified memory
+    available = free + ollama if ceiling is None else min(free + ollama, ceiling)
     if mem.total <= available:
         return problems
     fix = _what_fits(need, seq, batch, ckpt, available)
+    if backend == "torch" and ceiling is not None and probe.backend("mlx") == "mlx":
+        qlora = _needs(config, args, device, "mlx", 4)(seq, batch, ckpt).total
+        if qlora <= available:
+            fix = f"it fits with --backend mlx --quantize_base 4 (~{gb(qlora)}); or {fix.removeprefix('it ')}"
+    elif backend == "torch" and ceiling is not None:
+        fix += f"; mlx's 4-bit QLoRA needs far less: {train_backend_pip()}"
+    precision = f"{bits}-bit" if bits else mem_dtype(device)
+    limit = f", Metal's working set {gb(ceiling)}" if ceiling is not None else ""
     problems.append(
-        f"train needs ~{gb(mem.total)} of memory (base weights {gb(mem.weights)} {mem_dtype(device)}, LoRA + AdamW "
-        f"{gb(mem.lora)}, activations {gb(mem.activations)} for {seq} tokens x {batch} "
+        f"train needs ~{gb(mem.total)} of memory ({backend}: base weights {gb(mem.weights)} {precision}, LoRA + "
+        f"AdamW {gb(mem.lora)}, activations {gb(mem.activations)} for {seq} tokens x {batch} "
         f"{'with' if ckpt else 'without'} gradient checkpointing, {gb(mem.overhead)} overhead) but "
-        f"{gb(available)} is available ({gb(free)} {where} + {gb(ollama)} Ollama will unload); {fix}"
+        f"{gb(available)} is available ({gb(free)} {where} + {gb(ollama)} Ollama will unload{limit}); {fix}"
     )
     return problems
 
@@ -261,6 +308,12 @@ def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int) -> li
         + ", ".join(short)
         + "; lower --batch_size or --max_seq_length, or use --gradient_checkpointing"
     ]
+
+
+def train_backend_pip() -> str:
+    from core.train_backend import PIP_LINE
+
+    return PIP_LINE
 
 
 def mem_dtype(device: str) -> str:

@@ -47,6 +47,27 @@ class Probe:
 
         return NvidiaProbe().read()
 
+    def backend(self, requested: str) -> str:
+        """The trainer a training would get (core/train_backend.py); mlx asked for but missing counts
+        as torch here: the stage refuses it itself, with the pip line."""
+        from core import train_backend
+        from core.errors import StageError
+
+        try:
+            return train_backend.detect(requested)
+        except StageError:
+            return "torch"
+
+    def working_set(self, total: int | None) -> int | None:
+        """Metal's recommended working set (recommendedMaxWorkingSetSize) on Apple Silicon, the most the
+        GPU may hold before macOS pages it: 2/3 of RAM up to 36 GiB, 3/4 above (the training's own
+        metrics events carry the exact figure). None elsewhere."""
+        from core import train_backend
+
+        if total is None or not train_backend.apple_silicon():
+            return None
+        return int(total * (2 / 3 if total <= 36 * 2**30 else 3 / 4))
+
     def ollama_loaded(self, on_gpu: bool = False) -> int:
         """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
         from core.ollama.client import OllamaError, running

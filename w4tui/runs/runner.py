@@ -156,7 +156,7 @@ class Runner:
         if args is None:
             args = specs.override(self.default_args(stage, build, input_path, extra or []), extra or [])
         warnings = [] if force else self._preflight(stage, args)
-        if stage == "train":
+        if stage == "train" and not self._ollama_can_stay(args):
             self._free_memory_for_training()
         facts = {"train": specs.train_batch(args, self.config)} if stage == "train" else None
         run = self.start_command(
@@ -190,6 +190,12 @@ class Runner:
             return specs.default_args(stage, self.config, input_path, build or specs.stamp())
         except LookupError as exc:
             raise RunError(str(exc)) from None
+
+    def _ollama_can_stay(self, args: list[str]) -> bool:
+        """mlx QLoRA that fits beside the loaded model leaves the served model up (w4tui.monitors.preflight)."""
+        from w4tui.monitors import preflight
+
+        return preflight.ollama_can_stay(self.config, args)
 
     def _free_memory_for_training(self) -> None:
         """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""

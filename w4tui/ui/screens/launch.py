@@ -81,7 +81,22 @@ def training_settings(config: Config) -> list[str]:
         f"{t.eval_fraction:g}",
         "--profile",
         "full",
+        *backend_settings(config),
     ] + (["--gpus", str(t.gpus)] if t.gpus > 1 else [])  # a GPU box's form; a Mac's stays as it was
+
+
+def backend_settings(config: Config) -> list[str]:
+    """Which trainer, as it will be on this machine (auto resolved), and mlx's base precision: the form
+    says what will train the build. mlx asked for but missing stays as asked (the stage says how to install)."""
+    from core.errors import StageError
+    from core.train_backend import detect
+
+    t = config.train
+    try:
+        backend = detect(t.backend)
+    except StageError:
+        return ["--backend", t.backend]
+    return ["--backend", backend, *(["--quantize_base", str(t.quantize_base)] if backend == "mlx" else [])]
 
 
 def prepare_resume(run_dir, run_id: str) -> Prepared:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from core import evaltable
+from core.train_backend import trained_by
 from w4tui.ui.sources.artifacts import Artifact
 
 HYPER = (
@@ -64,6 +65,8 @@ def build_facts(a: Artifact, artifacts: list[Artifact]) -> dict[str, str]:
         for path, sha in sorted((record.get("data") or {}).items()):
             facts[f"data {Path(path).name}"] = sha[:12]
         args = record.get("args") or {}
+        if record:
+            facts["trained by"] = trained_by(record)
         facts.update({k: str(args[k]) for k in HYPER if args.get(k) is not None})
         facts.update({k: f"{record[k]:.4f}" for k in LOSSES if isinstance(record.get(k), int | float)})
         if record.get("train_samples") is not None:

@@ -229,7 +229,7 @@ def accelerator_rows(device: str | None, mem: dict[str, int], history: list[floa
             (used / limit if limit else 0, history, limit or None),
         )
     ]
-    for key, name in (("mem_driver", "driver"), ("mem_reserved", "reserved")):
+    for key, name in (("mem_peak", "peak"), ("mem_driver", "driver"), ("mem_reserved", "reserved")):
         if key in mem:
             rows.append(("", [(f"{device or ''} {name}".strip(), "muted"), (gb(mem[key]), "value")], None))
     return rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MEMORY_KEYS = ("mem_allocated", "mem_driver", "mem_recommended_max", "mem_reserved", "mem_total")
+MEMORY_KEYS = ("mem_allocated", "mem_driver", "mem_peak", "mem_recommended_max", "mem_reserved", "mem_total")
 
 
 @dataclass
