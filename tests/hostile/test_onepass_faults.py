@@ -74,3 +74,16 @@ def test_one_pass_onto_a_full_disk(tmpfs, stage, workspace, tiny_model, monkeypa
     monkeypatch.setattr("stages.convert_gguf.check_free_space", lambda *a, **k: None)
     assert_one_line(stage("convert_gguf", *args), 1, str(disk), "disk full")
     assert listing(disk) == {}
+
+
+def test_what_one_pass_cannot_do_is_one_line(stage, workspace, tiny_model, monkeypatch):
+    out = workspace / "outputs" / "gguf" / "t-Q4_K_M.gguf"
+    args = ["--model", tiny_model, "--output", out, "--outtype", "Q4_K_M"]
+    before = listing(workspace)
+    assert_one_line(stage("convert_gguf", *args, "--converter", "llama.cpp"), 1, "--outtype Q4_K_M", "quantize stage")
+    from stages.quant import ggml
+
+    monkeypatch.setattr(ggml, "library_path", lambda: None)  # no llama_cpp binding
+    monkeypatch.setattr(ggml, "_lib", ggml._lib.__wrapped__)  # functools.cache: forget the library found before
+    assert_one_line(stage("convert_gguf", *args), 1, "llama_cpp Python binding", "--outtype f16")
+    assert listing(workspace) == before
