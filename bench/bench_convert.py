@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,15 +165,17 @@ def repeated(n: int, cmd: list[str], out: Path, env: dict | None = None, keep: b
 def disk_peak(cmd: list[str], directory: Path, env: dict) -> tuple[float, int]:
     """(wall seconds, peak bytes added to ``directory``) of one command, sampled every 20 ms."""
     before = du(directory)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, du(directory))
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+    with tempfile.TemporaryFile("w+") as log:  # not a pipe: llama.cpp's log would fill it and block
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=ROOT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, du(directory))
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{log.read()[-3000:]}")
     return wall, max(peak, du(directory)) - before
 
 
@@ -262,7 +265,9 @@ def main() -> int:
     parser.add_argument("--quant", default="Q4_K_M", help="the one-pass file type (default Q4_K_M)")
     parser.add_argument("--one-pass-only", action="store_true", help="only the one-pass comparison")
     args = parser.parse_args()
-    if not args.ours_only and (not args.llama_cpp_src or not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file()):
+    if not (args.ours_only or args.one_pass_only) and (
+        not args.llama_cpp_src or not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file()
+    ):
         parser.error("needs llama.cpp's converter: --llama-cpp-src DIR or W4TUI_LLAMA_CPP_SRC")
     shape = "7b" if args.big else "0.5b"
     base = args.workdir / f"qwen2-{shape}"
