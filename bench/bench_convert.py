@@ -14,7 +14,12 @@ Measured, each in its own process (wall time; peak RSS from wait4):
   reference  PEFT merge_and_unload() + save_pretrained() (whole model in memory), then llama.cpp's
              convert_hf_to_gguf.py --outtype f16
   floor      copying the base's bytes to a new file (read + write + fsync): no tool can do less I/O
-Targets: ours >= 3x faster than the reference, peak RSS <= 15% of the model's bytes, within 2x of the floor.
+  one pass   convert_gguf --adapter --outtype Q4_K_M (--quant): merge, convert and quantize in one pass
+             against our two-step (convert_gguf --adapter to F16, then the quantize stage) and against
+             llama-quantize alone on that F16 (llama_model_quantize through the llama_cpp binding, the
+             quantize stage's backend here); its output must be byte-identical to the two-step's
+Targets: ours >= 3x faster than the reference, peak RSS <= 15% of the model's bytes, within 2x of the floor;
+one pass <= 0.7x our two-step and <= 1.2x llama-quantize alone, peak extra disk <= 1.05x the Q4_K_M file.
 The page cache is warmed first so every contender reads from memory; the floor and ours run --repeat
 times (median), the slow reference once.
 """
@@ -28,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from core.fsutil import human_bytes  # noqa: E402
+from stages.weights.streaming import WORKERS  # noqa: E402
 from w4tui.demo.tinymodel import SHAPES, build_model  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -72,6 +79,14 @@ for path in sys.argv[2:]:
         while chunk := src.read(16 << 20):
             out.write(chunk)
 out.flush(); os.fsync(out.fileno()); out.close()
+"""
+
+
+LLAMA_QUANTIZE = """
+import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3])
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
 """
 
 
@@ -147,6 +162,78 @@ def repeated(n: int, cmd: list[str], out: Path, env: dict | None = None, keep: b
     return sorted(w for w, _ in runs)[n // 2], max(r for _, r in runs)
 
 
+def disk_peak(cmd: list[str], directory: Path, env: dict) -> tuple[float, int]:
+    """(wall seconds, peak bytes added to ``directory``) of one command, sampled every 20 ms."""
+    before = du(directory)
+    with tempfile.TemporaryFile("w+") as log:  # not a pipe: llama.cpp's log would fill it and block
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=ROOT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, du(directory))
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{log.read()[-3000:]}")
+    return wall, max(peak, du(directory)) - before
+
+
+def du(directory: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:  # renamed or removed while we looked
+                pass
+    return total
+
+
+def one_pass(args, base: Path, adapter: Path, out: Path, env: dict) -> None:
+    """The one-pass quantized convert against our two-step and llama-quantize alone, in this run."""
+    py, q = sys.executable, args.quant
+    convert = [py, "-m", "stages.convert_gguf", "--model", str(base), "--adapter", str(adapter), "--output"]
+    rows = []
+    for i in range(args.repeat):  # interleaved, so a busy moment on a shared host hits all three alike
+        one = disk_peak([*convert, str(out / "one.gguf"), "--outtype", q], out, env)
+        f16 = disk_peak([*convert, str(out / "two-f16.gguf")], out, env)
+        quant = disk_peak(
+            [py, "-m", "stages.quantize", "--input", str(out / "two-f16.gguf"), "--output", str(out / "two.gguf")]
+            + ["--type", q],
+            out,
+            env,
+        )
+        alone = disk_peak([py, "-c", LLAMA_QUANTIZE, str(out / "two-f16.gguf"), str(out / "alone.gguf"), q], out, env)
+        same = (out / "one.gguf").read_bytes() == (out / "two.gguf").read_bytes() == (out / "alone.gguf").read_bytes()
+        size = (out / "one.gguf").stat().st_size
+        rows.append((one, f16, quant, alone, same, size))
+        for name in ("one.gguf", "two-f16.gguf", "two.gguf", "alone.gguf"):
+            (out / name).unlink()
+    med = lambda k: sorted(r[k][0] for r in rows)[len(rows) // 2]  # noqa: E731
+    one_s, f16_s, quant_s, alone_s = med(0), med(1), med(2), med(3)
+    size = rows[0][5]
+    one_disk = max(r[0][1] for r in rows)
+    two_disk = max(r[1][1] + r[2][1] for r in rows)  # the F16 stays while quantize writes
+    print(f"\none pass to {q} (median of {args.repeat}; {WORKERS} workers):")
+    print(f"{'':44} {'wall s':>8} {'peak extra disk':>16}")
+    for label, wall, disk in (
+        (f"one pass: convert_gguf --adapter --outtype {q}", one_s, one_disk),
+        ("two-step: convert_gguf --adapter (F16)", f16_s, None),
+        (f"two-step: quantize stage --type {q}", quant_s, None),
+        ("two-step total", f16_s + quant_s, two_disk),
+        ("llama-quantize alone on the F16", alone_s, None),
+    ):
+        print(f"{label:44} {wall:8.2f} {human_bytes(disk) if disk is not None else '':>16}")
+    print(
+        f"one pass: {one_s / (f16_s + quant_s):.2f}x our two-step's time (target <= 0.7x), "
+        f"{one_s / alone_s:.2f}x llama-quantize alone on the F16 (target <= 1.2x); peak extra disk "
+        f"{one_disk / size:.3f}x the {q} file ({human_bytes(size)}; target <= 1.05x), two-step "
+        f"{two_disk / size:.2f}x; byte-identical to the two-step and to llama-quantize: "
+        f"{all(r[4] for r in rows)}"
+    )
+
+
 def warm(paths: list[Path]) -> None:
     for path in paths:
         with open(path, "rb") as fh:
@@ -175,8 +262,12 @@ def main() -> int:
         "--ours-only", action="store_true", help="skip the reference path (it holds the whole model in memory)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the outputs (the models are always kept)")
+    parser.add_argument("--quant", default="Q4_K_M", help="the one-pass file type (default Q4_K_M)")
+    parser.add_argument("--one-pass-only", action="store_true", help="only the one-pass comparison")
     args = parser.parse_args()
-    if not args.ours_only and (not args.llama_cpp_src or not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file()):
+    if not (args.ours_only or args.one_pass_only) and (
+        not args.llama_cpp_src or not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file()
+    ):
         parser.error("needs llama.cpp's converter: --llama-cpp-src DIR or W4TUI_LLAMA_CPP_SRC")
     shape = "7b" if args.big else "0.5b"
     base = args.workdir / f"qwen2-{shape}"
@@ -196,6 +287,10 @@ def main() -> int:
     py = sys.executable
     quiet = dict(os.environ, W4TUI_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
 
+    if args.one_pass_only:
+        one_pass(args, base, adapter, out, quiet)
+        shutil.rmtree(out)
+        return 0
     ours_cmd = [py, "-m", "stages.convert_gguf", "--model", str(base), "--adapter", str(adapter), "--output"]
     rows = []
     floor = repeated(args.repeat, [py, "-c", FLOOR_COPY, "{out}", *map(str, shards)], out / "copy.bin")
@@ -275,6 +370,7 @@ def main() -> int:
         theirs = tensor_digests(out / "ref.gguf")
         same = sum(1 for name, digest in theirs.items() if ours_digests.get(name) == digest)
         print(f"ours vs reference output: {same}/{len(theirs)} tensors byte-identical ({len(ours_digests)} in ours)")
+    one_pass(args, base, adapter, out, quiet)
     if not args.keep:
         shutil.rmtree(out)
     return 0

@@ -118,6 +118,7 @@ class NightlyConfig:
     learning_rate: float = field(metadata=_up_to(1))
     replay: float = field(metadata=_fraction())
     keep: int = field(metadata=_check(lambda v: v >= 1, "must be at least 1"))
+    keep_f16: bool
 
 
 @dataclass(frozen=True)

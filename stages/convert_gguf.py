@@ -2,10 +2,13 @@
 
     python -m stages.convert_gguf --model DIR --output model-f16.gguf [--outtype f16|bf16|f32|q8_0]
     python -m stages.convert_gguf --model BASE --adapter ADAPTER --output nightly-f16.gguf
+    python -m stages.convert_gguf --model BASE --adapter ADAPTER --output nightly-Q4_K_M.gguf --outtype Q4_K_M
 
 Tensors stream from the safetensors shards in row chunks straight into the GGUF file (written under a
 temporary name, fsynced, then renamed), so memory stays at one chunk whatever the model size and the
-nightly loop never writes a merged Hugging Face copy. ``--converter llama.cpp`` runs llama.cpp's own
+nightly loop never writes a merged Hugging Face copy. A llama.cpp file type (Q4_K_M, Q8_0, ...) is
+quantized in the same pass with ggml's routines (stages.quant.onepass): byte for byte the file
+llama-quantize makes from the F16 GGUF, without that F16 file. ``--converter llama.cpp`` runs llama.cpp's own
 convert_hf_to_gguf.py (``[tools] convert_hf_to_gguf``) instead.
 """
 
@@ -35,12 +38,15 @@ from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ggufio.meta import architecture, write_metadata
 from stages.ggufio.tensors import TensorPlan, plan_tensors
 from stages.ggufio.writer import StreamingGGUFWriter
+from stages.quant.onepass import QUANT_OUTTYPES, quantized_plan, set_file_type
 from stages.weights.hf_model import MERGE_RECORD, check_model_dir
 from stages.weights.lora_merge import Adapter, merged_rows
 from stages.weights.safetensors import model_tensors
 from stages.weights.streaming import Progress, ordered_map
 
-OUTTYPES = ("f16", "bf16", "f32", "q8_0")
+# lower case: llama.cpp's converter types (q8_0 from the source precision); upper case: llama-quantize's
+# file types, quantized from the F16 file's values in the same pass
+OUTTYPES = ("f16", "bf16", "f32", "q8_0", *QUANT_OUTTYPES)
 
 
 def build_parser() -> StageArgumentParser:
@@ -54,7 +60,12 @@ def build_parser() -> StageArgumentParser:
         help="Hugging Face model directory (a merged model, or the base with --adapter)",
     )
     p.add_argument("--output", required=True, type=Path, help="the .gguf file to write")
-    p.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type of the weights (default f16)")
+    p.add_argument(
+        "--outtype",
+        choices=OUTTYPES,
+        default="f16",
+        help="tensor type of the weights (default f16); Q4_K_M etc.: quantize in the same pass, as llama-quantize would",
+    )
     p.add_argument("--adapter", type=Path, help="merge this PEFT LoRA adapter on the fly (no merged copy on disk)")
     p.add_argument("--name", help="general.name in the GGUF (default: the adapter's or the model's folder name)")
     p.add_argument(
@@ -76,7 +87,13 @@ def body(args, events: EventWriter) -> dict:
             f"{args.adapter} on top would apply a second delta",
             hint="pass the base model with --adapter",
         )
+    onepass = args.outtype in QUANT_OUTTYPES
     if args.converter == "llama.cpp":
+        if onepass:
+            raise StageError(
+                f"--outtype {args.outtype} is quantized by the builtin converter only",
+                hint="use --converter builtin, or convert to f16 and run the quantize stage",
+            )
         return _llama_cpp(args, events)
     config = check_model_dir(args.model)
     arch = architecture(config, args.model)
@@ -84,7 +101,11 @@ def body(args, events: EventWriter) -> dict:
     refs = model_tensors(args.model)
     if adapter:
         adapter.check_fits({r.name: r for r in refs})
-    plan = plan_tensors(refs, arch, config, args.outtype, args.model)
+    stored = "f16" if onepass else args.outtype  # one pass: the F16 file llama-quantize would read
+    plan = plan_tensors(refs, arch, config, stored, args.model)
+    fell_back = 0
+    if onepass:
+        plan, fell_back = quantized_plan(plan, args.outtype, config)
     out_bytes = sum(t.nbytes for t in plan)
     check_free_space(args.output.parent, out_bytes + (64 << 20), "the GGUF file")
     lineage = _lineage(args)
@@ -96,11 +117,13 @@ def body(args, events: EventWriter) -> dict:
             arch,
             config,
             args.model,
-            args.outtype,
+            stored,
             plan,
             name=args.name or (args.adapter or args.model).name,
             lineage=lineage,
         )
+        if onepass:
+            set_file_type(writer, args.outtype)
         for t in plan:
             writer.add_tensor_info(t.name, t.byte_shape, t.np_dtype, t.nbytes, raw_dtype=t.qtype)
         writer.write_header_to_file()
@@ -115,6 +138,7 @@ def body(args, events: EventWriter) -> dict:
         quant=args.outtype.upper(),
         bytes=size,
         converter="builtin",
+        **({"quantized_from": "F16", "fallback_tensors": fell_back} if onepass else {}),
         **lineage,
     )
     return {"tensors": len(plan), "bytes": size, "outtype": args.outtype}

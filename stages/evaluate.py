@@ -5,13 +5,16 @@ agreement, size and llama.cpp speed, on held-out samples tokenized exactly as tr
 
 Rows: the transformers base model with the build's adapter, the F16 GGUF (the reference), then each
 type, quantized into a temporary file (or the build's own file of that type when there is one). The
-scratch files are removed however the eval ends. The table goes to ``BUILD-eval.json`` beside the F16
-GGUF and into the artifact event. Defaults come from [eval].
+scratch files are removed however the eval ends. A build made in one pass (convert --outtype Q4_K_M: no
+F16 on disk) gets its F16 made again from its base and adapter, as a scratch file, and the log says so.
+The table goes to ``BUILD-eval.json`` beside the build and into the artifact event. Defaults come from [eval].
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -60,8 +63,9 @@ def build_parser() -> StageArgumentParser:
     return p
 
 
-def find_f16(path: Path) -> tuple[Path, dict]:
-    """The build's unquantized GGUF (``path`` itself, or the F16 beside a quantized one) and its keys."""
+def find_f16(path: Path) -> tuple[Path, dict, bool]:
+    """The build's unquantized GGUF (``path`` itself, or the F16 beside a quantized one), its keys and
+    whether it is on disk: a one-pass build has none, but its lineage keys say how to make it."""
     try:
         info = read_info(path, tensors=False)
     except FileNotFoundError:
@@ -69,13 +73,15 @@ def find_f16(path: Path) -> tuple[Path, dict]:
     except NotGGUF as exc:
         raise StageError(f"{exc} (a readable GGUF file is needed)") from None
     if info.file_type in UNQUANTIZED:
-        return path, info.kv
+        return path, info.kv, True
     stem = path.name.removesuffix(".gguf")
     stem = stem[: -len(info.file_type) - 1] if stem.upper().endswith("-" + info.file_type) else stem
     for suffix in ("-f16", "-bf16", "-f32"):
         candidate = path.with_name(stem + suffix + ".gguf")
         if candidate.is_file():
             return find_f16(candidate)
+    if info.kv.get("w4tui.base_model"):
+        return path.with_name(stem + "-f16.gguf"), info.kv, False
     raise StageError(
         f"{path} is {info.file_type}; its F16 GGUF ({stem}-f16.gguf) is not beside it",
         hint="pass the F16 GGUF the convert stage wrote with --gguf",
@@ -122,7 +128,7 @@ def body(args, events: EventWriter) -> dict:
     if args.max_tokens <= 0:
         raise StageError(f"--max_tokens must be greater than 0 (got {args.max_tokens})")
     started = time.perf_counter()
-    f16, kv = find_f16(args.gguf)
+    f16, kv, on_disk = find_f16(args.gguf)
     output = args.output or evaltable.eval_path(f16)
     base, adapter = _lineage(args, kv)
     data = load_data(args, base, adapter, events)
@@ -147,15 +153,19 @@ def body(args, events: EventWriter) -> dict:
         row.update(hf_row.perplexity(base, adapter, data.samples, args.device, lambda i: advance("transformers")))
         rows.append(row)
     with scratch_dir(f16.parent) as tmp:
+        source = f16 if on_disk else f16_on_demand(args.gguf, base, adapter, kv, tmp / f16.name, events)
         n_ctx = llama_run.context_for(data.samples)
-        row, reference = _score(_file_type(f16) or "F16", f16, data.samples, n_ctx, args.threads, advance, None, tmp)
+        row, reference = _score(
+            _file_type(source) or "F16", source, data.samples, n_ctx, args.threads, advance, None, tmp
+        )
         rows.append(row)
         for qtype in args.types:
-            rows.append(_quantized_row(qtype, f16, data.samples, n_ctx, args, advance, reference, tmp, events))
+            rows.append(_quantized_row(qtype, f16, source, data.samples, n_ctx, args, advance, reference, tmp, events))
     doc = {
         "version": evaltable.VERSION,
         "build": evaltable.build_stem(f16),
         "f16": str(f16.resolve()),
+        "f16_scratch": not on_disk,  # made for this eval and removed
         "created": time.time(),
         "seconds": round(time.perf_counter() - started, 3),
         "data": {
@@ -218,9 +228,19 @@ def _score(
 
 
 def _quantized_row(
-    qtype: str, f16: Path, samples, n_ctx: int, args, advance, reference: Reference, tmp: Path, events: EventWriter
+    qtype: str,
+    f16: Path,
+    source: Path,
+    samples,
+    n_ctx: int,
+    args,
+    advance,
+    reference: Reference,
+    tmp: Path,
+    events: EventWriter,
 ) -> dict:
-    """The build's own file of this type when the quantize stage made one, else a temporary one."""
+    """The build's own file of this type when quantize or convert made one, else a temporary one quantized
+    from ``source`` (the F16 at ``f16``, or its scratch copy)."""
     own = f16.with_name(f"{evaltable.build_stem(f16)}-{qtype}.gguf")  # the quantize stage's name for it
     quantize_s = 0.0
     if own.is_file() and _file_type(own) == qtype:
@@ -230,7 +250,7 @@ def _quantized_row(
         path, temporary = tmp / f"{qtype}.gguf", True
         events.log(f"{qtype}: quantizing {f16.name} into a temporary file")
         started = time.perf_counter()
-        quantize(_quantizer(), f16, path, qtype, args.threads)
+        quantize(_quantizer(), source, path, qtype, args.threads)
         quantize_s = time.perf_counter() - started
     try:
         row, _ = _score(qtype, path, samples, n_ctx, args.threads, advance, reference, tmp)
@@ -243,6 +263,27 @@ def _quantized_row(
         seconds=round(row["eval_s"] + quantize_s, 3),
     )
     return row
+
+
+def f16_on_demand(build: Path, base: Path | None, adapter: Path | None, kv: dict, out: Path, events) -> Path:
+    """The F16 GGUF the night would have kept, made again by the convert stage (a child, with its own
+    events off) from the build's base and adapter, into the eval's scratch directory."""
+    if base is None:
+        raise StageError(f"{build}: no F16 GGUF beside it and no base model to make one", hint="pass --base_model DIR")
+    events.log(
+        f"{build.name} has no F16 GGUF beside it (made in one pass): converting {base.name}"
+        + (f" + {adapter.name}" if adapter else "")
+        + " into a scratch F16 file for this eval; it is removed when the eval ends"
+    )
+    cmd = [sys.executable, "-m", "stages.convert_gguf", "--model", str(base), "--output", str(out)]
+    cmd += ["--adapter", str(adapter)] if adapter else []
+    cmd += ["--name", str(kv["general.name"])] if kv.get("general.name") else []
+    env = {k: v for k, v in os.environ.items() if k not in ("W4TUI_EVENTS", "W4TUI_RUN_ID")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        reason = next((line for line in proc.stderr.splitlines() if line.startswith("error:")), proc.stderr[-200:])
+        raise StageError(f"making the scratch F16 GGUF failed: {reason.removeprefix('error: ')}")
+    return out
 
 
 def _file_type(path: Path) -> str | None:

@@ -12,6 +12,7 @@ import gguf
 import numpy as np
 
 from core.errors import StageError
+from stages.quant import ggml
 from stages.weights.halfprec import convert, to_f32
 from stages.weights.safetensors import TensorRef, row_chunks
 
@@ -31,6 +32,9 @@ class TensorPlan:
     ref: TensorRef  # where the data comes from
     name: str  # GGUF name, e.g. blk.0.attn_q.weight
     qtype: gguf.GGMLQuantizationType
+    # one-pass quantization: the tensor's type in our F16 file; its rows are rounded to it first and
+    # quantized from there with ggml, as llama-quantize reads that file (None: converter types)
+    stored: gguf.GGMLQuantizationType | None = None
 
     @property
     def nbytes(self) -> int:
@@ -53,6 +57,11 @@ class TensorPlan:
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """A row chunk, raw in the source dtype (stages.weights.halfprec), in this tensor's GGUF encoding."""
+        if self.stored is not None:
+            kept = convert(raw, self.ref.dtype, SAME_AS[self.stored])  # the F16 file's values
+            if self.qtype == self.stored:
+                return kept  # llama-quantize copies what it does not quantize
+            return ggml.quantize_rows(self.qtype, to_f32(kept, SAME_AS[self.stored]), self.ref.shape[-1])
         if self.qtype in SAME_AS:
             return convert(raw, self.ref.dtype, SAME_AS[self.qtype])
         # Q8_0 exactly as llama.cpp's converter computes it

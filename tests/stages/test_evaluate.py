@@ -159,6 +159,26 @@ def test_the_build_s_own_quantized_file_is_scored_not_redone(build, config_file,
         own.unlink()
 
 
+def test_a_one_pass_build_gets_a_scratch_f16_and_says_so(build, config_file, run_stage, tmp_path):
+    own = tmp_path / "build-Q4_K_M.gguf"  # the night's one pass: no F16 GGUF beside it
+    args = ["--model", build["model"], "--adapter", build["adapter"], "--output", own, "--outtype", "Q4_K_M"]
+    assert run_stage("convert_gguf", *args).rc == 0
+    result = run_stage("evaluate", "--gguf", own, "--types", "Q4_K_M", "--no-transformers", "--max_tokens", "40")
+    assert result.rc == 0, result.stderr
+    said = [e["message"] for e in result.of("log")]
+    assert any("no F16 GGUF beside it (made in one pass)" in m and "scratch F16 file" in m for m in said), said
+    doc = json.loads((tmp_path / "build-eval.json").read_text())
+    rows = doc["rows"]
+    assert doc["f16_scratch"] is True and [r["name"] for r in rows] == ["F16", "Q4_K_M"]
+    assert rows[0]["bytes"] == build["f16"].stat().st_size  # the F16 the night would have kept
+    assert rows[1]["file"] == str(own) and rows[1]["quantize_s"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".gguf", ".json")) == [
+        "build-Q4_K_M.gguf",
+        "build-eval.json",
+    ]
+    assert not scratch_left(tmp_path)
+
+
 def test_a_failing_quantization_leaves_nothing_behind(build, config_file, run_stage, monkeypatch, tmp_path):
     from stages import evaluate
 

@@ -108,7 +108,11 @@ def test_nights_promote_skip_and_keep_latest_on_a_failed_verify(demo):
     assert convert[convert.index("--adapter") + 1] == b1["adapter"]
     assert convert[convert.index("--model") + 1] == str(config.model.dir)  # from the base: no merged copy
     assert not (config.paths.outputs / "merged").exists()
-    assert Path(b1["gguf"]).is_file() and not Path(b1["f16"]).exists() and b1["f16_deleted"]
+    # one pass from base + adapter to Q4_K_M: no F16 GGUF was ever on disk, no quantize step ran
+    assert Path(b1["gguf"]).is_file() and b1["quant"] == "Q4_K_M" and b1["f16"] is None and "quantize" not in b1["runs"]
+    assert sorted(p.name for p in (config.paths.outputs / "gguf").iterdir() if p.suffix == ".gguf") == [
+        Path(b1["gguf"]).name
+    ]
     assert b1["verify"] == "passed" and b1["promoted"] == 1
     assert digest(ollama, "web4-agent:latest") == digest(ollama, b1["tag"])
 
@@ -178,7 +182,10 @@ def test_a_failure_at_each_step_is_recorded_and_leaves_latest_alone(demo):
     marker.unlink()
 
     text = config_file.read_text()
-    config_file.write_text(text + '\n[tools]\nllama_quantize = "/nonexistent/llama-quantize"\n')
+    # [nightly] keep_f16: the F16 is written and quantized by the quantize stage, whose failure is named
+    config_file.write_text(
+        text + '\n[tools]\nllama_quantize = "/nonexistent/llama-quantize"\n[nightly]\nkeep_f16 = true\n'
+    )
     assert night(config_file, ollama.url).returncode == 1
     assert last_night(config_file)["failed_step"] == "quantize"
     assert "llama_quantize points at /nonexistent/llama-quantize" in last_night(config_file)["error"]

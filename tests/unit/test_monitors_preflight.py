@@ -155,6 +155,11 @@ def test_too_full_disk_for_convert_is_refused(runner, tmp_path):
     ):
         preflight.check(runner, "convert", args, probe=FakeProbe(free=9e9))
     assert preflight.check(runner, "convert", args, probe=FakeProbe(free=17e9)) == []
+    # quantized in one pass: only the Q4_K_M file is written, 0.6 of 2 bytes a param
+    one_pass = args[:-1] + [str(tmp_path / "out" / "m-Q4_K_M.gguf"), "--outtype", "Q4_K_M"]
+    assert preflight.check(runner, "convert", one_pass, probe=FakeProbe(free=9e9)) == []
+    with pytest.raises(RunError, match=r"it writes ~4\.6 GB \(a Q4_K_M GGUF ~0\.6 bytes/param\)"):
+        preflight.check(runner, "convert", one_pass, probe=FakeProbe(free=5e9))
 
 
 def test_quantize_needs_a_third_of_the_f16(runner, tmp_path):

@@ -4,6 +4,7 @@ into the promoted lineage skipped, the steps (convert --adapter from the base, n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from core.config import load_config
 from w4tui.nightly.ledger import Ledger
-from w4tui.nightly.plan import BadData, make_plan, newest_data
+from w4tui.nightly.plan import BadData, disk_needed, make_plan, newest_data
 
 GOOD = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "PDCA"}]}\n'
 
@@ -48,7 +49,12 @@ def test_steps_train_from_the_promoted_adapter_and_convert_from_the_base(config)
     plan = make_plan(config, ledger, build="nightly-b")
     steps = dict(plan.steps)
     assert plan.samples == 3 and plan.parent_adapter == "/x/adapters/nightly-a"
-    assert list(steps) == ["train", "convert", "quantize", "deploy", "verify"]
+    assert list(steps) == ["train", "convert", "deploy", "verify"]  # one pass to Q4_K_M: no F16, no quantize
+    quant = str(config.paths.outputs / "gguf" / "nightly-b-Q4_K_M.gguf")
+    assert steps["convert"][4:] == ["--output", quant, "--outtype", "Q4_K_M"] and steps["deploy"][:2] == [
+        "--gguf",
+        quant,
+    ]
     train = steps["train"]
     assert train[train.index("--resume_from") + 1] == "/x/adapters/nightly-a"
     assert train[train.index("--epochs") + 1] == "1.0" and train[train.index("--learning_rate") + 1] == "0.0001"
@@ -60,6 +66,22 @@ def test_steps_train_from_the_promoted_adapter_and_convert_from_the_base(config)
         str(config.paths.outputs / "adapters" / "nightly-b"),
     ]
     assert steps["verify"] == ["--model", "web4-agent:nightly-b", "--promote"]
+
+
+def test_keep_f16_writes_the_f16_and_quantizes_it(tmp_path):
+    (tmp_path / "config.toml").write_text("[nightly]\nkeep_f16 = true\n")
+    config = load_config(tmp_path / "config.toml")
+    config.paths.incoming.mkdir(parents=True)
+    (config.paths.incoming / "incremental_2026-12-01.jsonl").write_text(GOOD)
+    config.model.dir.mkdir(parents=True)
+    (config.model.dir / "model.safetensors").write_bytes(b"\0" * 1600)  # only its size counts
+    plan = make_plan(config, Ledger.open(config), build="b")
+    steps = dict(plan.steps)
+    assert list(steps) == ["train", "convert", "quantize", "deploy", "verify"]
+    f16 = str(config.paths.outputs / "gguf" / "b-f16.gguf")
+    assert steps["convert"][-2:] == ["--output", f16] and steps["quantize"][:2] == ["--input", f16]
+    one_pass = dataclasses.replace(config, nightly=dataclasses.replace(config.nightly, keep_f16=False))
+    assert plan.disk_needed - disk_needed(one_pass, None) == 1600  # the F16 counted only where it is written
 
 
 def test_data_already_in_the_promoted_lineage_is_skipped(config):

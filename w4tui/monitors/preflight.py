@@ -155,6 +155,10 @@ def _disk_need(config, stage: str, args: list[str], out: Path) -> tuple[int | No
         return _tree_size(base), "a merged copy of the base model"
     if stage == "convert":
         model = Path(_flag(args, "--model") or "")
+        kind = _flag(args, "--outtype", "f16")
+        if kind in GGUF_BYTES_PER_PARAM and kind != "F16":  # quantized in one pass: no F16 on disk
+            ratio = GGUF_BYTES_PER_PARAM[kind] / GGUF_BYTES_PER_PARAM["F16"]
+            return round(_tree_size(model) * ratio), f"a {kind} GGUF ~{GGUF_BYTES_PER_PARAM[kind]} bytes/param"
         return _tree_size(model), "an F16 GGUF, ~2 bytes/param"
     if stage == "quantize":
         source = Path(_flag(args, "--input") or "")

@@ -6,6 +6,7 @@ the data file, its samples, the parent adapter, each step's arguments and the di
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ from core.fsutil import human_bytes
 from w4tui.nightly.ledger import Ledger
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
-STEPS = ("train", "convert", "quantize", "deploy", "verify")
+STEPS = ("train", "convert", "quantize", "deploy", "verify")  # quantize: only with [nightly] keep_f16
 BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5}
 MARGIN = 256 << 20  # logs, tokenizer cache, the adapter's checkpoint
 
@@ -139,18 +140,37 @@ def step_args(config: Config, plan: Plan) -> list[tuple[str, list[str]]]:
     f16 = str(out / "gguf" / f"{plan.build}-f16.gguf")
     quant = str(out / "gguf" / f"{plan.build}-{config.quantize.type}.gguf")
     tag = plan.build
+    # The adapter is merged on the fly (no merged copy on disk) and, in one pass, quantized too (no F16).
+    if one_pass(config):
+        made = [
+            ("convert", ["--model", model, "--adapter", adapter, "--output", quant, "--outtype", config.quantize.type])
+        ]
+    else:
+        made = [
+            ("convert", ["--model", model, "--adapter", adapter, "--output", f16]),
+            ("quantize", ["--input", f16, "--output", quant, "--type", config.quantize.type]),
+        ]
     return [
         ("train", train),
-        # One pass from the base with the adapter merged on the fly: no merged copy on disk.
-        ("convert", ["--model", model, "--adapter", adapter, "--output", f16]),
-        ("quantize", ["--input", f16, "--output", quant, "--type", config.quantize.type]),
+        *made,
         ("deploy", ["--gguf", quant, "--tag", tag]),
         ("verify", ["--model", f"{config.ollama.model}:{tag}", "--promote"]),
     ]
 
 
+def one_pass(config: Config) -> bool:
+    """Quantize inside convert: unless the F16 is to be kept, an importance matrix is set (llama-quantize
+    only) or ggml's routines are missing (no llama_cpp binding: the quantize stage finds another way)."""
+    return (
+        not config.nightly.keep_f16
+        and not config.quantize.imatrix
+        and importlib.util.find_spec("llama_cpp") is not None
+    )
+
+
 def disk_needed(config: Config, parent_adapter: str | None) -> int:
-    """Peak bytes a night adds on the outputs volume: the F16 GGUF, its quantized child and an adapter."""
+    """Peak bytes a night adds on the outputs volume: the quantized GGUF, the F16 it is made from unless
+    it is made in one pass, and an adapter."""
     model = config.model.dir
     weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model.is_dir() else 0
     try:
@@ -160,7 +180,7 @@ def disk_needed(config: Config, parent_adapter: str | None) -> int:
     f16 = weights // 2 if dtype == "float32" else weights
     quant = int(f16 * BITS.get(config.quantize.type, 8.5) / 16)
     adapter = _dir_bytes(Path(parent_adapter)) if parent_adapter else f16 // 100
-    return f16 + quant + adapter + MARGIN
+    return (0 if one_pass(config) else f16) + quant + adapter + MARGIN
 
 
 def describe(plan: Plan, config: Config) -> list[str]:
@@ -180,7 +200,14 @@ def describe(plan: Plan, config: Config) -> list[str]:
         f"disk:    needs {human_bytes(plan.disk_needed)} on {config.paths.outputs}, "
         f"{human_bytes(plan.disk_free)} free ({enough})"
     )
-    lines.append("latest moves only if verify passes; the F16 GGUF is deleted once its quantized child is verified")
+    lines.append(
+        "latest moves only if verify passes; "
+        + (
+            "no F16 GGUF is written (one pass to the quantized GGUF)"
+            if one_pass(config)
+            else "the F16 GGUF is deleted once its quantized child is verified"
+        )
+    )
     return lines
 
 

@@ -39,6 +39,9 @@ def build_fields(run: Run, fields: dict[str, Any]) -> dict[str, Any]:
         out["adapter"] = last["path"]
         sizes["adapter"] = dir_bytes(Path(last["path"]))
         out.update(_training_record(Path(last["path"])))
+    elif run.stage == "convert" and last and last.get("quantized_from"):  # one pass: no F16 on disk
+        out["gguf"], out["quant"], sizes["gguf"] = last["path"], last.get("quant"), last.get("bytes")
+        out.update(_lineage(Path(last["path"])))
     elif run.stage == "convert" and last:
         out["f16"] = last["path"]
         sizes["f16"] = last.get("bytes")
