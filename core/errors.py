@@ -5,7 +5,23 @@ Library code imports only this module, never the argparse/config/event glue in `
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+from .names import NightOutcome, RunStatus
+
+# The one table of exit codes (README: exit codes); every program and command maps through it.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_CANCELLED = 0, 1, 2, 3, 130
+EXIT_BY_STATUS = {
+    RunStatus.SUCCEEDED: EXIT_OK,
+    RunStatus.FAILED: EXIT_FAILED,
+    RunStatus.CRASHED: EXIT_CRASHED,
+    RunStatus.CANCELLED: EXIT_CANCELLED,
+}
+EXIT_BY_OUTCOME = {
+    NightOutcome.PROMOTED: EXIT_OK,
+    NightOutcome.SKIPPED: EXIT_OK,
+    NightOutcome.FAILED: EXIT_FAILED,
+    NightOutcome.CANCELLED: EXIT_CANCELLED,
+    NightOutcome.CRASHED: EXIT_CRASHED,
+}
 
 
 class StageError(Exception):
@@ -24,4 +40,15 @@ class Cancelled(Exception):
     """Raised by a stage that stopped early because it was asked to (SIGINT/SIGTERM)."""
 
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "StageError", "UsageError", "Cancelled"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_CRASHED",
+    "EXIT_CANCELLED",
+    "EXIT_BY_STATUS",
+    "EXIT_BY_OUTCOME",
+    "StageError",
+    "UsageError",
+    "Cancelled",
+]

@@ -28,6 +28,7 @@ from core.errors import (
 )
 from core.events import EventWriter
 from core.fsutil import DiskSpaceError
+from core.names import EventKind, RunStatus
 from core.pipes import tolerate_closed_stdout
 
 
@@ -100,20 +101,20 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     events = events or EventWriter.from_env(name)
     log = logging.getLogger(f"stages.{name}")
     try:
-        events.emit("start", args=sys.argv[1:], pid=os.getpid())
+        events.emit(EventKind.START, args=sys.argv[1:], pid=os.getpid())
         log.info("%s started: %s", name, " ".join(sys.argv[1:]))
         summary = body(events) or {}
-        events.done("succeeded", **summary)
+        events.done(RunStatus.SUCCEEDED, **summary)
         log.info("%s succeeded", name)
         return EXIT_OK
     except SystemExit as exc:  # argparse's --help: the run did what was asked
         if exc.code not in (0, None):
             raise
         if events.path is not None:  # run by the runner: end the run properly; alone: just the help text
-            events.done("succeeded", help=True)
+            events.done(RunStatus.SUCCEEDED, help=True)
         return EXIT_OK
     except (Cancelled, KeyboardInterrupt):
-        events.done("cancelled")
+        events.done(RunStatus.CANCELLED)
         print(f"{name}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except (StageError, ConfigError, DiskSpaceError) as exc:

@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import TextIO
 
 from core.config import Config, ConfigError, load_config
+from core.errors import EXIT_BY_OUTCOME
 from core.events import EventReader
+from core.names import EventKind, NightOutcome, RunStatus
 from w4tui.nightly.ledger import Ledger
 from w4tui.runs.runner import Run, Runner
-
-EXIT_BY_OUTCOME = {"promoted": 0, "skipped": 0, "failed": 1, "cancelled": 130, "crashed": 3}
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -123,8 +123,8 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; the night keeps running. See it: {config.cli} schedule; stop it: {config.cli} cancel {run.id}"
         )
         return 130
-    night = ledger.night(key) or {"outcome": "crashed", "error": "the night's driver recorded nothing"}
-    if runner.get(run.id).status == "crashed" and night["outcome"] == "running":
+    night = ledger.night(key) or {"outcome": NightOutcome.CRASHED, "error": "the night's driver recorded nothing"}
+    if runner.get(run.id).status == RunStatus.CRASHED and night["outcome"] == NightOutcome.RUNNING:
         night["outcome"] = "crashed"
     print(final_line(night))
     return EXIT_BY_OUTCOME.get(night["outcome"], 1)
@@ -149,10 +149,10 @@ def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: flo
     while True:
         live = runner.get(run.id).live
         for event in reader.read():
-            if event.get("kind") == "progress" and event.get("step_run"):
+            if event.get("kind") == EventKind.PROGRESS and event.get("step_run"):
                 print(f"== {event.get('message')}", file=out, flush=True)
                 follow(runner, runner.get(event["step_run"]), out)
-            elif event.get("kind") == "log":
+            elif event.get("kind") == EventKind.LOG:
                 print(event.get("message"), file=out, flush=True)
         if not live:
             return

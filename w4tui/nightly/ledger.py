@@ -18,6 +18,7 @@ from typing import Any
 
 from core.config import Config
 from core.fsutil import atomic_write_text
+from core.names import NightOutcome
 
 LEDGER_FILE = "ledger.sqlite"
 NIGHTS_DIR = "nights"
@@ -84,7 +85,7 @@ class Ledger:
     # -- nights ----------------------------------------------------------------------------
     def claim_night(self, key: str, **fields: Any) -> dict:
         """Record a new night; AlreadyRecorded when ``key`` was claimed before (by any process)."""
-        fields = {"started": time.time(), "outcome": "running", **fields, "key": key}
+        fields = {"started": time.time(), "outcome": NightOutcome.RUNNING, **fields, "key": key}
         try:
             self._insert("nights", fields)
         except sqlite3.IntegrityError:

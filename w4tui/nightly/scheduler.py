@@ -27,6 +27,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 
 from core.config import Config, load_config
+from core.names import NightOutcome
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.lock import SchedulerLock
 from w4tui.runs.runner import Run, RunError, Runner
@@ -157,18 +158,20 @@ class NightScheduler:
                     key,
                     scheduled_for=when.timestamp(),
                     trigger="schedule",
-                    outcome="skipped",
+                    outcome=NightOutcome.SKIPPED,
                     reason="skipped by request",
                     ended=now.timestamp(),
                 )
                 return None
-            self.ledger.claim_night(key, scheduled_for=when.timestamp(), trigger="schedule", outcome="starting")
+            self.ledger.claim_night(
+                key, scheduled_for=when.timestamp(), trigger="schedule", outcome=NightOutcome.STARTING
+            )
         except AlreadyRecorded:
             return None  # another holder ran this scheduled time already
         try:
             run = self.starter(self.config, key)
         except RunError as exc:
-            self.ledger.update_night(key, outcome="skipped", reason=str(exc), ended=now.timestamp())
+            self.ledger.update_night(key, outcome=NightOutcome.SKIPPED, reason=str(exc), ended=now.timestamp())
             return None
         self.ledger.update_night(key, run=run.id)
         log.info("night %s (due %s) started: run %s", key, f"{when:%H:%M}", run.id)
@@ -184,7 +187,7 @@ class NightScheduler:
                 night_key(when),
                 scheduled_for=when.timestamp(),
                 trigger="schedule",
-                outcome="missed",
+                outcome=NightOutcome.MISSED,
                 ended=self.now().timestamp(),
                 reason=f"missed: {_hours(late)} late, beyond the {hours:g} h grace (asleep or off at the time)",
             )
@@ -204,7 +207,7 @@ class NightScheduler:
                     night_key(t),
                     scheduled_for=t.timestamp(),
                     trigger="schedule",
-                    outcome="missed",
+                    outcome=NightOutcome.MISSED,
                     reason=f"missed: {reason}",
                     ended=self.now().timestamp(),
                 )

@@ -16,6 +16,7 @@ import time
 from core import specs
 from core.config import ConfigError, load_config
 from core.events import EventWriter
+from core.names import EventKind, RunStatus
 from w4tui.runs.pipeline import StepEvent, run_pipeline, stage_range, succeeded
 from w4tui.runs.runner import RunError, Runner
 
@@ -40,7 +41,7 @@ def record(events: EventWriter, event: StepEvent) -> None:
         if event.error:
             fields["step_error"] = event.error
         message = f"{title}: {event.status}" + (f": {event.error}" if event.error else "")
-        done = event.index + (event.status == "succeeded")
+        done = event.index + (event.status == RunStatus.SUCCEEDED)
     events.progress(done, event.total, "stages", message=message, **fields)
     print(message, flush=True)
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         events.error(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    events.emit("start", stages=stages)
+    events.emit(EventKind.START, stages=stages)
     try:
         ended = run_pipeline(runner, stages, on_event=lambda event: record(events, event))
     except RunError as exc:
@@ -72,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             if run.live and run.started >= started and run.stage != "pipeline":
                 runner.cancel(run.id)
                 print(f"cancelled {run.stage} run {run.id}", flush=True)
-        events.done("cancelled")
+        events.done(RunStatus.CANCELLED)
         return 130
     if succeeded(ended, stages):
         events.done(stages=len(stages))
         return 0
     last = ended[-1]
-    if last.status == "cancelled":
-        events.done("cancelled")
+    if last.status == RunStatus.CANCELLED:
+        events.done(RunStatus.CANCELLED)
         return 130
     events.error(
         f"{last.stage} {last.status}" + (f": {last.error}" if last.error else ""),

@@ -26,9 +26,10 @@ from pathlib import Path
 from core import events as ev
 from core import specs
 from core.config import Config
+from core.names import LIVE_STATUSES, EventKind, RunStatus
 from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, read_record, write_record
 
-LIVE = ("starting", "running", "cancelling")
+LIVE = LIVE_STATUSES
 
 
 class RunError(Exception):
@@ -81,9 +82,9 @@ class Run:
         if _alive(self.record.get("supervisor_pid"), self.record.get("supervisor_ctime")) or _alive(
             self.pid, self.record.get("pid_ctime")
         ):
-            return "cancelling" if cancelling else "running"
+            return RunStatus.CANCELLING if cancelling else RunStatus.RUNNING
         if "supervisor_pid" not in self.record and time.time() - self.record["created"] < 10:
-            return "starting"
+            return RunStatus.STARTING
         # The supervisor died without recording an end (killed, machine rebooted): judge by the events.
         from w4tui.runs.supervise import final_status
 
@@ -97,10 +98,10 @@ class Run:
         return ev.read_events(self.events_path)
 
     def artifacts(self, events: list[dict] | None = None) -> list[dict]:
-        return [e for e in (self.events() if events is None else events) if e.get("kind") == "artifact"]
+        return [e for e in (self.events() if events is None else events) if e.get("kind") == EventKind.ARTIFACT]
 
     def error(self) -> dict | None:
-        return next((e for e in reversed(self.events()) if e.get("kind") == "error"), None)
+        return next((e for e in reversed(self.events()) if e.get("kind") == EventKind.ERROR), None)
 
     def log_tail(self, lines: int = 20) -> list[str]:
         try:
@@ -124,7 +125,7 @@ class Run:
             "output": self.output,
             "command": self.record["command"],
             "artifacts": [a["path"] for a in self.artifacts(events)],
-            "error": next((e.get("message") for e in reversed(events) if e.get("kind") == "error"), None),
+            "error": next((e.get("message") for e in reversed(events) if e.get("kind") == EventKind.ERROR), None),
             "dir": str(self.dir),
         }
 
@@ -307,7 +308,7 @@ class Runner:
         """The newest artifact (of ``type``, default the stage's own) from a succeeded run of ``stage``."""
         wanted = type or specs.BY_NAME[stage].produces
         for run in self.runs():
-            if run.stage == stage and run.status == "succeeded":
+            if run.stage == stage and run.status == RunStatus.SUCCEEDED:
                 found = [a["path"] for a in run.artifacts() if a.get("type") == wanted]
                 if found:
                     return found[-1]

@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from core.names import EventKind
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.system import (
     HISTORY,
@@ -151,7 +152,9 @@ class MemoryPane(Pane, can_focus=True):
         new = [
             e
             for e in watched[1].read()
-            if e.get("kind") == "log" and e.get("level") == "warning" and e.get("source") in ("monitor", "preflight")
+            if e.get("kind") == EventKind.LOG
+            and e.get("level") == "warning"
+            and e.get("source") in ("monitor", "preflight")
         ]
         if new:
             self.deliver(self.Warnings((watched[0], new)))

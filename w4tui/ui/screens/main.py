@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from core.names import RunStatus
 from w4tui.ui.panes.artifacts import ArtifactsPane
 from w4tui.ui.panes.logs import LogsPane
 from w4tui.ui.panes.memory import MemoryPane
@@ -222,7 +223,7 @@ class MainScreen(Mailbox, Screen):
 
         for run in self.__dict__.setdefault("_run_ends", EndWatch()).ended(runs):
             self.app.bell()
-            ok = run.status == "succeeded"
+            ok = run.status == RunStatus.SUCCEEDED
             self.notify(
                 f"{run.stage} {run.status} ({run.id})", title="run ended", severity="information" if ok else "error"
             )
