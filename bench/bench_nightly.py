@@ -26,13 +26,14 @@ import threading
 import time
 from pathlib import Path
 
+from core.units import size
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from ollama_standin import OllamaStandIn  # noqa: E402
 
 from core.config import load_config  # noqa: E402
-from core.fsutil import human_bytes  # noqa: E402
 from w4tui.demo.samples import write_dataset  # noqa: E402
 from w4tui.demo.tinymodel import build_model  # noqa: E402
 from w4tui.nightly.ledger import Ledger  # noqa: E402
@@ -185,7 +186,7 @@ def main() -> int:
     ours_build = steps["convert"] + steps["quantize"] + shared
     ref_build = merge_s + convert_s + quant_s + shared
     print(
-        f"\nmodel: Qwen2 0.5b-shaped, {human_bytes(dir_bytes(base))}; {args.samples} samples of <= {args.max_seq} "
+        f"\nmodel: Qwen2 0.5b-shaped, {size(dir_bytes(base))}; {args.samples} samples of <= {args.max_seq} "
         f"tokens; {os.cpu_count()} CPUs; outcome {night['outcome']}"
     )
     print(f"{'step':28} {'ours s':>8} {'reference s':>12}")
@@ -205,8 +206,8 @@ def main() -> int:
         f"{ref_build / ours_build:.2f}x faster (target >= 3x)"
     )
     print(
-        f"peak extra disk: ours {human_bytes(disk.extra)} = {disk.extra / f16:.2f}x the F16 GGUF "
-        f"({human_bytes(f16)}; target <= 1.1x); reference {human_bytes(ref_disk.extra)} = {ref_disk.extra / f16:.2f}x"
+        f"peak extra disk: ours {size(disk.extra)} = {disk.extra / f16:.2f}x the F16 GGUF "
+        f"({size(f16)}; target <= 1.1x); reference {size(ref_disk.extra)} = {ref_disk.extra / f16:.2f}x"
     )
     shutil.rmtree(ref, ignore_errors=True)
     return 0

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from core import specs
 from core.config import Config, ConfigError, load_config
+from core.errors import EXIT_BY_STATUS, EXIT_USAGE
+from core.names import EventKind, RunStatus
+from core.units import duration
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
 from w4tui.runs.runner import Run, RunError, Runner
-
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +136,7 @@ def cmd_tui(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.runs.follow import EXIT_CODES, follow
+    from w4tui.runs.follow import follow
 
     runner = Runner(config)
     if args.gpus is not None:
@@ -160,7 +161,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             flush=True,
         )
     for event in run.events():  # pre-flight warnings (on battery): said here too, not only in the events
-        if event.get("kind") == "log" and event.get("source") == "preflight":
+        if event.get("kind") == EventKind.LOG and event.get("source") == "preflight":
             print(f"warning: {event.get('message')}", file=sys.stderr, flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0
@@ -178,14 +179,16 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         return 0
     # A stage's usage mistake (a bad flag after --) is this command's usage mistake too: exit 2.
     return (
-        EXIT_USAGE if status == "failed" and ended.record.get("exit_code") == EXIT_USAGE else EXIT_CODES.get(status, 1)
+        EXIT_USAGE
+        if status == RunStatus.FAILED and ended.record.get("exit_code") == EXIT_USAGE
+        else EXIT_BY_STATUS.get(status, 1)
     )
 
 
 def _print_end(run: Run) -> None:
     print(f"{run.stage} {run.status} ({run.id})")
     error = run.error()
-    if run.status in ("failed", "crashed"):
+    if run.status in (RunStatus.FAILED, RunStatus.CRASHED):
         if error:
             print(f"error: {error.get('message')}" + (f" ({error['hint']})" if error.get("hint") else ""))
         print("\n".join(["-- last lines of output.log:", *run.log_tail(10)]))
@@ -205,7 +208,7 @@ def cmd_runs(config: Config, args: argparse.Namespace) -> int:
         )
         print(
             f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
-            f"  {_short(took):>7}  {what}"
+            f"  {duration(took):>7}  {what}"
         )
     return 0
 
@@ -245,7 +248,7 @@ def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     """The pipeline as a detached job (it survives this terminal), followed here; Ctrl-C detaches."""
-    from w4tui.runs.follow import EXIT_CODES, follow_pipeline
+    from w4tui.runs.follow import follow_pipeline
     from w4tui.runs.pipeline import stage_range
     from w4tui.runs.pipeline_job import command
 
@@ -263,8 +266,8 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
             f"stop it: {config.cli} cancel {job.id}"
         )
         return 130
-    print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == "succeeded" else ""))
-    return EXIT_CODES.get(status, 1)
+    print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == RunStatus.SUCCEEDED else ""))
+    return EXIT_BY_STATUS.get(status, 1)
 
 
 def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
@@ -329,7 +332,7 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 def cmd_eval(config: Config, args: argparse.Namespace) -> int:
     """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
     from core import evaltable
-    from w4tui.runs.follow import EXIT_CODES, follow
+    from w4tui.runs.follow import follow
 
     runner = Runner(config)
     run = runner.start(
@@ -343,10 +346,10 @@ def cmd_eval(config: Config, args: argparse.Namespace) -> int:
         return 130
     finished = runner.get(run.id)
     report = next((a["path"] for a in reversed(finished.artifacts()) if a.get("type") == "eval"), None)
-    doc = evaltable.read(report) if report and status == "succeeded" else None
+    doc = evaltable.read(report) if report and status == RunStatus.SUCCEEDED else None
     if doc is None:
         _print_end(finished)
-        return EXIT_CODES.get(status, 1)
+        return EXIT_BY_STATUS.get(status, 1)
     print("\n".join(evaltable.format_table(doc)))
     return 0
 
@@ -388,13 +391,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config_file = init_demo(directory)
         print(f"demo created in {config_file.parent}")
     return cmd_tui(load_config(config_file), args)
-
-
-def _short(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 COMMANDS = {

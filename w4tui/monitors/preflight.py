@@ -12,15 +12,13 @@ from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
 
+from core.units import gb
+
 from . import estimate as est
 from .probe import TRAIN_MODULE, Probe
 
 MARGIN = 1_000_000_000  # disk kept free beyond the estimate
 GGUF_BYTES_PER_PARAM = {"F16": 2.0, "Q4_K_M": 0.6, "Q4_K_S": 0.57, "Q5_K_M": 0.71, "Q6_K": 0.82, "Q8_0": 1.07}
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"  # 10^9 bytes, as the README's figures
 
 
 def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) -> list[str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from core.config import Config, ConfigError, load_config
 from core.events import EventWriter
-from core.fsutil import human_bytes
+from core.names import EventKind, NightOutcome, RunStatus
+from core.units import size
 from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.plan import BadData, make_plan, ollama_problem
@@ -38,7 +39,7 @@ def run_night(config: Config, key: str, events: EventWriter, run_id: str | None 
     if ledger.night(key) is None:
         ledger.claim_night(key, trigger="now", run=run_id)
     else:
-        ledger.update_night(key, run=run_id, started=time.time(), outcome="running")
+        ledger.update_night(key, run=run_id, started=time.time(), outcome=NightOutcome.RUNNING)
     runner = Runner(config)
     current: list[Run] = []
     try:
@@ -47,9 +48,11 @@ def run_night(config: Config, key: str, events: EventWriter, run_id: str | None 
         for run in current:
             if runner.get(run.id).live:
                 runner.cancel(run.id)
-        night = ledger.update_night(key, outcome="cancelled", reason="cancelled", ended=time.time())
+        night = ledger.update_night(key, outcome=NightOutcome.CANCELLED, reason="cancelled", ended=time.time())
     except StepFailed as exc:
-        night = ledger.update_night(key, outcome="failed", failed_step=exc.step, error=str(exc), ended=time.time())
+        night = ledger.update_night(
+            key, outcome=NightOutcome.FAILED, failed_step=exc.step, error=str(exc), ended=time.time()
+        )
     build = night.get("build")
     if build and ledger.build(build):
         for line in retention.apply(config, ledger, build):
@@ -74,12 +77,12 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
     )
     if plan.skip:  # the reason goes in the done event: `nightly --now` prints it once, in its last line
         print(f"skipped: {plan.skip}", flush=True)
-        return ledger.update_night(key, outcome="skipped", reason=plan.skip, ended=time.time())
+        return ledger.update_night(key, outcome=NightOutcome.SKIPPED, reason=plan.skip, ended=time.time())
     if plan.disk_free < plan.disk_needed:
         raise StepFailed(
             "disk",
-            f"{config.paths.outputs}: {human_bytes(plan.disk_free)} free, a night needs "
-            f"{human_bytes(plan.disk_needed)}; free {human_bytes(plan.disk_needed - plan.disk_free)}",
+            f"{config.paths.outputs}: {size(plan.disk_free)} free, a night needs "
+            f"{size(plan.disk_needed)}; free {size(plan.disk_needed - plan.disk_free)}",
         )
     problem = ollama_problem(config)
     if problem:
@@ -126,7 +129,7 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
         last = ended[-1]
         raise StepFailed(last.stage, last.error or _error_line(runner.get(last.run_id)))
     events.progress(len(chain), len(chain), "steps", message="promoted")
-    return ledger.update_night(key, outcome="promoted", ended=time.time())
+    return ledger.update_night(key, outcome=NightOutcome.PROMOTED, ended=time.time())
 
 
 def train_losses(adapter: Path) -> dict:
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # The supervisor's cancel escalates SIGINT -> SIGTERM: both end the night the same way (steps cancelled).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     events = EventWriter.from_env("nightly")
-    events.emit("start", night=args.night)
+    events.emit(EventKind.START, night=args.night)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -175,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         if caffeinate is not None:
             caffeinate.terminate()
     outcome = night["outcome"]
-    if outcome in ("promoted", "skipped"):
+    if outcome in (NightOutcome.PROMOTED, NightOutcome.SKIPPED):
         events.done(outcome=outcome, build=night.get("build"), reason=night.get("reason"))
         return 0
-    if outcome == "cancelled":
-        events.done("cancelled", outcome=outcome)
+    if outcome == NightOutcome.CANCELLED:
+        events.done(RunStatus.CANCELLED, outcome=outcome)
         return 130
     events.error(
         f"night failed at {night.get('failed_step')}: {night.get('error')}",

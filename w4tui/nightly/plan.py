@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Config
-from core.fsutil import human_bytes
+from core.units import size
 from w4tui.nightly.ledger import Ledger
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -177,8 +177,7 @@ def describe(plan: Plan, config: Config) -> list[str]:
     lines += [f"  {i}. {stage:<8} {' '.join(args)}" for i, (stage, args) in enumerate(plan.steps, 1)]
     enough = "ok" if plan.disk_free >= plan.disk_needed else "NOT ENOUGH"
     lines.append(
-        f"disk:    needs {human_bytes(plan.disk_needed)} on {config.paths.outputs}, "
-        f"{human_bytes(plan.disk_free)} free ({enough})"
+        f"disk:    needs {size(plan.disk_needed)} on {config.paths.outputs}, {size(plan.disk_free)} free ({enough})"
     )
     lines.append("latest moves only if verify passes; the F16 GGUF is deleted once its quantized child is verified")
     return lines

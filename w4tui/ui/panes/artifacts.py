@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from core import units
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.artifacts import Artifact
 from w4tui.ui.sources.runs import RunInfo
@@ -142,7 +143,7 @@ class ArtifactsPane(Pane):
                 kind,
                 fmt.fit(shown_name(a), width),
                 note,
-                fmt.size(a.bytes),
+                units.size(a.bytes),
                 quant,
                 fmt.clock(a.modified, now),
                 key=a.path,

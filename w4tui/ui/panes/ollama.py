@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from core import units
 from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.verified import VerifiedBuilds
@@ -154,7 +155,9 @@ class OllamaPane(OllamaActions, Pane):
                 )
             )
         else:
-            loaded = ", ".join(f"{m['model']} ({fmt.size(m.get('size_vram') or m.get('size'))})" for m in snap.running)
+            loaded = ", ".join(
+                f"{m['model']} ({units.size(m.get('size_vram') or m.get('size'))})" for m in snap.running
+            )
             state.update(
                 Text.assemble(
                     (f"{snap.host}", "bold"),
@@ -178,7 +181,7 @@ class OllamaPane(OllamaActions, Pane):
             (
                 m["model"],
                 _alias_cell(self.aliases_of(m["model"]), self.verified(m["model"])),
-                fmt.size(m.get("size")),
+                units.size(m.get("size")),
                 (m.get("details") or {}).get("quantization_level") or "-",
                 _when(m.get("modified_at"), now),
             )

@@ -16,20 +16,22 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from core import units
+from core.names import LIVE_OUTCOMES, NightOutcome, RunStatus
 from w4tui.ui.sources import fmt
 from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
 
 POLL_S = 2.0
 OUTCOME_STYLE = {
-    "promoted": "$success",
-    "skipped": "$text-muted",
-    "failed": "bold $error",
-    "crashed": "bold $error",
-    "missed": "$warning",
-    "running": "bold $accent",
-    "starting": "$accent",
-    "cancelled": "$warning",
+    NightOutcome.PROMOTED: "$success",
+    NightOutcome.SKIPPED: "$text-muted",
+    NightOutcome.FAILED: "bold $error",
+    NightOutcome.CRASHED: "bold $error",
+    NightOutcome.MISSED: "$warning",
+    NightOutcome.RUNNING: "bold $accent",
+    NightOutcome.STARTING: "$accent",
+    NightOutcome.CANCELLED: "$warning",
 }
 COLUMNS = ("when", "outcome", "data", "took", "build")
 
@@ -47,8 +49,8 @@ def _data(night: dict, short: bool) -> str:
 
 def _took(night: dict) -> str:
     if night.get("ended") and night.get("started") and night.get("steps"):
-        return fmt.duration(night["ended"] - night["started"])
-    return "…" if night["outcome"] in ("running", "starting") else "-"
+        return units.duration(night["ended"] - night["started"])
+    return "…" if night["outcome"] in LIVE_OUTCOMES else "-"
 
 
 class SchedulePane(Pane):
@@ -189,7 +191,7 @@ class SchedulePane(Pane):
 
         tail: list[str] = []
         failed = next(
-            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, RunStatus.SUCCEEDED)), None
         )
         try:
             if failed or night.get("run"):
@@ -293,6 +295,6 @@ class SchedulePane(Pane):
             self.notify("this night has no run to show", severity="warning")
             return
         failed = next(
-            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, RunStatus.SUCCEEDED)), None
         )
         self.post_message(self.ShowLogs(failed["run"] if failed else night["run"]))

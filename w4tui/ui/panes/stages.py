@@ -12,7 +12,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from core import specs
+from core import specs, units
+from core.names import RunStatus
 from w4tui.runs.runner import Run
 from w4tui.runs.supervise import read_record
 from w4tui.ui.sources import fmt
@@ -89,7 +90,7 @@ class StagesPane(Pane):
                 if last and last.ended
                 else ("from " + fmt.clock(last.started, now) if last else "")
             )
-            took = fmt.duration(last.ended - last.started) if last and last.ended else ""
+            took = units.duration(last.ended - last.started) if last and last.ended else ""
             for column, value in (
                 ("status", status_text(last.status if last else None, self.app)),
                 ("ended", ended),
@@ -135,8 +136,8 @@ class StagesPane(Pane):
     @work(thread=True, exclusive=True, group="stage-detail", exit_on_error=False, description="read run detail")
     def _load_detail(self, stage: str, run: RunInfo) -> None:
         full = Run(run.dir, read_record(run.dir))
-        error = full.error() if run.status in ("failed", "crashed", "cancelled") else None
-        tail = full.log_tail(12) if run.status in ("failed", "crashed") else []
+        error = full.error() if run.status in (RunStatus.FAILED, RunStatus.CRASHED, RunStatus.CANCELLED) else None
+        tail = full.log_tail(12) if run.status in (RunStatus.FAILED, RunStatus.CRASHED) else []
         self.deliver(self.Detail((stage, run, error, tail)))
 
     class Detail(Delivered):

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import units
 from core.config import Config
 from core.events import read_events
-from w4tui.ui.sources import fmt
+from core.names import EventKind
 from w4tui.ui.sources.runs import RunInfo
 
 KINDS = ("model", "adapter", "checkpoint", "merged", "gguf")
@@ -204,7 +205,7 @@ class ArtifactScanner:
         for run in sorted(runs, key=lambda r: r.started):
             cached = self._events.get(run.id)
             if cached is None:
-                cached = [e for e in read_events(run.events_path) if e.get("kind") == "artifact"]
+                cached = [e for e in read_events(run.events_path) if e.get("kind") == EventKind.ARTIFACT]
                 if not run.live:  # a finished run's events never change
                     self._events[run.id] = cached
             out.extend(cached)
@@ -217,7 +218,7 @@ def on_disk(artifact: Artifact) -> str:
     total = _size(path)
     checkpoints = len(_dirs(path / "checkpoints")) if artifact.kind == "adapter" else 0
     return (
-        fmt.size(total)
+        units.size(total)
         + " on disk"
         + (f", its {checkpoints} checkpoint{'s' if checkpoints > 1 else ''} included" if checkpoints else "")
     )
