@@ -5,7 +5,6 @@ the data file, its samples, the parent adapter, each step's arguments and the di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Config
+from core.datafile import DataReport, file_sha256, read_records
+from core.errors import StageError
 from core.units import size
 from w4tui.nightly.ledger import Ledger
 
@@ -62,21 +63,10 @@ def newest_data(config: Config) -> Path | None:
 
 def count_samples(path: Path) -> int:
     """Samples in a JSONL file, checked with the trainer's own rules; BadData names the first bad line."""
-    from core.errors import StageError  # numpy only: no torch in this process
-    from stages.train.data import DataReport, read_records
-
     try:
         return len(read_records([path], False, DataReport(), lambda message: None))
     except StageError as exc:
         raise BadData(str(exc), path) from None
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parent_adapter(config: Config, ledger: Ledger) -> str | None:
@@ -104,7 +94,7 @@ def make_plan(config: Config, ledger: Ledger, build: str | None = None) -> Plan:
     if data is None:
         plan.skip = f"no new data: no file matching {config.nightly.dataset_glob} in {config.paths.incoming}"
         return plan
-    plan.data_file, plan.data_sha256 = data, sha256(data)
+    plan.data_file, plan.data_sha256 = data, file_sha256(data)
     trained = ledger.lineage_data(plan.parent_adapter)
     if plan.data_sha256 in trained:
         plan.skip = f"no new data: {data.name} was already trained into {trained[plan.data_sha256]}"
