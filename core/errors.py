@@ -24,16 +24,30 @@ EXIT_BY_OUTCOME = {
 }
 
 
-class StageError(Exception):
-    """A failure a person can act on. ``str()`` is one line; ``hint`` says what to do."""
+class ActionableError(Exception):
+    """The base of every failure a person can act on (a stage's, a config's, a run's, Ollama's): ``message``
+    is one line, ``hint`` says what to do, ``exit_code`` is its row in the table above. Anything else that
+    reaches a program's entry is a bug (a traceback in the log)."""
+
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
-        self.hint = hint
+        self.message, self.hint = message, hint
+
+    def event_fields(self) -> dict:
+        """More fields for the run's ``error`` event (a night's outcome and failed step)."""
+        return {}
+
+
+class StageError(ActionableError):
+    """A stage cannot go on: bad input, a missing file, no disk space (exit 1)."""
 
 
 class UsageError(StageError):
     """A mistake in the command line (unknown flag, a value out of range): exit 2, like a config mistake."""
+
+    exit_code = EXIT_USAGE
 
 
 class Cancelled(Exception):
@@ -48,6 +62,7 @@ __all__ = [
     "EXIT_CANCELLED",
     "EXIT_BY_STATUS",
     "EXIT_BY_OUTCOME",
+    "ActionableError",
     "StageError",
     "UsageError",
     "Cancelled",

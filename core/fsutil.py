@@ -15,11 +15,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ActionableError
 from .units import size
 
 
-class DiskSpaceError(Exception):
-    """Not enough free space for an output; the message says how much is missing and where."""
+class DiskSpaceError(ActionableError):
+    """Not enough free space for an output; the message says how much is missing and where (exit 1)."""
 
 
 def check_free_space(directory: str | os.PathLike[str], needed: int, what: str = "the output") -> None:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import specs
-from core.config import Config, ConfigError, load_config
-from core.errors import EXIT_BY_STATUS, EXIT_USAGE
+from core.config import Config, load_config
+from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_USAGE, ActionableError
 from core.names import EventKind, RunStatus
+from core.program import report_error
 from core.units import duration
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
@@ -117,11 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = handler(config, args)
         sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
         return code
-    except (ConfigError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ActionableError as exc:  # a config or usage mistake, a refused run (2), Ollama down (1)
+        report_error(exc.message, exc.hint)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_CANCELLED
     except BrokenPipeError:
         # `w4tui runs | head`: the reader has gone, the rest is not wanted. stdout goes to /dev/null so the
         # interpreter's last flush does not fail again (as Python's signal module docs advise).
@@ -172,7 +173,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; {args.stage} keeps running. Follow again: {config.cli} logs -f {run.id}; "
             f"stop it: {config.cli} cancel {run.id}"
         )
-        return 130 if args.wait else 0
+        return EXIT_CANCELLED if args.wait else 0
     ended = runner.get(run.id)
     _print_end(ended)
     if not args.wait:
@@ -265,7 +266,7 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; the pipeline keeps running. Follow again: {config.cli} logs -f {job.id}; "
             f"stop it: {config.cli} cancel {job.id}"
         )
-        return 130
+        return EXIT_CANCELLED
     print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == RunStatus.SUCCEEDED else ""))
     return EXIT_BY_STATUS.get(status, 1)
 
@@ -343,7 +344,7 @@ def cmd_eval(config: Config, args: argparse.Namespace) -> int:
         status = follow(runner, run)
     except KeyboardInterrupt:
         print(f"\ndetached; eval keeps running. Follow again: {config.cli} logs -f {run.id}")
-        return 130
+        return EXIT_CANCELLED
     finished = runner.get(run.id)
     report = next((a["path"] for a in reversed(finished.artifacts()) if a.get("type") == "eval"), None)
     doc = evaltable.read(report) if report and status == RunStatus.SUCCEEDED else None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config
+from core.errors import ActionableError
 from core.ollama import modelfile as ollama_modelfile
 
 MIN_VERSION = (0, 5, 5)  # the first server with files-based /api/create
@@ -30,12 +31,9 @@ SERVER_QUANTIZE = {"Q4_K_M": "q4_K_M", "Q4_K_S": "q4_K_S", "Q8_0": "q8_0"}  # wh
 START_HINT = "start it with `ollama serve` or the Ollama app, or point OLLAMA_HOST / [ollama] host at a running server"
 
 
-class OllamaError(Exception):
-    """Ollama is unreachable, too old, or refused something. ``str()`` is the line to show."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
+class OllamaError(ActionableError):
+    """Ollama is unreachable, too old, or refused something. ``str()`` is the line to show, hint included
+    (its callers print it whole); ``message`` and ``hint`` apart for a stage's error event."""
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message

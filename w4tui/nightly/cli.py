@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TextIO
 
 from core.config import Config, ConfigError, load_config
-from core.errors import EXIT_BY_OUTCOME
+from core.errors import EXIT_BY_OUTCOME, EXIT_CANCELLED
 from core.events import EventReader
 from core.names import EventKind, NightOutcome, RunStatus
 from w4tui.nightly.ledger import Ledger
@@ -122,7 +122,7 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
         print(
             f"\ndetached; the night keeps running. See it: {config.cli} schedule; stop it: {config.cli} cancel {run.id}"
         )
-        return 130
+        return EXIT_CANCELLED
     night = ledger.night(key) or {"outcome": NightOutcome.CRASHED, "error": "the night's driver recorded nothing"}
     if runner.get(run.id).status == RunStatus.CRASHED and night["outcome"] == NightOutcome.RUNNING:
         night["outcome"] = "crashed"

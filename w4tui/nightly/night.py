@@ -10,14 +10,15 @@ A failed step ends the night: ``latest`` is untouched (only verify's --promote m
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
-from core.config import Config, ConfigError, load_config
+from core.config import Config, load_config
+from core.errors import StageError
 from core.events import EventWriter
-from core.names import EventKind, NightOutcome, RunStatus
+from core.names import NightOutcome, RunStatus
+from core.program import run_program
 from core.units import size
 from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
@@ -153,45 +154,52 @@ def _error_line(run: Run) -> str:
     return f"{run.stage} {run.status}" + (f": {tail[-1].strip()[:200]}" if tail else "")
 
 
+class NightFailed(StageError):
+    """A step failed: the night's error event says which, with the night's outcome."""
+
+    def __init__(self, night: dict) -> None:
+        super().__init__(
+            f"night failed at {night.get('failed_step')}: {night.get('error')}",
+            hint="latest was not touched; see the step's run",
+        )
+        self.night = night
+
+    def event_fields(self) -> dict:
+        return {"outcome": self.night["outcome"], "failed_step": self.night.get("failed_step")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m w4tui.nightly.night")
     parser.add_argument("--config")
     parser.add_argument("--night", required=True, help="the ledger key of this night")
     args = parser.parse_args(argv)
-    # The supervisor's cancel escalates SIGINT -> SIGTERM: both end the night the same way (steps cancelled).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    events = EventWriter.from_env("nightly")
-    events.emit(EventKind.START, night=args.night)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        events.error(str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # The supervisor's cancel escalates SIGINT -> SIGTERM: run_program takes both as Ctrl-C, and run_night
+    # ends the night the same way for both (steps cancelled).
+    return run_program(
+        "nightly",
+        lambda events: night_body(args, events),
+        EventWriter.from_env("nightly"),
+        lambda: {"night": args.night},
+    )
+
+
+def night_body(args: argparse.Namespace, events: EventWriter) -> dict:
+    """The night as core/program.py's body: its ``done`` fields, or NightFailed."""
+    config = load_config(args.config)  # a mistake: ConfigError, exit 2
     caffeinate = awake.keep_awake(config)
     try:
         night = run_night(config, args.night, events, run_id=events.run or None)
     except AlreadyRecorded:
-        events.done(outcome="duplicate")
-        return 0
+        return {"outcome": "duplicate"}
     finally:
         if caffeinate is not None:
             caffeinate.terminate()
     outcome = night["outcome"]
     if outcome in (NightOutcome.PROMOTED, NightOutcome.SKIPPED):
-        events.done(outcome=outcome, build=night.get("build"), reason=night.get("reason"))
-        return 0
+        return {"outcome": outcome, "build": night.get("build"), "reason": night.get("reason")}
     if outcome == NightOutcome.CANCELLED:
-        events.done(RunStatus.CANCELLED, outcome=outcome)
-        return 130
-    events.error(
-        f"night failed at {night.get('failed_step')}: {night.get('error')}",
-        outcome=outcome,
-        failed_step=night.get("failed_step"),
-        hint="latest was not touched; see the step's run",
-    )
-    print(f"night failed at {night.get('failed_step')}: {night.get('error')}", file=sys.stderr)
-    return 1
+        return {"status": RunStatus.CANCELLED, "outcome": outcome}
+    raise NightFailed(night)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from core.errors import EXIT_BY_STATUS
+from core.errors import EXIT_BY_STATUS, EXIT_USAGE
 from core.names import EventKind, RunStatus
 from w4tui.runs.runner import Runner
 
@@ -30,7 +30,7 @@ def eta_first(
 
     if stage != "train":
         print(f"error: --eta is for the train stage, not {stage}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     run = runner.start("train", [*extra, "--eta"]) if no_defaults else runner.start("train", extra=[*extra, "--eta"])
     print(f"estimating: run {run.id}", file=out, flush=True)
     status = follow(runner, run, out)

@@ -26,14 +26,18 @@ from pathlib import Path
 from core import events as ev
 from core import specs
 from core.config import Config
+from core.errors import EXIT_USAGE, ActionableError
 from core.names import LIVE_STATUSES, EventKind, RunStatus
 from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, read_record, write_record
 
 LIVE = LIVE_STATUSES
 
 
-class RunError(Exception):
-    """A run cannot be started, found or cancelled; the message says why and what to do."""
+class RunError(ActionableError):
+    """A run cannot be started, found or cancelled, or pre-flight refused it; the message says why and what
+    to do (exit 2: the command asked for something that cannot be)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass
