@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
@@ -35,7 +36,6 @@ from w4tui.runs.runner import Run, RunError, Runner
 JOB_ID = "nightly"
 STORE_FILE = "scheduler.sqlite"
 log = logging.getLogger(__name__)
-_active: NightScheduler | None = None  # the scheduler this process holds; its job function finds it here
 
 
 def cron_trigger(config: Config) -> CronTrigger:
@@ -81,7 +81,25 @@ class _Scheduler(BackgroundScheduler):
             wait = self._process_jobs()
 
 
+class _OnItsHolder(ThreadPoolExecutor):
+    """Runs the stored nightly job on the NightScheduler that made this executor. The job store keeps the
+    job's function as text (``fire``, importable by any process); the job runs on its holder, handed in
+    here, so nothing global connects a job to the scheduler that fires it."""
+
+    def __init__(self, holder: NightScheduler) -> None:
+        super().__init__(max_workers=1)
+        self.holder = holder
+
+    def _do_submit_job(self, job, run_times):
+        if job.id == JOB_ID:  # in memory only: the store still says fire (job.func_ref)
+            job.func = lambda **_: self.holder.fire()
+        super()._do_submit_job(job, run_times)
+
+
 class NightScheduler:
+    """The schedule's holder: one per process that runs it, created and shut down by its owner (the TUI's
+    app, or the daemon), which hands it to what shows it (the Schedule pane)."""
+
     def __init__(self, config: Config, kind: str = "tui", poll_s: float = 60.0, starter=start_night) -> None:
         self.config, self.kind, self.starter = config, kind, starter
         self.lock = SchedulerLock(config.paths.state)
@@ -89,7 +107,7 @@ class NightScheduler:
         self.grace_s = int(config.schedule.misfire_grace_hours * 3600)
         self.sched = _Scheduler(
             jobstores={"default": _store(config)},
-            executors={"default": {"type": "threadpool", "max_workers": 1}},
+            executors={"default": _OnItsHolder(self)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.grace_s},
         )
         self.sched.poll_s = poll_s
@@ -101,24 +119,19 @@ class NightScheduler:
     # -- holding ---------------------------------------------------------------------------
     def start(self) -> bool:
         """Take the lock and run the schedule; False (read-only) when another process holds it."""
-        global _active
         if self.sched.running:
             return True
         if not self.lock.acquire(self.kind):
             return False
-        _active = self
         self.sched.start(paused=True)  # the job store is loaded; nothing fires before the job is checked
         self.ensure_job()
         self.sched.resume()
         return True
 
     def shutdown(self) -> None:
-        global _active
         if self.sched.running:
             self.sched.shutdown(wait=False)
         self.lock.release()
-        if _active is self:
-            _active = None
 
     def ensure_job(self) -> None:
         """Make the stored job match the config. An unchanged job keeps its stored next run time, so a
@@ -215,10 +228,10 @@ class NightScheduler:
 
 
 def fire(config_file: str) -> str | None:
-    """The stored job's function (a textual reference in the job store, so it must stay importable)."""
-    if _active is not None:
-        return _active.fire()
-    return NightScheduler(load_config(config_file)).fire()  # a store restored by a process without one
+    """The stored job's function (a textual reference in the job store, so it must stay importable). Its
+    holder's executor runs the job on the holder instead; this runs it only for a store some other
+    scheduler restored."""
+    return NightScheduler(load_config(config_file)).fire()
 
 
 def _last_fire(trigger: CronTrigger, now: datetime) -> datetime:

@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from core.config import Config
+from w4tui.nightly.holder import ScheduleHolder
 from w4tui.runs.runner import Runner
 from w4tui.settings import load_settings, save_setting, settings_path
 from w4tui.ui.screens.main import PANES, MainScreen
@@ -45,6 +46,7 @@ class W4App(App[int]):
         self.runner = Runner(config)
         self.clock = clock
         self._sampler, self._scanner = sampler, scanner
+        self.schedule = ScheduleHolder()  # the nightly schedule this TUI holds while no daemon does
         self._problems: list[str] = []
         self._setup_themes()
 
@@ -81,12 +83,15 @@ class W4App(App[int]):
         return {k: v for k, v in keymap.items() if k in known}
 
     def get_default_screen(self) -> Screen:
-        return MainScreen(self._sampler, self._scanner)
+        return MainScreen(self._sampler, self._scanner, self.schedule)
 
     def on_mount(self) -> None:
         for problem in self._problems:
             self.notify(problem, title="settings", severity="warning", timeout=10)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def on_unmount(self) -> None:
+        self.schedule.shutdown()  # the lock and the scheduler go with the app; a night running keeps running
 
     def _theme_changed(self, theme) -> None:
         if theme.name != self._saved_theme:

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Static
 
 from core import units
 from core.names import LIVE_OUTCOMES, NightOutcome, RunStatus
+from w4tui.nightly.holder import ScheduleHolder
 from w4tui.ui.sources import fmt
 from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
@@ -73,10 +74,10 @@ class SchedulePane(Pane):
             super().__init__()
             self.run_id = run_id
 
-    def __init__(self) -> None:
+    def __init__(self, holder: ScheduleHolder | None = None) -> None:
         super().__init__()
         self.status: dict | None = None
-        self.scheduler = None
+        self.holder = holder or ScheduleHolder()  # the app's; alone (a test's bare app), one of its own
         self._keys: tuple = ()
 
     def compose(self) -> ComposeResult:
@@ -87,29 +88,19 @@ class SchedulePane(Pane):
     def on_mount(self) -> None:
         self.run_loop("schedule", self._poll, POLL_S, shared=False)
 
-    def on_unmount(self) -> None:
-        super().on_unmount()
-        if self.scheduler is not None:
-            self.scheduler.shutdown()
-
     # -- in the loop's thread ---------------------------------------------------------------
     def _poll(self) -> None:
         from w4tui.nightly.ledger import Ledger
         from w4tui.nightly.status import schedule_status
 
         config = self.app.config
-        if config.schedule.enabled and self.scheduler is None:
-            from w4tui.nightly.scheduler import NightScheduler
-
-            self.scheduler = NightScheduler(config, kind="tui")
-        if self.scheduler is not None and not self.scheduler.sched.running:
-            self.scheduler.start()  # False while a daemon holds it: tried again next round
+        mine = self.holder.try_hold(config)
         ledger = Ledger.open(config)
         try:
             status = schedule_status(config, ledger)
         finally:
             ledger.close()
-        status["mine"] = self.scheduler is not None and self.scheduler.sched.running
+        status["mine"] = mine
         self.deliver(self.Status(status))
 
     # -- data down -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from core.names import RunStatus
+from w4tui.nightly.holder import ScheduleHolder
 from w4tui.ui.panes.artifacts import ArtifactsPane
 from w4tui.ui.panes.logs import LogsPane
 from w4tui.ui.panes.memory import MemoryPane
@@ -113,9 +114,9 @@ class MainScreen(Mailbox, Screen):
     ALLOW_IN_MAXIMIZED_VIEW = "PaneBar, Footer"  # a zoomed pane keeps the pane bar: 1-7 switch panes
     active: reactive[str] = reactive("training", init=False)  # the pane keys and focus go to; the bar shows it
 
-    def __init__(self, sampler=None, scanner=None) -> None:
+    def __init__(self, sampler=None, scanner=None, schedule: ScheduleHolder | None = None) -> None:
         super().__init__()
-        self.sampler, self.scanner = sampler, scanner
+        self.sampler, self.scanner, self.schedule = sampler, scanner, schedule
         self.secondary = "logs"  # the pane sharing the lower right on a wide screen
         self.runs: tuple[RunInfo, ...] = ()
         self.watcher = RunsWatcher(self.app.runner)
@@ -130,7 +131,7 @@ class MainScreen(Mailbox, Screen):
                 OllamaPane(),
                 StagesPane(),
                 LogsPane(),
-                SchedulePane(),
+                SchedulePane(self.schedule),
             )
         }
         first = self._shown(self._is_wide(self.app.size))
