@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import tomllib
 import typing
 from collections.abc import Callable
@@ -250,7 +251,6 @@ class Config:
         """The ``w4tui`` command line that selects this same config, for hints a person copies."""
         if self.file == default_config_path():
             return "w4tui"
-        import shlex
 
         return f"w4tui --config {shlex.quote(str(self.file))}"
 

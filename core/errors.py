@@ -50,6 +50,13 @@ class UsageError(StageError):
     exit_code = EXIT_USAGE
 
 
+class RunError(ActionableError):
+    """A run cannot be started, found or cancelled, or pre-flight refused it (w4tui/runs, w4tui/monitors);
+    the message says why and what to do (exit 2: the command asked for something that cannot be)."""
+
+    exit_code = EXIT_USAGE
+
+
 class Cancelled(Exception):
     """Raised by a stage that stopped early because it was asked to (SIGINT/SIGTERM)."""
 
@@ -65,5 +72,6 @@ __all__ = [
     "ActionableError",
     "StageError",
     "UsageError",
+    "RunError",
     "Cancelled",
 ]

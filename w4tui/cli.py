@@ -14,14 +14,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import specs
+from core import evaltable, specs
 from core.config import Config, load_config
 from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_USAGE, ActionableError
 from core.names import EventKind, RunStatus
+from core.ollama import promote as op
+from core.ollama.client import OllamaError, unload_all
 from core.program import report_error
 from core.units import duration
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
+from w4tui.report import config_lines, result, status_lines
+from w4tui.runs.estimate import eta_first
+from w4tui.runs.follow import follow, follow_log, follow_pipeline
+from w4tui.runs.pipeline import stage_range
+from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Run, RunError, Runner
 
 
@@ -137,8 +144,6 @@ def cmd_tui(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.runs.follow import follow
-
     runner = Runner(config)
     if args.gpus is not None:
         if args.stage != "train" or args.gpus < 1:
@@ -146,8 +151,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         args.stage_args = [*args.stage_args, "--gpus", str(args.gpus)]
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
-        from w4tui.runs.estimate import eta_first
-
         if (code := eta_first(runner, args.stage, args.stage_args, no_defaults=args.no_defaults)) is not None:
             return code
     if args.no_defaults:
@@ -196,8 +199,6 @@ def _print_end(run: Run) -> None:
 
 
 def cmd_runs(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.report import result
-
     runs = Runner(config).runs()
     if not runs:
         print(f"no runs yet in {config.paths.runs}")
@@ -219,7 +220,6 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"config": str(config.file), "runs": [r.summary() for r in runs]}, indent=2))
         return 0
-    from w4tui.report import status_lines
 
     print("\n".join(status_lines(runs, config, time.time())))
     return 0
@@ -229,8 +229,6 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     runner = Runner(config)
     run = runner.get(args.run)
     if args.follow:
-        from w4tui.runs.follow import follow_log
-
         follow_log(run, runner)
     else:
         try:
@@ -249,10 +247,6 @@ def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     """The pipeline as a detached job (it survives this terminal), followed here; Ctrl-C detaches."""
-    from w4tui.runs.follow import follow_pipeline
-    from w4tui.runs.pipeline import stage_range
-    from w4tui.runs.pipeline_job import command
-
     stages = stage_range(args.start, args.stop)
     runner = Runner(config)
     job = runner.start_command("pipeline", command(str(config.file), args.start, args.stop))
@@ -308,10 +302,8 @@ def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
-    from core.ollama.client import OllamaError, rollback
-
     try:
-        print(rollback(config))
+        print(op.rollback(config))
     except OllamaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -319,8 +311,6 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_unload(config: Config, args: argparse.Namespace) -> int:
-    from core.ollama.client import OllamaError, unload_all
-
     try:
         unloaded = unload_all(config)
     except OllamaError as exc:
@@ -332,9 +322,6 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_eval(config: Config, args: argparse.Namespace) -> int:
     """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
-    from core import evaltable
-    from w4tui.runs.follow import follow
-
     runner = Runner(config)
     run = runner.start(
         "eval", input_path=_build_gguf(config, args.build) if args.build else None, extra=args.stage_args
@@ -367,14 +354,12 @@ def _build_gguf(config: Config, build: str) -> str:
 
 
 def cmd_config(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.report import config_lines
-
     print("\n".join(config_lines(config, dict(os.environ))))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from w4tui.demo.workspace import default_demo_dir, init_demo
+    from w4tui.demo.workspace import default_demo_dir, init_demo  # numpy (the tiny model): only for `demo`
 
     directory = Path(args.dir) if args.dir else default_demo_dir()
     config_file = directory / "config.toml"

@@ -72,8 +72,8 @@ def connectable(value: str) -> str:
 def client(config: Config, timeout: float | None = 10.0):
     """An ``ollama.Client`` for the chosen host. ``timeout`` bounds each read (None: wait for ever);
     connecting is always bounded, so a server that is down fails fast."""
-    import httpx
-    from ollama import Client
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
+    from ollama import Client  # as above
 
     return Client(host=host(config), timeout=httpx.Timeout(timeout, connect=5.0), verify=_ssl_context())
 
@@ -82,7 +82,7 @@ def client(config: Config, timeout: float | None = 10.0):
 def _ssl_context():
     """One TLS context for every client: httpx builds a new one per client otherwise (reading the CA
     bundle, ~0.1 s), which made each call to a local server cost that much."""
-    import httpx
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
 
     return httpx.create_ssl_context()
 
@@ -90,8 +90,8 @@ def _ssl_context():
 @contextlib.contextmanager
 def errors(config: Config) -> Iterator[None]:
     """Turn the client's and httpx's exceptions into OllamaError."""
-    import httpx
-    from ollama import ResponseError
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
+    from ollama import ResponseError  # as above
 
     try:
         yield
@@ -324,20 +324,6 @@ def unload_all(config: Config, wait_s: float = 10.0) -> list[str]:
     while running(config) and time.monotonic() < deadline:
         time.sleep(0.2)
     return loaded
-
-
-def promote(config: Config, build: str) -> str:
-    """Make a verified ``build`` the served ``latest`` (see core/ollama/promote.py)."""
-    from core.ollama import promote as ollama_promote  # imports this module
-
-    return ollama_promote.promote(config, build)
-
-
-def rollback(config: Config) -> str:
-    """Point ``latest`` back at ``previous`` (see core/ollama/promote.py)."""
-    from core.ollama import promote as ollama_promote
-
-    return ollama_promote.rollback(config)
 
 
 def _error_text(response) -> str:

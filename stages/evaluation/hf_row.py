@@ -17,16 +17,15 @@ import numpy as np
 from core.errors import StageError
 from stages.evaluation.metrics import Scores, scored_positions
 from stages.train.data import Sample
+from stages.train.device import detect
 
 
 def perplexity(base: Path, adapter: Path | None, samples: list[Sample], device: str, progress) -> dict:
-    import torch
+    import torch  # torch, transformers and peft when the row runs, not when the eval stage starts
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr, which is for the one-line error
-
-    from stages.train.device import detect
 
     try:
         precision = detect(device)

@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 import tui_workspace as ws
@@ -130,11 +131,17 @@ def test_form_arguments_and_prefill(recorded):
 class _Probe(Pane):
     PANE_ID = "probe"
 
+    @dataclass
     class Value(Delivered):
         """A number from the worker."""
 
+        value: int
+
+    @dataclass
     class Other(Delivered):
         """Another kind of result."""
+
+        value: int
 
     def __init__(self) -> None:
         super().__init__()

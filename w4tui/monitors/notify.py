@@ -13,6 +13,7 @@ import platform
 import subprocess
 import time
 
+from core.config import ENV_CONFIG, ConfigError, load_config
 from core.names import RunStatus
 from core.units import duration
 
@@ -68,8 +69,6 @@ def send(title: str, body: str, url: str = "", desktop: bool = True, system: str
 
 def run_ended(record: dict, error: str | None = None) -> list[str]:
     """From the supervisor, once the run's final status is recorded: send by the run's config."""
-    from core.config import ENV_CONFIG, ConfigError, load_config
-
     try:
         config = load_config((record.get("env") or {}).get(ENV_CONFIG))
     except ConfigError as exc:

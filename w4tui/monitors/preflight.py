@@ -7,11 +7,16 @@ all get it) unless the run is forced; a refusal is a ``RunError`` that says what
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
 
+from core.errors import RunError
+from core.events import EventWriter
+from core.ollama.client import host
+from core.specs import canonical
 from core.units import gb
 
 from . import estimate as est
@@ -24,10 +29,6 @@ GGUF_BYTES_PER_PARAM = {"F16": 2.0, "Q4_K_M": 0.6, "Q4_K_S": 0.57, "Q5_K_M": 0.7
 def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) -> list[str]:
     """Raise ``RunError`` (figures, and the setting that would fit) when ``stage`` with ``args`` cannot
     succeed on this machine; return warnings that do not stop it."""
-    from core.specs import canonical
-
-    from ..runs.runner import RunError  # the runner imports this module lazily: no cycle at import
-
     probe = probe or Probe(runner.config)
     args = canonical(args)  # --base-model and --base_model alike; --no_gradient_checkpointing as --help shows
     try:
@@ -56,7 +57,6 @@ def record(run, warnings: list[str]) -> None:
     """Put the warnings in the run's events, where the panes and the nightly history see them."""
     if not warnings:
         return
-    from core.events import EventWriter
 
     writer = EventWriter(run.stage, run.events_path, run.id)
     try:
@@ -108,8 +108,6 @@ def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
 
 def _hub_cache() -> Path:
     """Where huggingface_hub puts downloads (its constants, without importing it into the TUI process)."""
-    import os
-
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
@@ -118,10 +116,6 @@ def _hub_cache() -> Path:
 
 def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
     """A deploy copies the GGUF into a local Ollama's blob store (OLLAMA_MODELS, else ~/.ollama/models)."""
-    import os
-
-    from core.ollama.client import host
-
     gguf = Path(_flag(args, "--gguf") or "")
     if not gguf.is_file() or not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", host(config) + "/"):
         return None  # nothing to copy, or a server whose disk is not this one

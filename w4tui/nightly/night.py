@@ -10,6 +10,7 @@ A failed step ends the night: ``latest`` is untouched (only verify's --promote m
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -137,8 +138,6 @@ def train_losses(adapter: Path) -> dict:
     """The eval losses a night's training recorded: on its own held-out slice, and on a held-out slice of
     the main dataset (the forgetting signal: rising night after night means narrow data is wearing the
     model down)."""
-    import json
-
     try:
         record = json.loads((adapter / "training_run.json").read_text())
     except (OSError, ValueError):

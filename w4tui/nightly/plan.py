@@ -15,8 +15,11 @@ from pathlib import Path
 from core.config import Config
 from core.datafile import DataReport, file_sha256, read_records
 from core.errors import StageError
+from core.ollama import client as oc
 from core.units import size
 from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.record import dir_bytes
+from w4tui.report import last_move
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 STEPS = ("train", "convert", "quantize", "deploy", "verify")
@@ -73,8 +76,6 @@ def parent_adapter(config: Config, ledger: Ledger) -> str | None:
     """The adapter of the build ``latest`` serves: the last promoted one, unless a rollback or a promotion
     by hand (the Ollama pane's p) since then moved ``latest`` to another nightly build (the night must not
     build on what was rolled back). Verify's own promotion is recorded before its run ends: not newer."""
-    from w4tui.report import last_move
-
     promoted = ledger.promoted()
     moved = last_move(config)
     if moved:
@@ -177,8 +178,6 @@ def ollama_problem(config: Config) -> str | None:
     """Why the deploy step would fail if it ran now (Ollama down), or None. Said before the training:
     a 7B night trains for hours before its deploy finds the server gone. Only a warning: the server
     may be up by then (the Ollama app starts at login)."""
-    from core.ollama import client as oc
-
     try:
         oc.version(config)
     except oc.OllamaError as exc:
@@ -193,6 +192,4 @@ def _existing(path: Path) -> Path:
 
 
 def _dir_bytes(path: Path) -> int:
-    from w4tui.nightly.record import dir_bytes
-
     return dir_bytes(path) if path.exists() else 0

@@ -244,7 +244,7 @@ def _last_fire(trigger: CronTrigger, now: datetime) -> datetime:
 
 
 def _store(config: Config):
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # SQLAlchemy (~300 ms): only to hold
 
     config.paths.state.mkdir(parents=True, exist_ok=True)
     return SQLAlchemyJobStore(url=f"sqlite:///{config.paths.state / STORE_FILE}")

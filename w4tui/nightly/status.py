@@ -17,7 +17,7 @@ from w4tui.runs.runner import RunError, Runner
 
 
 def schedule_status(config: Config, ledger: Ledger, now: datetime | None = None, limit: int = 30) -> dict:
-    from w4tui.nightly.scheduler import cron_trigger
+    from w4tui.nightly.scheduler import cron_trigger  # APScheduler off the TUI's and `w4tui status`'s start
 
     now = now or datetime.now().astimezone()
     holder = SchedulerLock(config.paths.state).holder()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from core.errors import EXIT_BY_STATUS, EXIT_USAGE
 from core.names import EventKind, RunStatus
+from w4tui.runs.follow import follow
 from w4tui.runs.runner import Runner
 
 EXIT_DECLINED = 0  # not starting is what was asked for: no error
@@ -26,8 +27,6 @@ def eta_first(
     no_defaults: bool = False,
 ) -> int | None:
     """None when the training should start now; else the exit code to end with."""
-    from w4tui.runs.follow import follow
-
     if stage != "train":
         print(f"error: --eta is for the train stage, not {stage}", file=sys.stderr)
         return EXIT_USAGE

@@ -26,18 +26,13 @@ from pathlib import Path
 from core import events as ev
 from core import specs
 from core.config import Config
-from core.errors import EXIT_USAGE, ActionableError
+from core.errors import RunError  # defined in core: pre-flight (a lower layer) raises it too
 from core.names import LIVE_STATUSES, EventKind, RunStatus
-from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, read_record, write_record
+from core.ollama.client import OllamaError, unload_all
+from w4tui.monitors import preflight
+from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, final_status, read_record, write_record
 
 LIVE = LIVE_STATUSES
-
-
-class RunError(ActionableError):
-    """A run cannot be started, found or cancelled, or pre-flight refused it; the message says why and what
-    to do (exit 2: the command asked for something that cannot be)."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass
@@ -90,7 +85,6 @@ class Run:
         if "supervisor_pid" not in self.record and time.time() - self.record["created"] < 10:
             return RunStatus.STARTING
         # The supervisor died without recording an end (killed, machine rebooted): judge by the events.
-        from w4tui.runs.supervise import final_status
 
         return final_status(None, self.events(), cancelling)
 
@@ -174,15 +168,12 @@ class Runner:
     def _preflight(self, stage: str, args: list[str]) -> list[str]:
         if {"-h", "--help"} & set(args):
             return []
-        from w4tui.monitors import preflight
 
         return preflight.check(self, stage, args)
 
     @staticmethod
     def _preflight_record(run: Run, warnings: list[str]) -> None:
         if warnings:
-            from w4tui.monitors import preflight
-
             preflight.record(run, warnings)
 
     def default_args(
@@ -204,8 +195,6 @@ class Runner:
 
     def _free_memory_for_training(self) -> None:
         """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""
-        from core.ollama.client import OllamaError, unload_all  # the ollama client only when training starts
-
         try:
             unload_all(self.config)
         except OllamaError:
@@ -339,7 +328,7 @@ def _alive(pid: int | None, ctime: float | None) -> bool:
     if not pid:
         return False
     try:
-        import psutil
+        import psutil  # deferred: only a training's start reads the free memory
 
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -15,12 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from core import events as ev
 from core.fsutil import atomic_write_text
 from core.names import FINAL_KINDS, EventKind, RunStatus
+from w4tui.monitors import notify, watch
 
 RUN_FILE, EVENTS_FILE, LOG_FILE, CANCEL_FILE = "run.json", "events.jsonl", "output.log", "cancel"
 KILL_AFTER_TERM_S = 15.0
@@ -120,9 +122,6 @@ def _watch(run_dir: Path, record: dict):
     """While a training runs: swap, pressure and thermal warnings as events (w4tui.monitors.watch)."""
     if record.get("stage") != "train":
         return lambda: None
-    import threading
-
-    from w4tui.monitors import watch
 
     stop = threading.Event()
     try:
@@ -138,8 +137,6 @@ def _notify(record: dict, events: list[dict]) -> None:
     if os.environ.get(ev.ENV_RUN_ID):
         return
     try:
-        from w4tui.monitors import notify
-
         error = next((e.get("message") for e in reversed(events) if e.get("kind") == EventKind.ERROR), None)
         notify.run_ended(record, error)
     except Exception:

@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from core import units
+from core.ollama import client as oc
 from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.verified import VerifiedBuilds
@@ -119,7 +120,6 @@ class OllamaPane(OllamaActions, Pane):
         self.poke("ollama")
 
     def _ask(self) -> None:  # in the "ollama" loop's thread
-        from core.ollama import client as oc
 
         config = self.app.config
         self._last_poll = self.app.clock()
@@ -136,12 +136,15 @@ class OllamaPane(OllamaActions, Pane):
         if self.ready and self.snapshot is not None:
             self.show_snapshot(self.snapshot, force=True)
 
+    @dataclass
     class Snapshot(Delivered):
         """What the server has: models, what is loaded, the builds."""
 
+        snapshot: OllamaSnapshot
+
     @on(Snapshot)
     def _snapshot_delivered(self, message: Snapshot) -> None:
-        self.show_snapshot(message.value)
+        self.show_snapshot(message.snapshot)
 
     def show_snapshot(self, snap: OllamaSnapshot, force: bool = False) -> None:
         previous, self.snapshot = (None if force else self.snapshot), snap

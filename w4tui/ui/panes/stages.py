@@ -5,6 +5,8 @@ A failed run shows its error event and the tail of its output.log right here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -138,17 +140,23 @@ class StagesPane(Pane):
         full = Run(run.dir, read_record(run.dir))
         error = full.error() if run.status in (RunStatus.FAILED, RunStatus.CRASHED, RunStatus.CANCELLED) else None
         tail = full.log_tail(12) if run.status in (RunStatus.FAILED, RunStatus.CRASHED) else []
-        self.deliver(self.Detail((stage, run, error, tail)))
+        self.deliver(self.Detail(stage, run, error, tail))
 
+    @dataclass
     class Detail(Delivered):
         """The chosen stage: its last run, error event and log tail."""
 
+        stage: str
+        run: RunInfo
+        error: dict | None
+        tail: list[str]
+
     @on(Detail)
     def _detail_delivered(self, message: Detail) -> None:
-        self.show_detail(message.value)
+        self.show_detail(message)
 
-    def show_detail(self, value: tuple) -> None:
-        stage, run, error, tail = value
+    def show_detail(self, detail: Detail) -> None:
+        stage, run, error, tail = detail.stage, detail.run, detail.error, detail.tail
         if stage == self.selected:
             self.query_one("#stage-detail", Static).update(self._describe(stage, run, error, tail))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on
@@ -120,16 +121,17 @@ class TrainingPane(Pane, can_focus=True):
         with self._lock:
             changed = state.apply(events) if state is self.state else False
         if changed or (run is not None and run.live and state.eta_s is not None):
-            self.deliver(self.Tick(None))  # (a live run's ETA counts down between its reports)
+            self.deliver(self.Tick())  # (a live run's ETA counts down between its reports)
 
+    @dataclass
     class Tick(Delivered):
-        """Redraw from the state (new events, or the ETA counting down)."""
+        """Redraw from the state (new events, or the ETA counting down): no payload, the state is the pane's."""
 
     @on(Tick)
     def _state_delivered(self, message: Tick) -> None:
-        self.show_state(message.value)
+        self.show_state()
 
-    def show_state(self, _: object) -> None:
+    def show_state(self, _: object = None) -> None:
         now = self.app.clock()
         with self._lock:
             state = self.state

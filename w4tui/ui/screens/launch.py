@@ -7,7 +7,9 @@ from pathlib import Path
 
 from core import specs
 from core.config import Config
+from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Runner
+from w4tui.runs.supervise import read_record
 
 PIPELINE = "pipeline"
 
@@ -103,10 +105,6 @@ def prepare_resume(run_dir, run_id: str) -> Prepared:
     """The form to resume a stopped training: its own arguments, plus ``--resume`` (the stage continues
     from the newest checkpoint in its --output and refuses changed training settings). LookupError: no
     checkpoint to resume from."""
-    from pathlib import Path
-
-    from w4tui.runs.supervise import read_record
-
     command = read_record(Path(run_dir))["command"]
     args = command[command.index("-m") + 2 :] if "-m" in command else command[1:]
     output = dict(specs.flag_values(args)).get("--output")
@@ -121,8 +119,6 @@ def prepare_resume(run_dir, run_id: str) -> Prepared:
 
 
 def pipeline_command(config: Config, args: list[str]) -> list[str]:
-    from w4tui.runs.pipeline_job import command
-
     return command(str(config.file)) + args
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core import units
+from core import evaltable, units
 from core.config import Config
 from core.events import read_events
+from core.gguf_header import NotGGUF, read_info
 from core.names import EventKind
 from w4tui.ui.sources.runs import RunInfo
 
@@ -56,8 +57,6 @@ class Artifact:
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
-    from core.gguf_header import NotGGUF, read_info
-
     try:
         info = read_info(path, tensors=True)
     except (NotGGUF, OSError) as exc:
@@ -178,8 +177,6 @@ class ArtifactScanner:
         )
 
     def _eval(self, path: Path) -> tuple[str, ...]:
-        from core import evaltable
-
         report = evaltable.for_gguf(path)
         try:
             key = (str(report), report.stat().st_mtime_ns)
@@ -246,8 +243,6 @@ def delete(artifact: Artifact, runs: Sequence[RunInfo]) -> str:
 
 
 def _with(a: Artifact, **changes) -> Artifact:
-    from dataclasses import replace
-
     return replace(a, **changes)
 
 

@@ -8,6 +8,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from core.units import gb
@@ -188,8 +189,6 @@ def _ollama(sample, now: float) -> list[tuple[str, list[tuple[str, str]], None]]
 
 
 def _timestamp(value) -> float | None:
-    from datetime import datetime
-
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):
