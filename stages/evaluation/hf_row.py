@@ -37,7 +37,7 @@ def perplexity(base: Path, adapter: Path | None, samples: list[Sample], device: 
     except (OSError, ValueError) as exc:
         raise StageError(f"{base}: cannot load the base model: {str(exc).splitlines()[0]}") from None
     if adapter is not None:
-        from peft import PeftModel
+        from peft import PeftModel  # peft only for a row with an adapter
 
         model = PeftModel.from_pretrained(model, adapter).get_base_model()  # LoRA layers stay injected
     model = model.to(precision.device).eval()
