@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from core.config import Config
 from core.ollama import client as oc
+from core.ollama import promote as op
 
 if TYPE_CHECKING:  # only the annotations: the ledger's rebuild() replays this module's log
     from w4tui.nightly.ledger import Ledger
@@ -33,7 +34,7 @@ def protected(config: Config, ledger: Ledger) -> set[str]:
         known = oc.digests(config)
     except oc.OllamaError:
         return keep
-    served = {known.get(oc.tag(config, name)) for name in ("latest", "previous")} - {None}
+    served = {known.get(oc.tag(config, name)) for name in op.POINTERS} - {None}
     keep |= {b["build"] for b in ledger.builds() if b.get("tag") and known.get(oc.full_name(b["tag"])) in served}
     return keep
 

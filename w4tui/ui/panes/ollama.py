@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Static
 
 from core import units
 from core.ollama import client as oc
-from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
+from core.ollama import promote as op
+from w4tui.ui.panes.ollama_actions import OllamaActions
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.verified import VerifiedBuilds
 from w4tui.ui.widgets.pane import Delivered, Pane
@@ -227,12 +228,12 @@ class OllamaPane(OllamaActions, Pane):
 
     def aliases_of(self, model: str) -> list[str]:
         """Which of ``latest`` / ``previous`` point at this build (the same digest), e.g. ``["latest"]``."""
-        if self.snapshot is None or model.rpartition(":")[2] in ALIASES:
+        if self.snapshot is None or model.rpartition(":")[2] in op.POINTERS:
             return []
         digests = {m["model"]: m.get("digest") for m in self.snapshot.models}
         prefix = model.rpartition(":")[0] or model
         digest = digests.get(model)
-        return [alias for alias in ALIASES if digest is not None and digests.get(f"{prefix}:{alias}") == digest]
+        return [alias for alias in op.POINTERS if digest is not None and digests.get(f"{prefix}:{alias}") == digest]
 
     def on_resize(self) -> None:
         if self.ready and self.snapshot is not None and self.content_size.width != self._fitted:

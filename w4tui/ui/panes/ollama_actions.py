@@ -13,8 +13,6 @@ from core.ollama import client as oc
 from core.ollama import promote as op
 from w4tui.ui.widgets.dialogs import ConfirmScreen, TextInputScreen, TextViewScreen
 
-ALIASES = ("latest", "previous")  # tags that point at a build: moved by promote and rollback
-
 
 class OllamaActions:
     """Mixed into OllamaPane: it provides snapshot, selected, verified() and aliases_of()."""
@@ -117,7 +115,7 @@ class OllamaActions:
         if not model:
             return
         name = self.app.config.ollama.model
-        if model.rpartition(":")[0] != name or model.rpartition(":")[2] in ALIASES:
+        if model.rpartition(":")[0] != name or model.rpartition(":")[2] in op.POINTERS:
             self.notify(f"promote takes a build of {name} (a {name}:build-… row)", severity="warning")
             return
         if self.verified(model) is not True:
@@ -136,7 +134,7 @@ class OllamaActions:
             (
                 m["model"]
                 for m in self.snapshot.models
-                if now and m.get("digest") == now.get("digest") and m["model"].rpartition(":")[2] not in ALIASES
+                if now and m.get("digest") == now.get("digest") and m["model"].rpartition(":")[2] not in op.POINTERS
             ),
             "none",
         )
