@@ -16,18 +16,19 @@ from pathlib import Path
 
 from core import evaltable, specs
 from core.config import Config, load_config
-from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_USAGE, ActionableError
+from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, ActionableError
 from core.names import EventKind, RunStatus
 from core.ollama import promote as op
 from core.ollama.client import OllamaError, unload_all
 from core.program import report_error
 from core.units import duration
+from w4tui import adapter_import
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
 from w4tui.report import config_lines, result, status_lines
 from w4tui.runs.estimate import eta_first
 from w4tui.runs.follow import follow, follow_log, follow_pipeline
-from w4tui.runs.pipeline import stage_range
+from w4tui.runs.pipeline import run_pipeline, stage_range
 from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Run, RunError, Runner
 
@@ -266,8 +267,6 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
-    from w4tui import adapter_import
-
     if args.adapter_command == "import":
         try:
             path = adapter_import.import_adapter(config, args.source, args.name)
@@ -280,8 +279,6 @@ def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
             "once promoted, the nightly loop continues from it)"
         )
         return 0
-    from w4tui.runs.follow import EXIT_CODES
-    from w4tui.runs.pipeline import run_pipeline
 
     if not (config.paths.outputs / "adapters" / args.name / "adapter_config.json").is_file():
         print(f"error: no adapter {args.name} in {config.paths.outputs / 'adapters'}", file=sys.stderr)
@@ -290,15 +287,15 @@ def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
     def said(event) -> None:
         if event.kind == "started":
             print(f"[{event.index + 1}/{event.total}] {event.stage}: run {event.run_id}", flush=True)
-        elif event.status != "succeeded":
+        elif event.status != RunStatus.SUCCEEDED:
             print(f"{event.stage} {event.status}" + (f": {event.error}" if event.error else ""), flush=True)
 
     ended = run_pipeline(Runner(config), adapter_import.chain(config, args.name), said, build=args.name)
-    status = ended[-1].status if ended else "failed"
-    if status == "succeeded" and len(ended) == len(adapter_import.chain(config, args.name)):
+    status = ended[-1].status if ended else RunStatus.FAILED
+    if status == RunStatus.SUCCEEDED and len(ended) == len(adapter_import.chain(config, args.name)):
         print(f"{args.name} is built, verified and promoted; the next night continues from it")
         return 0
-    return EXIT_CODES.get(status or "failed", 1)
+    return EXIT_BY_STATUS.get(status, EXIT_FAILED)
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from core.errors import RunError
 from core.events import EventWriter
 from core.ollama.client import host
 from core.specs import canonical
+from core.train_backend import PIP_LINE
 from core.units import gb
 
 from . import estimate as est
@@ -225,8 +226,6 @@ def ollama_can_stay(config, args: list[str], probe: Probe | None = None) -> bool
 
 
 def _canonical(args: list[str]) -> list[str]:
-    from core.specs import canonical
-
     return canonical(args)
 
 
@@ -303,8 +302,6 @@ def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int) -> li
 
 
 def train_backend_pip() -> str:
-    from core.train_backend import PIP_LINE
-
     return PIP_LINE
 
 

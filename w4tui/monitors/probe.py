@@ -8,6 +8,8 @@ import platform
 import shutil
 from pathlib import Path
 
+from core import train_backend
+from core.errors import StageError
 from core.ollama.client import OllamaError, running
 
 from .macos import UnexpectedOutput, parse_pmset_batt
@@ -48,16 +50,11 @@ class Probe:
 
     def gpus(self) -> list:
         """Every NVIDIA GPU (NVML: name, memory in use, total), in CUDA's order; [] when it cannot be told."""
-        from .nvidia import NvidiaProbe
-
         return NvidiaProbe().read()
 
     def backend(self, requested: str) -> str:
         """The trainer a training would get (core/train_backend.py); mlx asked for but missing counts
         as torch here: the stage refuses it itself, with the pip line."""
-        from core import train_backend
-        from core.errors import StageError
-
         try:
             return train_backend.detect(requested)
         except StageError:
@@ -67,8 +64,6 @@ class Probe:
         """Metal's recommended working set (recommendedMaxWorkingSetSize) on Apple Silicon, the most the
         GPU may hold before macOS pages it: 2/3 of RAM up to 36 GiB, 3/4 above (the training's own
         metrics events carry the exact figure). None elsewhere."""
-        from core import train_backend
-
         if total is None or not train_backend.apple_silicon():
             return None
         return int(total * (2 / 3 if total <= 36 * 2**30 else 3 / 4))

@@ -189,8 +189,6 @@ class Runner:
 
     def _ollama_can_stay(self, args: list[str]) -> bool:
         """mlx QLoRA that fits beside the loaded model leaves the served model up (w4tui.monitors.preflight)."""
-        from w4tui.monitors import preflight
-
         return preflight.ollama_can_stay(self.config, args)
 
     def _free_memory_for_training(self) -> None:

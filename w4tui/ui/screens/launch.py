@@ -7,6 +7,8 @@ from pathlib import Path
 
 from core import specs
 from core.config import Config
+from core.errors import StageError
+from core.train_backend import detect
 from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Runner
 from w4tui.runs.supervise import read_record
@@ -90,9 +92,6 @@ def training_settings(config: Config) -> list[str]:
 def backend_settings(config: Config) -> list[str]:
     """Which trainer, as it will be on this machine (auto resolved), and mlx's base precision: the form
     says what will train the build. mlx asked for but missing stays as asked (the stage says how to install)."""
-    from core.errors import StageError
-    from core.train_backend import detect
-
     t = config.train
     try:
         backend = detect(t.backend)
