@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
-from core.fsutil import human_bytes  # noqa: E402
+from core import units  # noqa: E402
 from stages.weights.streaming import WORKERS  # noqa: E402
 from w4tui.demo.tinymodel import SHAPES, build_model  # noqa: E402
 
@@ -224,11 +224,11 @@ def one_pass(args, base: Path, adapter: Path, out: Path, env: dict) -> None:
         ("two-step total", f16_s + quant_s, two_disk),
         ("llama-quantize alone on the F16", alone_s, None),
     ):
-        print(f"{label:44} {wall:8.2f} {human_bytes(disk) if disk is not None else '':>16}")
+        print(f"{label:44} {wall:8.2f} {units.size(disk) if disk is not None else '':>16}")
     print(
         f"one pass: {one_s / (f16_s + quant_s):.2f}x our two-step's time (target <= 0.7x), "
         f"{one_s / alone_s:.2f}x llama-quantize alone on the F16 (target <= 1.2x); peak extra disk "
-        f"{one_disk / size:.3f}x the {q} file ({human_bytes(size)}; target <= 1.05x), two-step "
+        f"{one_disk / size:.3f}x the {q} file ({units.size(size)}; target <= 1.05x), two-step "
         f"{two_disk / size:.2f}x; byte-identical to the two-step and to llama-quantize: "
         f"{all(r[4] for r in rows)}"
     )
@@ -282,7 +282,7 @@ def main() -> int:
     model_bytes = sum(p.stat().st_size for p in shards)
     free = shutil.disk_usage(args.workdir).free
     if free < 2.1 * model_bytes:  # beside the base: at most two model-sized files at a time
-        raise SystemExit(f"{args.workdir}: {human_bytes(free)} free, needs {human_bytes(2.1 * model_bytes)}")
+        raise SystemExit(f"{args.workdir}: {units.size(free)} free, needs {units.size(2.1 * model_bytes)}")
     warm(shards + [adapter / "adapter_model.safetensors"])
     py = sys.executable
     quiet = dict(os.environ, W4TUI_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
@@ -351,12 +351,12 @@ def main() -> int:
     rows.append(("ours two-stage total", two_wall, two_rss))
 
     print(
-        f"\nmodel: Qwen2 {shape}-shaped, {human_bytes(model_bytes)} bf16; adapter r=16 on 7 projections; "
+        f"\nmodel: Qwen2 {shape}-shaped, {units.size(model_bytes)} bf16; adapter r=16 on 7 projections; "
         f"{os.cpu_count()} CPUs"
     )
     print(f"{'':34} {'wall s':>8} {'peak RSS':>10} {'RSS/model':>10}")
     for label, wall, rss in rows:
-        print(f"{label:34} {wall:8.2f} {human_bytes(rss):>10} {rss / model_bytes:10.1%}")
+        print(f"{label:34} {wall:8.2f} {units.size(rss):>10} {rss / model_bytes:10.1%}")
     print(
         f"\nours: peak RSS {ours[1] / model_bytes:.1%} of the model (target <= 15%), "
         f"{ours[0] / floor[0]:.2f}x the copy floor's time (target <= 2x); without an adapter "

@@ -31,13 +31,14 @@ import threading
 import time
 from pathlib import Path
 
+from core.units import size
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from ollama_standin import OllamaStandIn  # noqa: E402
 
 from core.config import load_config  # noqa: E402
-from core.fsutil import human_bytes  # noqa: E402
 from w4tui.demo.samples import write_dataset  # noqa: E402
 from w4tui.demo.tinymodel import build_model  # noqa: E402
 from w4tui.nightly.ledger import Ledger  # noqa: E402
@@ -215,7 +216,7 @@ def main() -> int:
     ours_build = steps["convert"] + shared
     ref_build = merge_s + convert_s + quant_s + shared
     print(
-        f"\nmodel: Qwen2 0.5b-shaped, {human_bytes(dir_bytes(base))}; {args.samples} samples of <= {args.max_seq} "
+        f"\nmodel: Qwen2 0.5b-shaped, {size(dir_bytes(base))}; {args.samples} samples of <= {args.max_seq} "
         f"tokens; {os.cpu_count()} CPUs; outcome {night['outcome']}"
     )
     print(f"{'step':28} {'ours s':>8} {'reference s':>12}   (ours: convert is merge+convert+quantize in one pass)")
@@ -235,11 +236,11 @@ def main() -> int:
         f"{ref_build / ours_build:.2f}x faster (target >= 3x)"
     )
     print(
-        f"peak extra disk of the GGUF steps: ours {human_bytes(gguf_disk.extra)} = "
-        f"{gguf_disk.extra / quant_bytes:.3f}x the Q4_K_M file ({human_bytes(quant_bytes)}; target <= 1.05x); "
-        f"the whole night (adapter and checkpoints too) {human_bytes(disk.extra)} = {disk.extra / quant_bytes:.2f}x; "
-        f"our two-step {human_bytes(two_disk.extra)} = {two_disk.extra / quant_bytes:.2f}x; reference "
-        f"{human_bytes(ref_disk.extra)} = {ref_disk.extra / quant_bytes:.2f}x (the F16 alone is {human_bytes(f16)})"
+        f"peak extra disk of the GGUF steps: ours {size(gguf_disk.extra)} = "
+        f"{gguf_disk.extra / quant_bytes:.3f}x the Q4_K_M file ({size(quant_bytes)}; target <= 1.05x); "
+        f"the whole night (adapter and checkpoints too) {size(disk.extra)} = {disk.extra / quant_bytes:.2f}x; "
+        f"our two-step {size(two_disk.extra)} = {two_disk.extra / quant_bytes:.2f}x; reference "
+        f"{size(ref_disk.extra)} = {ref_disk.extra / quant_bytes:.2f}x (the F16 alone is {size(f16)})"
     )
     print(
         f"one pass {steps['convert']:.2f} s: {steps['convert'] / (two_f16_s + two_quant_s):.2f}x our two-step "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import tomllib
 import typing
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core.errors import EXIT_USAGE, ActionableError
 from core.ollama import names as ollama_names
 
 ENV_CONFIG = "W4TUI_CONFIG"
@@ -26,8 +28,10 @@ EVAL_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class ConfigError(Exception):
-    """A user mistake in a config file; ``str()`` is the one-line message to show."""
+class ConfigError(ActionableError):
+    """A user mistake in a config file; ``str()`` is the one-line message to show (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _check(pred: Callable[[Any], bool], what: str) -> dict[str, Any]:
@@ -248,7 +252,6 @@ class Config:
         """The ``w4tui`` command line that selects this same config, for hints a person copies."""
         if self.file == default_config_path():
             return "w4tui"
-        import shlex
 
         return f"w4tui --config {shlex.quote(str(self.file))}"
 

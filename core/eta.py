@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from .units import rough_duration
+
 RECORD = "training_run.json"
 # The arguments that change what one trained token costs (the learning rate or the data do not).
 COST_ARGS = (
@@ -64,17 +66,9 @@ def estimate(tokens: int, rate: float, source: str, now: float | None = None) ->
         "tokens": tokens,
         "rate": round(rate, 1),
         "source": source,
-        "text": f"about {duration(seconds)}, done ~{time.strftime('%H:%M', time.localtime(now + seconds))}"
+        "text": f"about {rough_duration(seconds)}, done ~{time.strftime('%H:%M', time.localtime(now + seconds))}"
         f" ({tokens:,} tokens at {rate:,.0f} tokens/s, {source})",
     }
-
-
-def duration(seconds: float) -> str:
-    """Like "about 11 h 40 min": whole minutes, and hours when there are any."""
-    minutes = max(1, round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
 
 
 def outcome(predicted: dict | None, actual_s: float) -> dict | None:

@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+from . import units
+
 VERSION = 1
 HEAD = ("type", "size", "ppl", "Δppl", "KL mean", "KL p99", "top-1", "prompt t/s", "gen t/s", "s")
 WIDTHS = (12, 9, 11, 8, 9, 9, 7, 10, 8, 7)
@@ -41,16 +43,6 @@ def eval_path(f16: str | Path) -> Path:
     return Path(f16).with_name(f"{build_stem(f16)}-eval.json")
 
 
-def human_bytes(n: float | None) -> str:
-    if not n:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return "-"
-
-
 def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -68,7 +60,7 @@ def row_cells(row: dict, f16_ppl: float | None) -> tuple[str, ...]:
     top1 = row.get("top1")
     return (
         row["name"],
-        human_bytes(row.get("bytes")),
+        units.size(row.get("bytes") or None),
         _num(ppl, ".4f"),
         delta,
         kl_text(row.get("kl_mean")),
@@ -117,7 +109,7 @@ def trade_off(doc: dict, width: int = 20) -> list[str]:
         size = round(width * (r.get("bytes") or 0) / biggest)
         kl = round(width * (r.get("kl_mean") or 0) / worst)
         lines.append(
-            f"{r['name']:<8} size {'█' * size}{'·' * (width - size)} {human_bytes(r.get('bytes')):>9}"
+            f"{r['name']:<8} size {'█' * size}{'·' * (width - size)} {units.size(r.get('bytes') or None):>9}"
             f"   KL {'█' * kl}{'·' * (width - kl)} {kl_text(r.get('kl_mean') or 0)}"
         )
     return lines

@@ -34,9 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .names import FINAL_KINDS, EventKind, RunStatus
+
 VERSION = 1
-KINDS = ("start", "progress", "metrics", "artifact", "log", "done", "error")
-FINAL_KINDS = ("done", "error")
+KINDS = tuple(EventKind)
+__all__ = [
+    "FINAL_KINDS",
+    "KINDS",
+    "VERSION",
+    "EventReader",
+    "EventWriter",
+    "format_event",
+    "make_event",
+    "parse_line",
+    "read_events",
+    "iter_kind",
+]
 
 # Set by the runner for the stage process; without them events go to stderr as text.
 ENV_EVENTS = "W4TUI_EVENTS"
@@ -114,27 +127,27 @@ class EventWriter:
         if self._fh is not None:
             self._fh.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
             self._fh.flush()
-        elif kind != "start":  # a person at a terminal knows they started it
+        elif kind != EventKind.START:  # a person at a terminal knows they started it
             print(format_event(event), file=sys.stderr, flush=True)
         return event
 
     def progress(self, done: float, total: float | None, unit: str = "", message: str | None = None, **fields: Any):
-        return self.emit("progress", done=done, total=total, unit=unit, message=message, **fields)
+        return self.emit(EventKind.PROGRESS, done=done, total=total, unit=unit, message=message, **fields)
 
     def metrics(self, **fields: Any):
-        return self.emit("metrics", **fields)
+        return self.emit(EventKind.METRICS, **fields)
 
     def artifact(self, path: str | os.PathLike[str], type: str, parent: str | None = None, **fields: Any):
-        return self.emit("artifact", path=str(path), type=type, parent=parent, **fields)
+        return self.emit(EventKind.ARTIFACT, path=str(path), type=type, parent=parent, **fields)
 
     def log(self, message: str, level: str = "info", **fields: Any):
-        return self.emit("log", level=level, message=message, **fields)
+        return self.emit(EventKind.LOG, level=level, message=message, **fields)
 
-    def done(self, status: str = "succeeded", **fields: Any):
-        return self.emit("done", status=status, **fields)
+    def done(self, status: str = RunStatus.SUCCEEDED, **fields: Any):
+        return self.emit(EventKind.DONE, status=status, **fields)
 
     def error(self, message: str, hint: str | None = None, **fields: Any):
-        return self.emit("error", message=message, hint=hint, **fields)
+        return self.emit(EventKind.ERROR, message=message, hint=hint, **fields)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -146,22 +159,22 @@ def format_event(event: dict[str, Any]) -> str:
     """A short human line for an event (stderr output, ``w4tui logs``)."""
     kind = event.get("kind")
     stage = event.get("stage", "?")
-    if kind == "progress":
+    if kind == EventKind.PROGRESS:
         done, total, unit = event.get("done"), event.get("total"), event.get("unit", "")
         text = f"{done}/{total} {unit}".strip() if total else f"{done} {unit}".strip()
         if event.get("message"):
             text += f"  {event['message']}"
-    elif kind == "metrics":
+    elif kind == EventKind.METRICS:
         text = "  ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in ("v", "time", "run", "stage", "kind"))
-    elif kind == "artifact":
+    elif kind == EventKind.ARTIFACT:
         text = f"{event.get('type')}: {event.get('path')}"
-    elif kind == "error":
+    elif kind == EventKind.ERROR:
         text = str(event.get("message", ""))
         if event.get("hint"):
             text += f" ({event['hint']})"
-    elif kind == "done":
-        text = str(event.get("status", "succeeded"))
-    elif kind == "start":  # no message: what started, so the line is not a bare "start: "
+    elif kind == EventKind.DONE:
+        text = str(event.get("status", RunStatus.SUCCEEDED))
+    elif kind == EventKind.START:  # no message: what started, so the line is not a bare "start: "
         parts = [f"pid {event['pid']}"] if event.get("pid") else []
         if event.get("args"):
             parts.append(shlex.join(str(a) for a in event["args"]))

@@ -15,17 +15,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ActionableError
+from .units import size
 
-class DiskSpaceError(Exception):
-    """Not enough free space for an output; the message says how much is missing and where."""
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+class DiskSpaceError(ActionableError):
+    """Not enough free space for an output; the message says how much is missing and where (exit 1)."""
 
 
 def check_free_space(directory: str | os.PathLike[str], needed: int, what: str = "the output") -> None:
@@ -36,8 +31,8 @@ def check_free_space(directory: str | os.PathLike[str], needed: int, what: str =
     free = shutil.disk_usage(probe).free
     if free < needed:
         raise DiskSpaceError(
-            f"{probe}: {human_bytes(free)} free, {what} needs {human_bytes(needed)}; "
-            f"free {human_bytes(needed - free)} or choose another directory"
+            f"{probe}: {size(free)} free, {what} needs {size(needed)}; "
+            f"free {size(needed - free)} or choose another directory"
         )
 
 

@@ -20,9 +20,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core import units
 from core.errors import StageError
 from core.events import EventWriter
-from core.fsutil import atomic_write_text, human_bytes
+from core.fsutil import atomic_write_text
 from core.gguf_header import UNQUANTIZED, NotGGUF, read_info
 from core.ollama import client as oc
 from stages.common.outputs import check_output
@@ -146,7 +147,7 @@ def _deploy(args, config, model: str, quantize: str | None, file_type: str, serv
             f"Ollama rewrote the GGUF while creating {model} ("
             + (f"its {quantize} quantization" if quantize else "llama-quantize COPY, Ollama 0.30+")
             + f"): it serves {(served['weights'] or 'new weights')[:19]}…; the uploaded blob {digest[:19]}… "
-            f"({human_bytes(size)}) stays in the server's blob store until the server restarts "
+            f"({units.size(size)}) stays in the server's blob store until the server restarts "
             "(it then prunes unused blobs older than an hour)"
         )
     events.artifact(

@@ -31,6 +31,7 @@ from stages.evaluation import llama_run
 from stages.evaluation import samples as eval_samples
 from stages.evaluation.metrics import Scores
 from stages.evaluation.scratch import Reference, quantize, scratch_dir
+from stages.quantize import find_backend
 
 
 def build_parser() -> StageArgumentParser:
@@ -106,7 +107,7 @@ def load_data(args, base: Path | None, adapter: Path | None, events: EventWriter
             "this GGUF names no base model (w4tui.base_model), so it cannot be tokenized as training did",
             hint="pass --base_model DIR",
         )
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers only for an HF row, after the arguments are good
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     log = lambda message: events.log(message, level="warning")  # noqa: E731
@@ -147,7 +148,7 @@ def body(args, events: EventWriter) -> dict:
         events.progress(done, steps, "samples", message=message)
 
     if args.transformers:
-        from stages.evaluation import hf_row
+        from stages.evaluation import hf_row  # torch: only when the table has an HF row
 
         row = {"name": "transformers", "kind": "transformers", "adapter": str(adapter) if adapter else None}
         row.update(hf_row.perplexity(base, adapter, data.samples, args.device, lambda i: advance("transformers")))
@@ -294,8 +295,6 @@ def _file_type(path: Path) -> str | None:
 
 
 def _quantizer() -> list[str]:
-    from stages.quantize import find_backend
-
     backend = find_backend(stage_config().tools.llama_quantize)
     if backend is None:
         raise StageError("no llama.cpp quantizer found for the temporary files", hint="pip install llama-cpp-python")

@@ -23,8 +23,9 @@ from pathlib import Path
 from core.config import QUANT_TYPES
 from core.errors import StageError
 from core.events import EventWriter
-from core.fsutil import DiskSpaceError, atomic_path, check_free_space, human_bytes
+from core.fsutil import DiskSpaceError, atomic_path, check_free_space
 from core.gguf_header import UNQUANTIZED, NotGGUF, read_info, written_by_w4tui
+from core.units import size
 from stages.common.outputs import check_output
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 
@@ -154,7 +155,7 @@ def body(args, events: EventWriter) -> dict:
         fallback_tensors=fallbacks,
         imatrix=str(args.imatrix.resolve()) if args.imatrix else None,
     )
-    events.log(f"{human_bytes(size_in)} -> {human_bytes(size_out)} ({size_in / size_out:.2f}x smaller)")
+    events.log(f"{size(size_in)} -> {size(size_out)} ({size_in / size_out:.2f}x smaller)")
     return {
         "bytes": size_out,
         "ratio": round(size_in / size_out, 2),
@@ -245,7 +246,7 @@ def _name_a_full_disk(tmp: Path, output: Path, exc: Exception) -> None:
     free = shutil.disk_usage(tmp.parent).free
     if free < (1 << 20):
         raise DiskSpaceError(
-            f"{output.parent}: disk full while writing {output.name} ({human_bytes(free)} free; "
+            f"{output.parent}: disk full while writing {output.name} ({size(free)} free; "
             f"the quantizer said: {str(exc)[:120]}); the partial output was removed; free some "
             "space and run again"
         ) from None

@@ -24,6 +24,7 @@ from core.errors import StageError
 from core.events import ENV_EVENTS, EventWriter
 from core.fsutil import atomic_write_text
 from core.ollama import client as oc
+from core.ollama import promote as op
 from core.ollama.names import name_problem
 from stages.common.stage import StageArgumentParser, run_main, stage_config
 from stages.ollama import inference, regression
@@ -158,7 +159,7 @@ def body(args, events: EventWriter) -> dict:
         if guard and guard["blocked"] and args.promote:
             failures.append(regression.blocked_message(guard, config.verify.max_regression))
         passed = not failures
-        promoted = oc.promote(config, args.model) if passed and args.promote else None
+        promoted = op.promote(config, args.model) if passed and args.promote else None
         if promoted:
             events.log(promoted)
     except oc.OllamaError as exc:

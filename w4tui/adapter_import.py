@@ -23,6 +23,9 @@ from pathlib import Path
 
 from core.config import Config
 from core.fsutil import atomic_path
+from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.record import HPARAMS
+from w4tui.runs.pipeline import Step
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 RECORD = "training_run.json"  # the source's training record, when it has one (w4tui trained it)
@@ -184,9 +187,6 @@ def _lineage(adapter: Path, config: Config, label: str) -> dict:
 def _register(config: Config, name: str, adapter: Path) -> None:
     """The ledger learns the build, so a promotion of it (verify --promote, or by hand) is what the
     next night continues from (nightly/plan.py: parent_adapter)."""
-    from w4tui.nightly.ledger import Ledger
-    from w4tui.nightly.record import HPARAMS
-
     record = _read_json(adapter / RECORD)
     args = record.get("args") or {}
     ledger = Ledger.open(config)
@@ -204,8 +204,6 @@ def _register(config: Config, name: str, adapter: Path) -> None:
 
 def chain(config: Config, name: str) -> list:
     """The steps that build, verify and promote an imported adapter: the night's steps without training."""
-    from w4tui.runs.pipeline import Step
-
     out, model = config.paths.outputs, str(config.model.dir)
     adapter = str(out / "adapters" / name)
     f16 = str(out / "gguf" / f"{name}-f16.gguf")

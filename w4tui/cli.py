@@ -14,13 +14,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import specs
-from core.config import Config, ConfigError, load_config
+from core import evaltable, specs
+from core.config import Config, load_config
+from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, ActionableError
+from core.names import EventKind, RunStatus
+from core.ollama import promote as op
+from core.ollama.client import OllamaError, unload_all
+from core.program import report_error
+from core.units import duration
+from w4tui import adapter_import
 from w4tui.nightly.cli import COMMANDS as NIGHTLY_COMMANDS
 from w4tui.nightly.cli import add_commands as add_nightly_commands
+from w4tui.report import config_lines, result, status_lines
+from w4tui.runs.estimate import eta_first
+from w4tui.runs.follow import follow, follow_log, follow_pipeline
+from w4tui.runs.pipeline import run_pipeline, stage_range
+from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Run, RunError, Runner
-
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = handler(config, args)
         sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
         return code
-    except (ConfigError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ActionableError as exc:  # a config or usage mistake, a refused run (2), Ollama down (1)
+        report_error(exc.message, exc.hint)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_CANCELLED
     except BrokenPipeError:
         # `w4tui runs | head`: the reader has gone, the rest is not wanted. stdout goes to /dev/null so the
         # interpreter's last flush does not fail again (as Python's signal module docs advise).
@@ -135,8 +145,6 @@ def cmd_tui(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.runs.follow import EXIT_CODES, follow
-
     runner = Runner(config)
     if args.gpus is not None:
         if args.stage != "train" or args.gpus < 1:
@@ -144,8 +152,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         args.stage_args = [*args.stage_args, "--gpus", str(args.gpus)]
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
-        from w4tui.runs.estimate import eta_first
-
         if (code := eta_first(runner, args.stage, args.stage_args, no_defaults=args.no_defaults)) is not None:
             return code
     if args.no_defaults:
@@ -160,7 +166,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             flush=True,
         )
     for event in run.events():  # pre-flight warnings (on battery): said here too, not only in the events
-        if event.get("kind") == "log" and event.get("source") == "preflight":
+        if event.get("kind") == EventKind.LOG and event.get("source") == "preflight":
             print(f"warning: {event.get('message')}", file=sys.stderr, flush=True)
     if not args.wait and not sys.stdout.isatty():
         return 0
@@ -171,29 +177,29 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; {args.stage} keeps running. Follow again: {config.cli} logs -f {run.id}; "
             f"stop it: {config.cli} cancel {run.id}"
         )
-        return 130 if args.wait else 0
+        return EXIT_CANCELLED if args.wait else 0
     ended = runner.get(run.id)
     _print_end(ended)
     if not args.wait:
         return 0
     # A stage's usage mistake (a bad flag after --) is this command's usage mistake too: exit 2.
     return (
-        EXIT_USAGE if status == "failed" and ended.record.get("exit_code") == EXIT_USAGE else EXIT_CODES.get(status, 1)
+        EXIT_USAGE
+        if status == RunStatus.FAILED and ended.record.get("exit_code") == EXIT_USAGE
+        else EXIT_BY_STATUS.get(status, 1)
     )
 
 
 def _print_end(run: Run) -> None:
     print(f"{run.stage} {run.status} ({run.id})")
     error = run.error()
-    if run.status in ("failed", "crashed"):
+    if run.status in (RunStatus.FAILED, RunStatus.CRASHED):
         if error:
             print(f"error: {error.get('message')}" + (f" ({error['hint']})" if error.get("hint") else ""))
         print("\n".join(["-- last lines of output.log:", *run.log_tail(10)]))
 
 
 def cmd_runs(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.report import result
-
     runs = Runner(config).runs()
     if not runs:
         print(f"no runs yet in {config.paths.runs}")
@@ -205,7 +211,7 @@ def cmd_runs(config: Config, args: argparse.Namespace) -> int:
         )
         print(
             f"{run.id:<34} {run.stage:<9} {run.status:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.started))}"
-            f"  {_short(took):>7}  {what}"
+            f"  {duration(took):>7}  {what}"
         )
     return 0
 
@@ -215,7 +221,6 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"config": str(config.file), "runs": [r.summary() for r in runs]}, indent=2))
         return 0
-    from w4tui.report import status_lines
 
     print("\n".join(status_lines(runs, config, time.time())))
     return 0
@@ -225,8 +230,6 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     runner = Runner(config)
     run = runner.get(args.run)
     if args.follow:
-        from w4tui.runs.follow import follow_log
-
         follow_log(run, runner)
     else:
         try:
@@ -245,10 +248,6 @@ def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     """The pipeline as a detached job (it survives this terminal), followed here; Ctrl-C detaches."""
-    from w4tui.runs.follow import EXIT_CODES, follow_pipeline
-    from w4tui.runs.pipeline import stage_range
-    from w4tui.runs.pipeline_job import command
-
     stages = stage_range(args.start, args.stop)
     runner = Runner(config)
     job = runner.start_command("pipeline", command(str(config.file), args.start, args.stop))
@@ -262,14 +261,12 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; the pipeline keeps running. Follow again: {config.cli} logs -f {job.id}; "
             f"stop it: {config.cli} cancel {job.id}"
         )
-        return 130
-    print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == "succeeded" else ""))
-    return EXIT_CODES.get(status, 1)
+        return EXIT_CANCELLED
+    print(f"pipeline {status}" + (f": {' > '.join(stages)}" if status == RunStatus.SUCCEEDED else ""))
+    return EXIT_BY_STATUS.get(status, 1)
 
 
 def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
-    from w4tui import adapter_import
-
     if args.adapter_command == "import":
         try:
             path = adapter_import.import_adapter(config, args.source, args.name)
@@ -282,8 +279,6 @@ def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
             "once promoted, the nightly loop continues from it)"
         )
         return 0
-    from w4tui.runs.follow import EXIT_CODES
-    from w4tui.runs.pipeline import run_pipeline
 
     if not (config.paths.outputs / "adapters" / args.name / "adapter_config.json").is_file():
         print(f"error: no adapter {args.name} in {config.paths.outputs / 'adapters'}", file=sys.stderr)
@@ -292,22 +287,20 @@ def cmd_adapter(config: Config, args: argparse.Namespace) -> int:
     def said(event) -> None:
         if event.kind == "started":
             print(f"[{event.index + 1}/{event.total}] {event.stage}: run {event.run_id}", flush=True)
-        elif event.status != "succeeded":
+        elif event.status != RunStatus.SUCCEEDED:
             print(f"{event.stage} {event.status}" + (f": {event.error}" if event.error else ""), flush=True)
 
     ended = run_pipeline(Runner(config), adapter_import.chain(config, args.name), said, build=args.name)
-    status = ended[-1].status if ended else "failed"
-    if status == "succeeded" and len(ended) == len(adapter_import.chain(config, args.name)):
+    status = ended[-1].status if ended else RunStatus.FAILED
+    if status == RunStatus.SUCCEEDED and len(ended) == len(adapter_import.chain(config, args.name)):
         print(f"{args.name} is built, verified and promoted; the next night continues from it")
         return 0
-    return EXIT_CODES.get(status or "failed", 1)
+    return EXIT_BY_STATUS.get(status, EXIT_FAILED)
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
-    from core.ollama.client import OllamaError, rollback
-
     try:
-        print(rollback(config))
+        print(op.rollback(config))
     except OllamaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -315,8 +308,6 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_unload(config: Config, args: argparse.Namespace) -> int:
-    from core.ollama.client import OllamaError, unload_all
-
     try:
         unloaded = unload_all(config)
     except OllamaError as exc:
@@ -328,9 +319,6 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_eval(config: Config, args: argparse.Namespace) -> int:
     """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
-    from core import evaltable
-    from w4tui.runs.follow import EXIT_CODES, follow
-
     runner = Runner(config)
     run = runner.start(
         "eval", input_path=_build_gguf(config, args.build) if args.build else None, extra=args.stage_args
@@ -340,13 +328,13 @@ def cmd_eval(config: Config, args: argparse.Namespace) -> int:
         status = follow(runner, run)
     except KeyboardInterrupt:
         print(f"\ndetached; eval keeps running. Follow again: {config.cli} logs -f {run.id}")
-        return 130
+        return EXIT_CANCELLED
     finished = runner.get(run.id)
     report = next((a["path"] for a in reversed(finished.artifacts()) if a.get("type") == "eval"), None)
-    doc = evaltable.read(report) if report and status == "succeeded" else None
+    doc = evaltable.read(report) if report and status == RunStatus.SUCCEEDED else None
     if doc is None:
         _print_end(finished)
-        return EXIT_CODES.get(status, 1)
+        return EXIT_BY_STATUS.get(status, 1)
     print("\n".join(evaltable.format_table(doc)))
     return 0
 
@@ -363,14 +351,12 @@ def _build_gguf(config: Config, build: str) -> str:
 
 
 def cmd_config(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.report import config_lines
-
     print("\n".join(config_lines(config, dict(os.environ))))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from w4tui.demo.workspace import default_demo_dir, init_demo
+    from w4tui.demo.workspace import default_demo_dir, init_demo  # numpy (the tiny model): only for `demo`
 
     directory = Path(args.dir) if args.dir else default_demo_dir()
     config_file = directory / "config.toml"
@@ -388,13 +374,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config_file = init_demo(directory)
         print(f"demo created in {config_file.parent}")
     return cmd_tui(load_config(config_file), args)
-
-
-def _short(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 COMMANDS = {

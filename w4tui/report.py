@@ -13,6 +13,8 @@ from typing import Any
 
 from core import specs
 from core.config import Config, default_config_path
+from core.names import EventKind, RunStatus
+from core.units import duration
 from w4tui.runs.runner import Run
 
 
@@ -21,13 +23,6 @@ def _when(t: float | None, now: float) -> str:
         return "-"
     same_day = time.localtime(t)[:3] == time.localtime(now)[:3]
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(t))
-
-
-def _took(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
 
 
 def _short_path(path: str, base: Path) -> str:
@@ -41,7 +36,7 @@ def _last_metrics(events: list[dict]) -> dict:
     """The newest training figures: loss from the newest report that has one, step from the newest."""
     out: dict = {}
     for e in events:
-        if e.get("kind") == "metrics":
+        if e.get("kind") == EventKind.METRICS:
             out.update(
                 {k: e[k] for k in ("step", "total_steps", "loss", "eta_s", "tokens_per_second") if e.get(k) is not None}
             )
@@ -57,13 +52,13 @@ def result(run: Run, events: list[dict], base: Path) -> str:
             parts.append(f"loss {m['loss']:.4f}")
         if "step" in m:
             parts.append(f"step {m['step']}/{m.get('total_steps', '?')}")
-    done = next((e for e in reversed(events) if e.get("kind") == "done"), None)
+    done = next((e for e in reversed(events) if e.get("kind") == EventKind.DONE), None)
     if run.stage == "train" and done and done.get("backend"):  # which trainer, on what base precision
         parts.append(f"{done['backend']} {done.get('base_precision', '')}".strip())
     if run.stage == "nightly" and done and done.get("outcome"):  # a night makes no artifact of its own
         build, reason = done.get("build"), done.get("reason")
         parts.append(str(done["outcome"]) + (f" {build}" if build else "") + (f": {reason}" if reason else ""))
-    start = next((e for e in events if e.get("kind") == "start"), None)
+    start = next((e for e in events if e.get("kind") == EventKind.START), None)
     if run.stage == "pipeline" and start and start.get("stages"):
         parts.append(" > ".join(map(str, start["stages"])))
     for a in run.artifacts(events):
@@ -77,8 +72,8 @@ def result(run: Run, events: list[dict], base: Path) -> str:
             parts.append(str(a.get("path")))
         elif a.get("type") == specs.BY_NAME.get(run.stage, specs.STAGES[0]).produces:
             parts.append(_short_path(str(a.get("path")), base))
-    error = next((e for e in reversed(events) if e.get("kind") == "error"), None)
-    if error and run.status in ("failed", "crashed"):
+    error = next((e for e in reversed(events) if e.get("kind") == EventKind.ERROR), None)
+    if error and run.status in (RunStatus.FAILED, RunStatus.CRASHED):
         parts.append(f"error: {error.get('message', '')}")
     return " · ".join(parts)
 
@@ -91,7 +86,7 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
         where = f" step {m['step']}/{m.get('total_steps', '?')}" if "step" in m else ""
         where += f" loss {m['loss']:.4f}" if "loss" in m else ""
         where += f" {m['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in m else ""
-        where += f" ETA {_took(m['eta_s'])}" if "eta_s" in m else ""
+        where += f" ETA {duration(m['eta_s'])}" if "eta_s" in m else ""
         where += f" on {m['device']}" if "device" in m else ""
         yield f"running: {run.stage} {run.id} (pid {run.pid}, since {_when(run.started, now)}){where}"
     if not live:
@@ -106,7 +101,7 @@ def status_lines(runs: list[Run], config: Config, now: float) -> Iterator[str]:
             yield f"  {name:<9} {'never run':<10}"
             continue
         ended = _when(run.ended, now) if run.ended else ("-" if not run.live else "running")
-        took = _took((run.ended or now) - run.started)
+        took = duration((run.ended or now) - run.started)
         yield f"  {name:<9} {run.status:<10} {ended:<16} {took:>6}  {result(run, run.events(), config.base_dir)}"
     promoted = next(
         (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config
+from core.errors import ActionableError
 from core.ollama import modelfile as ollama_modelfile
 
 MIN_VERSION = (0, 5, 5)  # the first server with files-based /api/create
@@ -30,12 +31,9 @@ SERVER_QUANTIZE = {"Q4_K_M": "q4_K_M", "Q4_K_S": "q4_K_S", "Q8_0": "q8_0"}  # wh
 START_HINT = "start it with `ollama serve` or the Ollama app, or point OLLAMA_HOST / [ollama] host at a running server"
 
 
-class OllamaError(Exception):
-    """Ollama is unreachable, too old, or refused something. ``str()`` is the line to show."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
+class OllamaError(ActionableError):
+    """Ollama is unreachable, too old, or refused something. ``str()`` is the line to show, hint included
+    (its callers print it whole); ``message`` and ``hint`` apart for a stage's error event."""
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
@@ -74,8 +72,8 @@ def connectable(value: str) -> str:
 def client(config: Config, timeout: float | None = 10.0):
     """An ``ollama.Client`` for the chosen host. ``timeout`` bounds each read (None: wait for ever);
     connecting is always bounded, so a server that is down fails fast."""
-    import httpx
-    from ollama import Client
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
+    from ollama import Client  # as above
 
     return Client(host=host(config), timeout=httpx.Timeout(timeout, connect=5.0), verify=_ssl_context())
 
@@ -84,7 +82,7 @@ def client(config: Config, timeout: float | None = 10.0):
 def _ssl_context():
     """One TLS context for every client: httpx builds a new one per client otherwise (reading the CA
     bundle, ~0.1 s), which made each call to a local server cost that much."""
-    import httpx
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
 
     return httpx.create_ssl_context()
 
@@ -92,8 +90,8 @@ def _ssl_context():
 @contextlib.contextmanager
 def errors(config: Config) -> Iterator[None]:
     """Turn the client's and httpx's exceptions into OllamaError."""
-    import httpx
-    from ollama import ResponseError
+    import httpx  # httpx and the ollama client (~150 ms) only when Ollama is asked, not at import
+    from ollama import ResponseError  # as above
 
     try:
         yield
@@ -326,20 +324,6 @@ def unload_all(config: Config, wait_s: float = 10.0) -> list[str]:
     while running(config) and time.monotonic() < deadline:
         time.sleep(0.2)
     return loaded
-
-
-def promote(config: Config, build: str) -> str:
-    """Make a verified ``build`` the served ``latest`` (see core/ollama/promote.py)."""
-    from core.ollama import promote as ollama_promote  # imports this module
-
-    return ollama_promote.promote(config, build)
-
-
-def rollback(config: Config) -> str:
-    """Point ``latest`` back at ``previous`` (see core/ollama/promote.py)."""
-    from core.ollama import promote as ollama_promote
-
-    return ollama_promote.rollback(config)
 
 
 def _error_text(response) -> str:

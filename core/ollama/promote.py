@@ -27,7 +27,7 @@ from core.ollama import client as oc
 
 JOURNAL = "ollama-promotion.json"
 SERVED = "ollama-latest.json"  # the last completed move of latest: w4tui/report.py reads it (no Ollama call)
-POINTERS = ("latest", "previous")
+POINTERS = ("latest", "previous")  # the tags that point at a build, moved only by promote and rollback
 
 
 def _journal(config: Config) -> Path:

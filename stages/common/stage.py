@@ -1,34 +1,23 @@
-"""What every stage's ``main(argv)`` shares: events, the one-line error contract, exit codes.
+"""What every stage's ``main(argv)`` shares: its argument parser, its config, and its entry.
 
 A stage raises ``StageError`` for anything a person can fix (bad input, missing file, no disk space);
-it becomes one ``error`` event and one line on stderr, never a traceback. Anything else is a bug:
-the traceback goes to the log and the error event points there.
+core/program.py turns it into one ``error`` event and one line on stderr, never a traceback. Anything
+else is a bug: the traceback goes to the log and the error event points there.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import signal
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 
-from core.config import Config, ConfigError, load_config
-from core.errors import (
-    EXIT_CANCELLED,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Cancelled,
-    StageError,
-    UsageError,
-)
+from core.config import Config, load_config
+from core.errors import UsageError
 from core.events import EventWriter
-from core.fsutil import DiskSpaceError
 from core.pipes import tolerate_closed_stdout
+from core.program import run_program, start_fields
 
 
 class StageArgumentParser(argparse.ArgumentParser):
@@ -76,18 +65,10 @@ def stage_config() -> Config:
     return load_config(None)
 
 
-def sigterm_as_interrupt() -> None:
-    """Treat SIGTERM like Ctrl-C, so stages clean up the same way for both."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
 def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: EventWriter | None = None) -> int:
-    """Run ``body(events)``; turn its outcome into the final event and the exit code.
-
-    ``body`` returns the summary fields of the ``done`` event. Raising ``Cancelled`` or
-    KeyboardInterrupt ends the run as cancelled (exit 130).
-    """
-    tolerate_closed_stdout()  # `python -m stages.x ... | head`: the stage still does its work
+    """Run ``body(events)`` as a stage: core/program.py's entry (start event, the final event, the exit
+    code), with the stage's logging. ``body`` returns the summary fields of the ``done`` event."""
+    tolerate_closed_stdout()  # before logging holds sys.stdout: `... | head` must not fail the log lines
     # Log lines go to stdout, so stderr carries only the one-line error a person must read.
     logging.basicConfig(
         level=os.environ.get("W4TUI_LOG_LEVEL", "INFO"),
@@ -96,57 +77,15 @@ def run_stage(name: str, body: Callable[[EventWriter], dict | None], events: Eve
     )
     for chatty in ("httpx", "httpx2", "httpcore", "urllib3", "filelock"):  # one line per HTTP request is noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    sigterm_as_interrupt()
-    events = events or EventWriter.from_env(name)
     log = logging.getLogger(f"stages.{name}")
-    try:
-        events.emit("start", args=sys.argv[1:], pid=os.getpid())
+
+    def logged(events: EventWriter) -> dict | None:
         log.info("%s started: %s", name, " ".join(sys.argv[1:]))
-        summary = body(events) or {}
-        events.done("succeeded", **summary)
+        summary = body(events)
         log.info("%s succeeded", name)
-        return EXIT_OK
-    except SystemExit as exc:  # argparse's --help: the run did what was asked
-        if exc.code not in (0, None):
-            raise
-        if events.path is not None:  # run by the runner: end the run properly; alone: just the help text
-            events.done("succeeded", help=True)
-        return EXIT_OK
-    except (Cancelled, KeyboardInterrupt):
-        events.done("cancelled")
-        print(f"{name}: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except (StageError, ConfigError, DiskSpaceError) as exc:
-        _report(events, str(exc), getattr(exc, "hint", None))
-        return EXIT_USAGE if isinstance(exc, (ConfigError, UsageError)) else EXIT_FAILED
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            return _internal_error(name, exc, events)
-        where = f" writing {exc.filename}" if exc.filename else ""
-        _report(events, f"disk full{where}: {exc.strerror}", "free some space and run again")
-        return EXIT_FAILED
-    except Exception as exc:
-        return _internal_error(name, exc, events)
-    finally:
-        events.close()
+        return summary
 
-
-def _report(events: EventWriter, message: str, hint: str | None) -> None:
-    """The error event and the one ``error:`` line on stderr (alone, the writer would print the event to
-    stderr as well: the same error twice)."""
-    if events.path is not None:
-        events.error(message, hint=hint)
-    print(f"error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
-
-
-def _internal_error(name: str, exc: BaseException, events: EventWriter) -> int:
-    """A bug: keep the traceback for the log, give the person one line."""
-    traceback.print_exception(exc)
-    events.error(
-        f"internal error in {name}: {exc.__class__.__name__}: {exc}",
-        hint="the traceback is in the run's output.log; please report it",
-    )
-    return EXIT_FAILED
+    return run_program(name, logged, events or EventWriter.from_env(name), start_fields)
 
 
 def run_main(

@@ -17,16 +17,15 @@ import numpy as np
 from core.errors import StageError
 from stages.evaluation.metrics import Scores, scored_positions
 from stages.train.data import Sample
+from stages.train.device import detect
 
 
 def perplexity(base: Path, adapter: Path | None, samples: list[Sample], device: str, progress) -> dict:
-    import torch
+    import torch  # torch, transformers and peft when the row runs, not when the eval stage starts
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr, which is for the one-line error
-
-    from stages.train.device import detect
 
     try:
         precision = detect(device)
@@ -38,7 +37,7 @@ def perplexity(base: Path, adapter: Path | None, samples: list[Sample], device: 
     except (OSError, ValueError) as exc:
         raise StageError(f"{base}: cannot load the base model: {str(exc).splitlines()[0]}") from None
     if adapter is not None:
-        from peft import PeftModel
+        from peft import PeftModel  # peft only for a row with an adapter
 
         model = PeftModel.from_pretrained(model, adapter).get_base_model()  # LoRA layers stay injected
     model = model.to(precision.device).eval()

@@ -23,7 +23,7 @@ PROMPT_TOKENS = 512  # at most this many prompt tokens for the prompt speed
 
 def _binding():
     try:
-        import llama_cpp
+        import llama_cpp  # the binding (and its logger) only when a GGUF is scored
     except ImportError:
         raise StageError(
             "the eval stage needs the llama_cpp Python binding (llama.cpp's own loader)",

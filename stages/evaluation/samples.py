@@ -15,7 +15,9 @@ from pathlib import Path
 
 from core.config import load_config
 from core.errors import StageError
-from stages.train.data import Sample
+from stages.train.data import Sample, dataset_files, file_sha256
+from stages.train.selection import select
+from stages.train.tokenized import load_samples
 
 RECORD = "training_run.json"
 PATH_ARGS = ("base_model", "dataset", "output", "resume_from", "replay_dataset")
@@ -50,8 +52,6 @@ def training_args(adapter: Path) -> argparse.Namespace:
 
 def train_eval_split(adapter: Path, tokenizer, log) -> EvalData:
     args = training_args(adapter)
-    from stages.train.data import dataset_files, file_sha256
-    from stages.train.selection import select
 
     try:
         now = {str(f): file_sha256(f) for f in dataset_files(args.dataset)}
@@ -76,8 +76,6 @@ def train_eval_split(adapter: Path, tokenizer, log) -> EvalData:
 
 
 def from_files(path: Path, tokenizer, max_len: int, overlong: str, log) -> EvalData:
-    from stages.train.tokenized import load_samples
-
     samples, report = load_samples(path, tokenizer, max_len, overlong, False, None, log)
     return EvalData(samples, f"{path} ({len(samples)} samples)", report.files)
 

@@ -9,14 +9,14 @@ from core.errors import StageError
 from core.gguf_header import GGUFInfo
 from core.ollama import client as oc
 from core.ollama.names import name_problem, tag_problem
+from core.ollama.promote import POINTERS
 
-RESERVED = ("latest", "previous")  # moved by promotion and rollback only
 F16_FIX = "convert with --outtype f16 (python -m stages.convert_gguf ... --outtype f16), or quantize it with llama.cpp"
 
 
 def check_tag(config, tag: str) -> None:
     problem = tag_problem(tag) or name_problem(oc.tag(config, tag))
-    if tag in RESERVED or problem:
+    if tag in POINTERS or problem:
         raise StageError(
             f"--tag {tag}: "
             + (problem or "'latest' and 'previous' move only by verified promotion and rollback")

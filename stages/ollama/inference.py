@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import statistics
 
+from core.ollama import client as oc
+
 RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -19,8 +21,6 @@ def parse_range(text: str) -> tuple[float, float]:
 
 def measure(config, model: str, results: list[dict]) -> dict:
     """The build's figures from verify's answers and /api/ps, with a warning per figure out of range."""
-    from core.ollama import client as oc
-
     rates = [r["tokens_per_s"] for r in results if r.get("tokens_per_s")]
     # the time to the first token without loading the model (load_s says how long that took)
     firsts = [max(0.0, r["ttft_s"] - (r.get("load_s") or 0)) for r in results if r.get("ttft_s") is not None]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.errors import StageError
 from core.fsutil import atomic_write_text
+from core.ollama import client as oc
 
 SHIPPED = Path(__file__).resolve().parents[2] / "w4tui" / "data" / "regression.toml"
 DEFAULT = "default"  # the name of the shipped set in [verify] regression
@@ -136,8 +137,6 @@ class Store:
 def guard(config, model: str, events) -> dict | None:
     """Score ``model`` and latest on the configured set; None when [verify] regression is empty.
     ``blocked`` is whether promoting ``model`` would lose more than [verify] max_regression."""
-    from core.ollama import client as oc
-
     prompts = load(config.verify.regression, config.base_dir)
     if not prompts:
         return None

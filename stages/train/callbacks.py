@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from core.events import EventWriter
+from core.units import duration
 
 
 class TrainingCallback:
@@ -85,14 +86,6 @@ def train_line(info: dict) -> str:
         parts.append(f"grad_norm {info['grad_norm']:.3f}")
     parts += [f"{info['tokens_per_second']:,.0f} tok/s", f"ETA {duration(info['eta_s'])}"]
     return " | ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """4m10s, 1h02m, 12s: what a person reads at a glance."""
-    s = round(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _step(info: dict) -> str:

@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from core import eta
+from core import eta, units
 from core.config import load_config
 from core.errors import StageError
 from core.events import EventWriter
@@ -171,7 +171,9 @@ def train(args, events: EventWriter) -> dict:
         "eta": eta.outcome(predicted, result["train_seconds"]),
     }
     if predicted:
-        events.log(f"the ETA was {eta.duration(predicted['eta_s'])}; it took {eta.duration(result['train_seconds'])}")
+        events.log(
+            f"the ETA was {units.rough_duration(predicted['eta_s'])}; it took {units.rough_duration(result['train_seconds'])}"
+        )
     _save_adapter(model, args, report, result, counts, parent, started, state.losses)
     events.artifact(
         args.output.resolve(),

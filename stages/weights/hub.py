@@ -53,7 +53,7 @@ class Earlier:
 
 def fetch(repo: str, revision: str, events: EventWriter, earlier: Earlier | None = None) -> Snapshot:
     """The model's files in the cache, downloading those not there yet."""
-    from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache
+    from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache  # heavy: only to download
 
     # Its warnings (a transfer retried) go to the log with ours, not to stderr: that is for the one-line error.
     logging.getLogger("huggingface_hub").handlers.clear()
@@ -102,7 +102,7 @@ def fetch(repo: str, revision: str, events: EventWriter, earlier: Earlier | None
 
 def cached(repo: str, revision: str, cause: BaseException) -> Snapshot:
     """The snapshot of ``revision`` already in the cache, when the Hub cannot be asked."""
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache  # as above
 
     found = try_to_load_from_cache(repo, "config.json", revision=revision)
     if not isinstance(found, str):
@@ -151,7 +151,11 @@ def _verify(api, repo: str, path: Path, names: set[str]) -> None:
 
 def _refuse_access_errors(exc: BaseException, repo: str, revision: str) -> None:
     """The errors a cached copy must not hide: the repo or the revision does not exist, or is gated."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (  # as above
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if isinstance(exc, GatedRepoError):
         raise StageError(f"{repo} is gated", hint="accept its licence on the Hub and set HF_TOKEN") from None

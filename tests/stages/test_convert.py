@@ -304,7 +304,7 @@ def test_disk_space_is_checked_before_writing(tmp_path, tiny_model, monkeypatch,
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(1 << 40, 1 << 40, 10 << 20))
     assert main(["--model", str(tiny_model), "--output", str(tmp_path / "m.gguf")]) == 1
-    assert "10.0 MiB free, the GGUF file needs" in capsys.readouterr().err
+    assert "10.5 MB free, the GGUF file needs" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".m.gguf*"))
 
 

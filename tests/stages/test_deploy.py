@@ -1,3 +1,5 @@
+from core import units
+
 """The deploy stage against the Ollama stand-in, through the official client: the blob, the create
 request (TEMPLATE and stops from the live base model, SYSTEM, PARAMETERs), the Modelfile on disk, immutable
 build tags, server-side quantization, and one-line errors that never touch latest."""
@@ -12,7 +14,6 @@ import pytest
 pytest_plugins = ["ollama_fixtures"]
 from ollama_standin import LIBRARY, LIBRARY_TEMPLATE
 
-from core.fsutil import human_bytes
 from core.ollama import modelfile as ollama_modelfile
 from core.ollama.client import builtin_template
 
@@ -233,7 +234,7 @@ def test_a_repeat_deploy_is_recognised_although_the_server_rewrote_the_gguf(mode
     size = tiny_q8_gguf.stat().st_size
     rewrite = next(e["message"] for e in first.of("log") if "rewrote the GGUF" in e["message"])
     assert "llama-quantize COPY" in rewrite and "stays in the server's blob store until the server restarts" in rewrite
-    assert human_bytes(size) in rewrite
+    assert units.size(size) in rewrite
     validating = [e for e in first.of("progress") if e.get("message") == "validating GGUF model"]
     assert (
         validating and validating[-1]["done"] == validating[-1]["total"] == size and validating[-1]["unit"] == "bytes"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, until, utc  # noqa: F401
 
-from w4tui.ui.screens.dialogs import TextViewScreen
 from w4tui.ui.sources.artifacts import Artifact
 from w4tui.ui.sources.compare import build_facts, compare_text
+from w4tui.ui.widgets.dialogs import TextViewScreen
 
 
 def adapter(tmp_path, name: str, lr: float, eval_loss: float, data_sha: str) -> str:

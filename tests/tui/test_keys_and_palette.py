@@ -48,7 +48,7 @@ async def test_a_mistyped_keymap_id_is_reported_and_the_right_ones_work(recorded
 async def test_slash_searches_the_log_and_n_goes_to_the_next_match(recorded):
     from textual.widgets import Input, Log
 
-    from w4tui.ui.screens.dialogs import TextInputScreen
+    from w4tui.ui.widgets.dialogs import TextInputScreen
 
     app = make_app(recorded)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -12,9 +12,10 @@ from machine_script import ScriptedMachine, mac_sample
 from textual.app import App
 from tui_helpers import anyio_backend, recorded, settle, until, utc  # noqa: F401
 
+from core.units import gb
 from w4tui.monitors.sampler import MachineSampler
 from w4tui.ui.panes.memory import MemoryPane
-from w4tui.ui.sources.system import gb, machine_rows
+from w4tui.ui.sources.system import machine_rows
 
 SIZES = [(80, 24), (120, 36)]
 # The pane's outer size on the main screen at each terminal size: alone under the pane bar at 80x24; in the

@@ -12,8 +12,8 @@ import tui_workspace as ws
 from textual.widgets import Checkbox, DataTable, Input, Static
 from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, text_of, until, utc  # noqa: F401
 
-from w4tui.ui.screens.dialogs import ConfirmScreen, TextInputScreen
 from w4tui.ui.screens.stage_form import StageFormScreen
+from w4tui.ui.widgets.dialogs import ConfirmScreen, TextInputScreen
 
 pytestmark = pytest.mark.anyio
 

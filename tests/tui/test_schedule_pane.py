@@ -100,7 +100,7 @@ async def test_every_column_fits_and_the_detail_shows_what_they_cut(recorded, si
         detail = pane.query_one("#night-detail", Static)
         await until(pilot, lambda: "build nightly-a" in text_of(detail), what="the promoted night's detail")
         assert "data incremental_2025-11-24.jsonl (48 samples)" in text_of(detail)
-        assert "steps train 50s, convert 50s, quantize 50s, deploy 50s, verify 50s" in text_of(detail)
+        assert "steps train 0m50s, convert 0m50s, quantize 0m50s, deploy 0m50s, verify 0m50s" in text_of(detail)
 
 
 async def test_a_cancelled_night_says_cancelled_once(recorded):

@@ -26,8 +26,8 @@ from tui_helpers import (  # noqa: F401
 from w4tui.runs.runner import Runner
 from w4tui.ui import app as app_module
 from w4tui.ui.screens import launch
-from w4tui.ui.screens.dialogs import ConfirmScreen
 from w4tui.ui.screens.stage_form import StageFormScreen
+from w4tui.ui.widgets.dialogs import ConfirmScreen
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ from ollama_standin import OllamaStandIn
 from textual.widgets import Input, Static
 from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, text_of, until, utc  # noqa: F401
 
-from w4tui.ui.screens.dialogs import ConfirmScreen, TextInputScreen, TextViewScreen
 from w4tui.ui.screens.prompt import PromptScreen
+from w4tui.ui.widgets.dialogs import ConfirmScreen, TextInputScreen, TextViewScreen
 
 pytestmark = pytest.mark.anyio
 BUILD_A, BUILD_B = "web4-agent:build-20251125-2130", "web4-agent:build-20251126-1800"

@@ -8,8 +8,8 @@ from textual.widgets import DataTable, Static
 from tui_helpers import anyio_backend, make_app, notifications, recorded, settle, text_of, until, utc  # noqa: F401
 
 from w4tui.settings import load_settings, save_setting
-from w4tui.ui.screens.dialogs import TextViewScreen
 from w4tui.ui.screens.help import HelpScreen
+from w4tui.ui.widgets.dialogs import TextViewScreen
 
 pytestmark = pytest.mark.anyio
 

@@ -85,7 +85,7 @@ def test_keep_f16_writes_the_f16_and_quantizes_it(tmp_path):
 
 
 def test_data_already_in_the_promoted_lineage_is_skipped(config):
-    from w4tui.nightly.plan import sha256
+    from core.datafile import file_sha256 as sha256
 
     path = config.paths.incoming / "incremental_2026-12-01.jsonl"
     path.write_text(GOOD)

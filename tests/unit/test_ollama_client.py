@@ -11,6 +11,7 @@ from ollama_standin import LIBRARY, LIBRARY_TEMPLATE, OllamaStandIn
 
 from core.config import load_config
 from core.ollama import client as oc
+from core.ollama import promote as op
 
 
 def test_ollama_host_in_the_environment_wins_over_the_config(ollama, config_file, monkeypatch):
@@ -87,7 +88,7 @@ def test_unreachable_or_old_servers(config_file, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     assert oc.unload_all(load_config()) == []  # nothing running is nothing to unload
     with pytest.raises(oc.OllamaError) as failure:
-        oc.rollback(load_config())
+        op.rollback(load_config())
     assert failure.value.message == "Ollama is not reachable at http://127.0.0.1:9"
     assert "ollama serve" in failure.value.hint
     with OllamaStandIn(version="0.5.4") as old:

@@ -1,6 +1,6 @@
 """The training loop's reports as a person reads them in the log."""
 
-from stages.train.callbacks import CallbackList, LogLineCallback, duration, train_line
+from stages.train.callbacks import CallbackList, LogLineCallback, train_line
 
 REPORT = {
     "step": 40,
@@ -21,12 +21,6 @@ def test_a_report_is_one_line_like_the_hf_trainers():
     )
     # fp16 overflow steps have no grad norm
     assert "grad_norm" not in train_line({**REPORT, "grad_norm": None})
-
-
-def test_durations_read_at_a_glance():
-    assert [duration(s) for s in (0, 12.4, 60, 250.2, 3600, 3725, 90061)] == [
-        "0s", "12s", "1m00s", "4m10s", "1h00m", "1h02m", "25h01m"
-    ]  # fmt: skip
 
 
 def test_every_callback_gets_every_report_in_order():

@@ -13,6 +13,10 @@ import platform
 import subprocess
 import time
 
+from core.config import ENV_CONFIG, ConfigError, load_config
+from core.names import RunStatus
+from core.units import duration
+
 log = logging.getLogger(__name__)
 
 POST_TIMEOUT_S = 5.0
@@ -23,8 +27,8 @@ def describe(record: dict, error: str | None = None) -> tuple[str, str]:
     status = record.get("status", "ended")
     took = (record.get("ended") or time.time()) - (record.get("started") or record.get("created") or time.time())
     title = f"w4tui: {record.get('stage', 'run')} {status}"
-    body = f"run {record.get('id', '?')} after {_short(took)}"
-    if error and status in ("failed", "crashed"):
+    body = f"run {record.get('id', '?')} after {duration(took)}"
+    if error and status in (RunStatus.FAILED, RunStatus.CRASHED):
         body += f": {error}"
     return title, body
 
@@ -65,8 +69,6 @@ def send(title: str, body: str, url: str = "", desktop: bool = True, system: str
 
 def run_ended(record: dict, error: str | None = None) -> list[str]:
     """From the supervisor, once the run's final status is recorded: send by the run's config."""
-    from core.config import ENV_CONFIG, ConfigError, load_config
-
     try:
         config = load_config((record.get("env") or {}).get(ENV_CONFIG))
     except ConfigError as exc:
@@ -78,13 +80,6 @@ def run_ended(record: dict, error: str | None = None) -> list[str]:
 
 def _applescript(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _short(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class EndWatch:

@@ -18,7 +18,7 @@ class NvidiaProbe:
             return self._nvml is not None
         self._tried = True  # NVML is initialised once per probe; a missing driver is not retried every round
         try:
-            import pynvml
+            import pynvml  # optional (w4tui[nvidia]), and only on a machine that has the GPU
         except ImportError:
             self.note = "no NVIDIA monitoring (pip install 'w4tui[nvidia]')"
             return False

@@ -7,10 +7,18 @@ all get it) unless the run is forced; a refusal is a ``RunError`` that says what
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
+
+from core.errors import RunError
+from core.events import EventWriter
+from core.ollama.client import host
+from core.specs import canonical
+from core.train_backend import PIP_LINE
+from core.units import gb
 
 from . import estimate as est
 from .probe import TRAIN_MODULE, Probe
@@ -19,17 +27,9 @@ MARGIN = 1_000_000_000  # disk kept free beyond the estimate
 GGUF_BYTES_PER_PARAM = {"F16": 2.0, "Q4_K_M": 0.6, "Q4_K_S": 0.57, "Q5_K_M": 0.71, "Q6_K": 0.82, "Q8_0": 1.07}
 
 
-def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"  # 10^9 bytes, as the README's figures
-
-
 def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) -> list[str]:
     """Raise ``RunError`` (figures, and the setting that would fit) when ``stage`` with ``args`` cannot
     succeed on this machine; return warnings that do not stop it."""
-    from core.specs import canonical
-
-    from ..runs.runner import RunError  # the runner imports this module lazily: no cycle at import
-
     probe = probe or Probe(runner.config)
     args = canonical(args)  # --base-model and --base_model alike; --no_gradient_checkpointing as --help shows
     try:
@@ -58,7 +58,6 @@ def record(run, warnings: list[str]) -> None:
     """Put the warnings in the run's events, where the panes and the nightly history see them."""
     if not warnings:
         return
-    from core.events import EventWriter
 
     writer = EventWriter(run.stage, run.events_path, run.id)
     try:
@@ -110,8 +109,6 @@ def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
 
 def _hub_cache() -> Path:
     """Where huggingface_hub puts downloads (its constants, without importing it into the TUI process)."""
-    import os
-
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
@@ -120,10 +117,6 @@ def _hub_cache() -> Path:
 
 def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
     """A deploy copies the GGUF into a local Ollama's blob store (OLLAMA_MODELS, else ~/.ollama/models)."""
-    import os
-
-    from core.ollama.client import host
-
     gguf = Path(_flag(args, "--gguf") or "")
     if not gguf.is_file() or not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", host(config) + "/"):
         return None  # nothing to copy, or a server whose disk is not this one
@@ -237,8 +230,6 @@ def ollama_can_stay(config, args: list[str], probe: Probe | None = None) -> bool
 
 
 def _canonical(args: list[str]) -> list[str]:
-    from core.specs import canonical
-
     return canonical(args)
 
 
@@ -315,8 +306,6 @@ def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int) -> li
 
 
 def train_backend_pip() -> str:
-    from core.train_backend import PIP_LINE
-
     return PIP_LINE
 
 

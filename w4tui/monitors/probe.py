@@ -8,6 +8,14 @@ import platform
 import shutil
 from pathlib import Path
 
+from core import train_backend
+from core.errors import StageError
+from core.ollama.client import OllamaError, running
+
+from .macos import UnexpectedOutput, parse_pmset_batt
+from .nvidia import NvidiaProbe
+from .sampler import ToolProblem, run_tool
+
 TRAIN_MODULE = "stages.train_lora"
 
 
@@ -26,12 +34,11 @@ class Probe:
     def memory(self, requested: str) -> tuple[str, int | None, int | None, str]:
         """(device the training will use, bytes free for it, its total, what they are): unified RAM on a
         Mac and on the CPU, the first GPU's memory (NVML) with CUDA; None when that cannot be told."""
-        import psutil
+        import psutil  # deferred: pre-flight and the TUI's first frame do not wait for it
 
         if platform.system() == "Darwin" or requested == "cpu":
             vm = psutil.virtual_memory()
             return ("mps" if requested in ("auto", "mps") else requested), vm.available, vm.total, "free RAM"
-        from .nvidia import NvidiaProbe
 
         gpus = NvidiaProbe().read()
         if gpus and gpus[0].total:
@@ -43,16 +50,11 @@ class Probe:
 
     def gpus(self) -> list:
         """Every NVIDIA GPU (NVML: name, memory in use, total), in CUDA's order; [] when it cannot be told."""
-        from .nvidia import NvidiaProbe
-
         return NvidiaProbe().read()
 
     def backend(self, requested: str) -> str:
         """The trainer a training would get (core/train_backend.py); mlx asked for but missing counts
         as torch here: the stage refuses it itself, with the pip line."""
-        from core import train_backend
-        from core.errors import StageError
-
         try:
             return train_backend.detect(requested)
         except StageError:
@@ -62,16 +64,12 @@ class Probe:
         """Metal's recommended working set (recommendedMaxWorkingSetSize) on Apple Silicon, the most the
         GPU may hold before macOS pages it: 2/3 of RAM up to 36 GiB, 3/4 above (the training's own
         metrics events carry the exact figure). None elsewhere."""
-        from core import train_backend
-
         if total is None or not train_backend.apple_silicon():
             return None
         return int(total * (2 / 3 if total <= 36 * 2**30 else 3 / 4))
 
     def ollama_loaded(self, on_gpu: bool = False) -> int:
         """Bytes Ollama's loaded models hold (on the GPU: size_vram); the runner unloads them before training."""
-        from core.ollama.client import OllamaError, running
-
         try:
             return sum(int(m.get("size_vram" if on_gpu else "size") or 0) for m in running(self.config))
         except OllamaError:
@@ -79,7 +77,7 @@ class Probe:
 
     def trainings(self) -> list[tuple[int, list[str]]]:
         """(pid, argv) of every training process on this machine, whoever started it."""
-        import psutil
+        import psutil  # deferred: pre-flight and the TUI's first frame do not wait for it
 
         found = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -91,8 +89,6 @@ class Probe:
     def power(self):
         if platform.system() != "Darwin":
             return None
-        from .macos import UnexpectedOutput, parse_pmset_batt
-        from .sampler import ToolProblem, run_tool
 
         try:
             return parse_pmset_batt(run_tool(["pmset", "-g", "batt"]))

@@ -8,15 +8,19 @@ thermal state change slowly and are asked every ``SLOW_S``. Elsewhere GPUs come 
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import macos
 from .macos import GpuStats, Power, Swap, Thermal, UnexpectedOutput
+from .nvidia import NvidiaProbe
 
 TIMEOUT_S = 2.0
 SLOW_S = 60.0
@@ -44,10 +48,6 @@ def ollama_ps(host: str, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
     """Ollama's loaded models from GET /api/ps (server/routes.go PsHandler: {"models": [{"name", "model",
     "size", "size_vram", "expires_at", ...}]}), with the standard library: asking every few seconds must
     not cost the TUI an HTTP client (httpx builds an SSL context per client)."""
-    import json
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(host.rstrip("/") + "/api/ps", timeout=timeout) as response:
             data = json.loads(response.read(1 << 20))
@@ -109,8 +109,6 @@ class MachineSampler:
 
     def _nvidia_gpus(self, notes: dict[str, str]) -> list[GpuStats]:
         if self._nvidia is None:
-            from .nvidia import NvidiaProbe
-
             self._nvidia = NvidiaProbe()
         gpus = self._nvidia.read()
         if not gpus:

@@ -6,10 +6,16 @@ samples every ``EVERY_S``. ``RunWatch`` decides, and is tested with a scripted c
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from core.events import EventWriter
+
+from .macos import UnexpectedOutput, parse_pmset_therm, parse_pressure_level
+from .sampler import ToolProblem, run_tool
 
 EVERY_S = 15.0
 SWAP_WINDOW_S = 300.0
@@ -52,15 +58,11 @@ class RunWatch:
 
 def measure() -> tuple[int | None, str | None, bool | None]:
     """(swap used, pressure level, throttled) on this machine; None for what it cannot tell."""
-    import platform
-
-    import psutil
+    import psutil  # deferred: only the supervisor of a training watches
 
     swap = psutil.swap_memory().used
     if platform.system() != "Darwin":
         return swap, None, None
-    from .macos import UnexpectedOutput, parse_pmset_therm, parse_pressure_level
-    from .sampler import ToolProblem, run_tool
 
     pressure = throttled = None
     try:
@@ -85,7 +87,6 @@ def start(
     every: float = EVERY_S,
 ) -> threading.Thread:
     """A daemon thread writing warnings to ``events_path`` until ``stop`` is set."""
-    from core.events import EventWriter
 
     def loop() -> None:
         watch = RunWatch()

@@ -14,11 +14,16 @@ from datetime import datetime
 from typing import TextIO
 
 from core.config import Config, ConfigError, load_config
+from core.errors import EXIT_BY_OUTCOME, EXIT_CANCELLED
 from core.events import EventReader
+from core.names import EventKind, NightOutcome, RunStatus
+from w4tui.nightly.install import install
 from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.lock import describe_holder
+from w4tui.nightly.plan import BadData, describe, make_plan, ollama_problem
+from w4tui.nightly.status import describe_next, night_line, schedule_status
+from w4tui.runs.follow import follow
 from w4tui.runs.runner import Run, Runner
-
-EXIT_BY_OUTCOME = {"promoted": 0, "skipped": 0, "failed": 1, "cancelled": 130, "crashed": 3}
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -48,8 +53,6 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.nightly.status import describe_next, night_line, schedule_status
-
     ledger = Ledger.open(config)
     if args.pause or args.resume or args.skip_next:
         print(set_control(config, ledger, "pause" if args.pause else "resume" if args.resume else "skip"))
@@ -78,7 +81,7 @@ def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
 
 def set_control(config: Config, ledger: Ledger, what: str) -> str:
     """Pause, resume or skip: flags in the ledger that the scheduler's holder reads when a night is due."""
-    from w4tui.nightly.scheduler import next_night
+    from w4tui.nightly.scheduler import next_night  # APScheduler only for the commands that schedule
 
     # (a disabled schedule runs no nights whatever the flags say: say so, and where it is switched on)
     off = "" if config.schedule.enabled else f"; the schedule itself is disabled ([schedule] enabled in {config.file})"
@@ -97,8 +100,7 @@ def set_control(config: Config, ledger: Ledger, what: str) -> str:
 
 
 def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.nightly.plan import BadData, describe, make_plan, ollama_problem
-    from w4tui.nightly.scheduler import now_key, start_night
+    from w4tui.nightly.scheduler import now_key, start_night  # APScheduler: as above
 
     ledger = Ledger.open(config)
     if args.dry_run:
@@ -122,9 +124,9 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
         print(
             f"\ndetached; the night keeps running. See it: {config.cli} schedule; stop it: {config.cli} cancel {run.id}"
         )
-        return 130
-    night = ledger.night(key) or {"outcome": "crashed", "error": "the night's driver recorded nothing"}
-    if runner.get(run.id).status == "crashed" and night["outcome"] == "running":
+        return EXIT_CANCELLED
+    night = ledger.night(key) or {"outcome": NightOutcome.CRASHED, "error": "the night's driver recorded nothing"}
+    if runner.get(run.id).status == RunStatus.CRASHED and night["outcome"] == NightOutcome.RUNNING:
         night["outcome"] = "crashed"
     print(final_line(night))
     return EXIT_BY_OUTCOME.get(night["outcome"], 1)
@@ -143,16 +145,14 @@ def final_line(night: dict) -> str:
 
 def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0.3) -> None:
     """The night's own lines, and each step's progress while it runs (the steps are runs of their own)."""
-    from w4tui.runs.follow import follow
-
     reader = EventReader(run.events_path)
     while True:
         live = runner.get(run.id).live
         for event in reader.read():
-            if event.get("kind") == "progress" and event.get("step_run"):
+            if event.get("kind") == EventKind.PROGRESS and event.get("step_run"):
                 print(f"== {event.get('message')}", file=out, flush=True)
                 follow(runner, runner.get(event["step_run"]), out)
-            elif event.get("kind") == "log":
+            elif event.get("kind") == EventKind.LOG:
                 print(event.get("message"), file=out, flush=True)
         if not live:
             return
@@ -160,9 +160,7 @@ def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: flo
 
 
 def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
-    from w4tui.nightly.install import install
-    from w4tui.nightly.lock import describe_holder
-    from w4tui.nightly.scheduler import NightScheduler, next_night
+    from w4tui.nightly.scheduler import NightScheduler, next_night  # APScheduler: as above
 
     if args.install_launchd:
         print("\n".join(install(config)))

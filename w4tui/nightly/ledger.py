@@ -18,6 +18,10 @@ from typing import Any
 
 from core.config import Config
 from core.fsutil import atomic_write_text
+from core.names import NightOutcome
+from w4tui.nightly.record import build_fields
+from w4tui.nightly.retention import replay
+from w4tui.runs.runner import RunError, Runner
 
 LEDGER_FILE = "ledger.sqlite"
 NIGHTS_DIR = "nights"
@@ -84,7 +88,7 @@ class Ledger:
     # -- nights ----------------------------------------------------------------------------
     def claim_night(self, key: str, **fields: Any) -> dict:
         """Record a new night; AlreadyRecorded when ``key`` was claimed before (by any process)."""
-        fields = {"started": time.time(), "outcome": "running", **fields, "key": key}
+        fields = {"started": time.time(), "outcome": NightOutcome.RUNNING, **fields, "key": key}
         try:
             self._insert("nights", fields)
         except sqlite3.IntegrityError:
@@ -192,10 +196,6 @@ def _row(row: sqlite3.Row | None) -> dict | None:
 
 def rebuild(config: Config) -> Ledger:
     """Recreate the ledger from the files on disk: night records, then each night's build from its runs."""
-    from w4tui.nightly.record import build_fields  # reads runs and artifacts
-    from w4tui.nightly.retention import replay
-    from w4tui.runs.runner import RunError, Runner
-
     state = config.paths.state
     for suffix in ("", "-wal", "-shm"):
         (state / f"{LEDGER_FILE}{suffix}").unlink(missing_ok=True)

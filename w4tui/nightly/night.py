@@ -10,14 +10,17 @@ A failed step ends the night: ``latest`` is untouched (only verify's --promote m
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 import sys
 import time
 from pathlib import Path
 
-from core.config import Config, ConfigError, load_config
+from core.config import Config, load_config
+from core.errors import StageError
 from core.events import EventWriter
-from core.fsutil import human_bytes
+from core.names import NightOutcome, RunStatus
+from core.program import run_program
+from core.units import size
 from w4tui.nightly import awake, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.plan import BadData, make_plan, ollama_problem
@@ -38,7 +41,7 @@ def run_night(config: Config, key: str, events: EventWriter, run_id: str | None 
     if ledger.night(key) is None:
         ledger.claim_night(key, trigger="now", run=run_id)
     else:
-        ledger.update_night(key, run=run_id, started=time.time(), outcome="running")
+        ledger.update_night(key, run=run_id, started=time.time(), outcome=NightOutcome.RUNNING)
     runner = Runner(config)
     current: list[Run] = []
     try:
@@ -47,9 +50,11 @@ def run_night(config: Config, key: str, events: EventWriter, run_id: str | None 
         for run in current:
             if runner.get(run.id).live:
                 runner.cancel(run.id)
-        night = ledger.update_night(key, outcome="cancelled", reason="cancelled", ended=time.time())
+        night = ledger.update_night(key, outcome=NightOutcome.CANCELLED, reason="cancelled", ended=time.time())
     except StepFailed as exc:
-        night = ledger.update_night(key, outcome="failed", failed_step=exc.step, error=str(exc), ended=time.time())
+        night = ledger.update_night(
+            key, outcome=NightOutcome.FAILED, failed_step=exc.step, error=str(exc), ended=time.time()
+        )
     build = night.get("build")
     if build and ledger.build(build):
         for line in retention.apply(config, ledger, build):
@@ -74,12 +79,12 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
     )
     if plan.skip:  # the reason goes in the done event: `nightly --now` prints it once, in its last line
         print(f"skipped: {plan.skip}", flush=True)
-        return ledger.update_night(key, outcome="skipped", reason=plan.skip, ended=time.time())
+        return ledger.update_night(key, outcome=NightOutcome.SKIPPED, reason=plan.skip, ended=time.time())
     if plan.disk_free < plan.disk_needed:
         raise StepFailed(
             "disk",
-            f"{config.paths.outputs}: {human_bytes(plan.disk_free)} free, a night needs "
-            f"{human_bytes(plan.disk_needed)}; free {human_bytes(plan.disk_needed - plan.disk_free)}",
+            f"{config.paths.outputs}: {size(plan.disk_free)} free, a night needs "
+            f"{size(plan.disk_needed)}; free {size(plan.disk_needed - plan.disk_free)}",
         )
     problem = ollama_problem(config)
     if problem:
@@ -126,15 +131,13 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
         last = ended[-1]
         raise StepFailed(last.stage, last.error or _error_line(runner.get(last.run_id)))
     events.progress(len(chain), len(chain), "steps", message="promoted")
-    return ledger.update_night(key, outcome="promoted", ended=time.time())
+    return ledger.update_night(key, outcome=NightOutcome.PROMOTED, ended=time.time())
 
 
 def train_losses(adapter: Path) -> dict:
     """The eval losses a night's training recorded: on its own held-out slice, and on a held-out slice of
     the main dataset (the forgetting signal: rising night after night means narrow data is wearing the
     model down)."""
-    import json
-
     try:
         record = json.loads((adapter / "training_run.json").read_text())
     except (OSError, ValueError):
@@ -150,45 +153,52 @@ def _error_line(run: Run) -> str:
     return f"{run.stage} {run.status}" + (f": {tail[-1].strip()[:200]}" if tail else "")
 
 
+class NightFailed(StageError):
+    """A step failed: the night's error event says which, with the night's outcome."""
+
+    def __init__(self, night: dict) -> None:
+        super().__init__(
+            f"night failed at {night.get('failed_step')}: {night.get('error')}",
+            hint="latest was not touched; see the step's run",
+        )
+        self.night = night
+
+    def event_fields(self) -> dict:
+        return {"outcome": self.night["outcome"], "failed_step": self.night.get("failed_step")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m w4tui.nightly.night")
     parser.add_argument("--config")
     parser.add_argument("--night", required=True, help="the ledger key of this night")
     args = parser.parse_args(argv)
-    # The supervisor's cancel escalates SIGINT -> SIGTERM: both end the night the same way (steps cancelled).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    events = EventWriter.from_env("nightly")
-    events.emit("start", night=args.night)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        events.error(str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # The supervisor's cancel escalates SIGINT -> SIGTERM: run_program takes both as Ctrl-C, and run_night
+    # ends the night the same way for both (steps cancelled).
+    return run_program(
+        "nightly",
+        lambda events: night_body(args, events),
+        EventWriter.from_env("nightly"),
+        lambda: {"night": args.night},
+    )
+
+
+def night_body(args: argparse.Namespace, events: EventWriter) -> dict:
+    """The night as core/program.py's body: its ``done`` fields, or NightFailed."""
+    config = load_config(args.config)  # a mistake: ConfigError, exit 2
     caffeinate = awake.keep_awake(config)
     try:
         night = run_night(config, args.night, events, run_id=events.run or None)
     except AlreadyRecorded:
-        events.done(outcome="duplicate")
-        return 0
+        return {"outcome": "duplicate"}
     finally:
         if caffeinate is not None:
             caffeinate.terminate()
     outcome = night["outcome"]
-    if outcome in ("promoted", "skipped"):
-        events.done(outcome=outcome, build=night.get("build"), reason=night.get("reason"))
-        return 0
-    if outcome == "cancelled":
-        events.done("cancelled", outcome=outcome)
-        return 130
-    events.error(
-        f"night failed at {night.get('failed_step')}: {night.get('error')}",
-        outcome=outcome,
-        failed_step=night.get("failed_step"),
-        hint="latest was not touched; see the step's run",
-    )
-    print(f"night failed at {night.get('failed_step')}: {night.get('error')}", file=sys.stderr)
-    return 1
+    if outcome in (NightOutcome.PROMOTED, NightOutcome.SKIPPED):
+        return {"outcome": outcome, "build": night.get("build"), "reason": night.get("reason")}
+    if outcome == NightOutcome.CANCELLED:
+        return {"status": RunStatus.CANCELLED, "outcome": outcome}
+    raise NightFailed(night)
 
 
 if __name__ == "__main__":

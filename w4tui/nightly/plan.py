@@ -5,7 +5,6 @@ the data file, its samples, the parent adapter, each step's arguments and the di
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
@@ -15,8 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Config
-from core.fsutil import human_bytes
+from core.datafile import DataReport, file_sha256, read_records
+from core.errors import StageError
+from core.ollama import client as oc
+from core.units import size
 from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.record import dir_bytes
+from w4tui.report import last_move
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 STEPS = ("train", "convert", "quantize", "deploy", "verify")  # quantize: only with [nightly] keep_f16
@@ -63,29 +67,16 @@ def newest_data(config: Config) -> Path | None:
 
 def count_samples(path: Path) -> int:
     """Samples in a JSONL file, checked with the trainer's own rules; BadData names the first bad line."""
-    from core.errors import StageError  # numpy only: no torch in this process
-    from stages.train.data import DataReport, read_records
-
     try:
         return len(read_records([path], False, DataReport(), lambda message: None))
     except StageError as exc:
         raise BadData(str(exc), path) from None
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def parent_adapter(config: Config, ledger: Ledger) -> str | None:
     """The adapter of the build ``latest`` serves: the last promoted one, unless a rollback or a promotion
     by hand (the Ollama pane's p) since then moved ``latest`` to another nightly build (the night must not
     build on what was rolled back). Verify's own promotion is recorded before its run ends: not newer."""
-    from w4tui.report import last_move
-
     promoted = ledger.promoted()
     moved = last_move(config)
     if moved:
@@ -105,7 +96,7 @@ def make_plan(config: Config, ledger: Ledger, build: str | None = None) -> Plan:
     if data is None:
         plan.skip = f"no new data: no file matching {config.nightly.dataset_glob} in {config.paths.incoming}"
         return plan
-    plan.data_file, plan.data_sha256 = data, sha256(data)
+    plan.data_file, plan.data_sha256 = data, file_sha256(data)
     trained = ledger.lineage_data(plan.parent_adapter)
     if plan.data_sha256 in trained:
         plan.skip = f"no new data: {data.name} was already trained into {trained[plan.data_sha256]}"
@@ -197,8 +188,7 @@ def describe(plan: Plan, config: Config) -> list[str]:
     lines += [f"  {i}. {stage:<8} {' '.join(args)}" for i, (stage, args) in enumerate(plan.steps, 1)]
     enough = "ok" if plan.disk_free >= plan.disk_needed else "NOT ENOUGH"
     lines.append(
-        f"disk:    needs {human_bytes(plan.disk_needed)} on {config.paths.outputs}, "
-        f"{human_bytes(plan.disk_free)} free ({enough})"
+        f"disk:    needs {size(plan.disk_needed)} on {config.paths.outputs}, {size(plan.disk_free)} free ({enough})"
     )
     lines.append(
         "latest moves only if verify passes; "
@@ -215,8 +205,6 @@ def ollama_problem(config: Config) -> str | None:
     """Why the deploy step would fail if it ran now (Ollama down), or None. Said before the training:
     a 7B night trains for hours before its deploy finds the server gone. Only a warning: the server
     may be up by then (the Ollama app starts at login)."""
-    from core.ollama import client as oc
-
     try:
         oc.version(config)
     except oc.OllamaError as exc:
@@ -231,6 +219,4 @@ def _existing(path: Path) -> Path:
 
 
 def _dir_bytes(path: Path) -> int:
-    from w4tui.nightly.record import dir_bytes
-
     return dir_bytes(path) if path.exists() else 0

@@ -14,9 +14,14 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import Config
-from w4tui.nightly.ledger import Ledger
+from core.ollama import client as oc
+from core.ollama import promote as op
+
+if TYPE_CHECKING:  # only the annotations: the ledger's rebuild() replays this module's log
+    from w4tui.nightly.ledger import Ledger
 
 LOG_FILE = "retention.jsonl"
 
@@ -24,13 +29,12 @@ LOG_FILE = "retention.jsonl"
 def protected(config: Config, ledger: Ledger) -> set[str]:
     """Builds that latest/previous point at (by digest on the server), plus the last two promoted."""
     keep = {b["build"] for b in ledger.promoted()[:2]}
-    from core.ollama import client as oc  # only when retention runs
 
     try:
         known = oc.digests(config)
     except oc.OllamaError:
         return keep
-    served = {known.get(oc.tag(config, name)) for name in ("latest", "previous")} - {None}
+    served = {known.get(oc.tag(config, name)) for name in op.POINTERS} - {None}
     keep |= {b["build"] for b in ledger.builds() if b.get("tag") and known.get(oc.full_name(b["tag"])) in served}
     return keep
 
@@ -59,8 +63,6 @@ def apply(config: Config, ledger: Ledger, tonight: str | None = None) -> list[st
 
 
 def _delete_build(config: Config, build: dict) -> list[str] | None:
-    from core.ollama import client as oc
-
     removed = []
     if build.get("tag"):
         try:

@@ -22,11 +22,13 @@ import time
 from datetime import datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 
 from core.config import Config, load_config
+from core.names import NightOutcome
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.lock import SchedulerLock
 from w4tui.runs.runner import Run, RunError, Runner
@@ -34,7 +36,6 @@ from w4tui.runs.runner import Run, RunError, Runner
 JOB_ID = "nightly"
 STORE_FILE = "scheduler.sqlite"
 log = logging.getLogger(__name__)
-_active: NightScheduler | None = None  # the scheduler this process holds; its job function finds it here
 
 
 def cron_trigger(config: Config) -> CronTrigger:
@@ -80,7 +81,25 @@ class _Scheduler(BackgroundScheduler):
             wait = self._process_jobs()
 
 
+class _OnItsHolder(ThreadPoolExecutor):
+    """Runs the stored nightly job on the NightScheduler that made this executor. The job store keeps the
+    job's function as text (``fire``, importable by any process); the job runs on its holder, handed in
+    here, so nothing global connects a job to the scheduler that fires it."""
+
+    def __init__(self, holder: NightScheduler) -> None:
+        super().__init__(max_workers=1)
+        self.holder = holder
+
+    def _do_submit_job(self, job, run_times):
+        if job.id == JOB_ID:  # in memory only: the store still says fire (job.func_ref)
+            job.func = lambda **_: self.holder.fire()
+        super()._do_submit_job(job, run_times)
+
+
 class NightScheduler:
+    """The schedule's holder: one per process that runs it, created and shut down by its owner (the TUI's
+    app, or the daemon), which hands it to what shows it (the Schedule pane)."""
+
     def __init__(self, config: Config, kind: str = "tui", poll_s: float = 60.0, starter=start_night) -> None:
         self.config, self.kind, self.starter = config, kind, starter
         self.lock = SchedulerLock(config.paths.state)
@@ -88,7 +107,7 @@ class NightScheduler:
         self.grace_s = int(config.schedule.misfire_grace_hours * 3600)
         self.sched = _Scheduler(
             jobstores={"default": _store(config)},
-            executors={"default": {"type": "threadpool", "max_workers": 1}},
+            executors={"default": _OnItsHolder(self)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.grace_s},
         )
         self.sched.poll_s = poll_s
@@ -100,24 +119,19 @@ class NightScheduler:
     # -- holding ---------------------------------------------------------------------------
     def start(self) -> bool:
         """Take the lock and run the schedule; False (read-only) when another process holds it."""
-        global _active
         if self.sched.running:
             return True
         if not self.lock.acquire(self.kind):
             return False
-        _active = self
         self.sched.start(paused=True)  # the job store is loaded; nothing fires before the job is checked
         self.ensure_job()
         self.sched.resume()
         return True
 
     def shutdown(self) -> None:
-        global _active
         if self.sched.running:
             self.sched.shutdown(wait=False)
         self.lock.release()
-        if _active is self:
-            _active = None
 
     def ensure_job(self) -> None:
         """Make the stored job match the config. An unchanged job keeps its stored next run time, so a
@@ -157,18 +171,20 @@ class NightScheduler:
                     key,
                     scheduled_for=when.timestamp(),
                     trigger="schedule",
-                    outcome="skipped",
+                    outcome=NightOutcome.SKIPPED,
                     reason="skipped by request",
                     ended=now.timestamp(),
                 )
                 return None
-            self.ledger.claim_night(key, scheduled_for=when.timestamp(), trigger="schedule", outcome="starting")
+            self.ledger.claim_night(
+                key, scheduled_for=when.timestamp(), trigger="schedule", outcome=NightOutcome.STARTING
+            )
         except AlreadyRecorded:
             return None  # another holder ran this scheduled time already
         try:
             run = self.starter(self.config, key)
         except RunError as exc:
-            self.ledger.update_night(key, outcome="skipped", reason=str(exc), ended=now.timestamp())
+            self.ledger.update_night(key, outcome=NightOutcome.SKIPPED, reason=str(exc), ended=now.timestamp())
             return None
         self.ledger.update_night(key, run=run.id)
         log.info("night %s (due %s) started: run %s", key, f"{when:%H:%M}", run.id)
@@ -184,7 +200,7 @@ class NightScheduler:
                 night_key(when),
                 scheduled_for=when.timestamp(),
                 trigger="schedule",
-                outcome="missed",
+                outcome=NightOutcome.MISSED,
                 ended=self.now().timestamp(),
                 reason=f"missed: {_hours(late)} late, beyond the {hours:g} h grace (asleep or off at the time)",
             )
@@ -204,7 +220,7 @@ class NightScheduler:
                     night_key(t),
                     scheduled_for=t.timestamp(),
                     trigger="schedule",
-                    outcome="missed",
+                    outcome=NightOutcome.MISSED,
                     reason=f"missed: {reason}",
                     ended=self.now().timestamp(),
                 )
@@ -212,10 +228,10 @@ class NightScheduler:
 
 
 def fire(config_file: str) -> str | None:
-    """The stored job's function (a textual reference in the job store, so it must stay importable)."""
-    if _active is not None:
-        return _active.fire()
-    return NightScheduler(load_config(config_file)).fire()  # a store restored by a process without one
+    """The stored job's function (a textual reference in the job store, so it must stay importable). Its
+    holder's executor runs the job on the holder instead; this runs it only for a store some other
+    scheduler restored."""
+    return NightScheduler(load_config(config_file)).fire()
 
 
 def _last_fire(trigger: CronTrigger, now: datetime) -> datetime:
@@ -228,7 +244,7 @@ def _last_fire(trigger: CronTrigger, now: datetime) -> datetime:
 
 
 def _store(config: Config):
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # SQLAlchemy (~300 ms): only to hold
 
     config.paths.state.mkdir(parents=True, exist_ok=True)
     return SQLAlchemyJobStore(url=f"sqlite:///{config.paths.state / STORE_FILE}")

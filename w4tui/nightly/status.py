@@ -9,13 +9,15 @@ import time
 from datetime import datetime
 
 from core.config import Config
+from core.names import LIVE_OUTCOMES, NightOutcome
+from core.units import duration
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.lock import SchedulerLock, describe_holder
 from w4tui.runs.runner import RunError, Runner
 
 
 def schedule_status(config: Config, ledger: Ledger, now: datetime | None = None, limit: int = 30) -> dict:
-    from w4tui.nightly.scheduler import cron_trigger
+    from w4tui.nightly.scheduler import cron_trigger  # APScheduler off the TUI's and `w4tui status`'s start
 
     now = now or datetime.now().astimezone()
     holder = SchedulerLock(config.paths.state).holder()
@@ -29,7 +31,7 @@ def schedule_status(config: Config, ledger: Ledger, now: datetime | None = None,
             upcoming = trigger.get_next_fire_time(upcoming, upcoming)  # the one after the skipped night
     runner = Runner(config)
     nights = [_live_view(n, runner) for n in ledger.nights(limit)]
-    current = next((n for n in nights if n["outcome"] in ("starting", "running")), None)
+    current = next((n for n in nights if n["outcome"] in LIVE_OUTCOMES), None)
     return {
         "enabled": config.schedule.enabled,
         "time": config.schedule.time,
@@ -50,7 +52,7 @@ def _live_view(night: dict, runner: Runner) -> dict:
     night = dict(night)
     steps = night.get("steps") or []
     night["step"] = next((s["step"] for s in reversed(steps) if not s.get("ended")), None)
-    if night["outcome"] in ("starting", "running") and night.get("run"):
+    if night["outcome"] in LIVE_OUTCOMES and night.get("run"):
         try:
             live = runner.get(night["run"]).live
         except RunError:
@@ -77,9 +79,9 @@ def step_durations(night: dict) -> str:
     parts = []
     for step in night.get("steps") or []:
         if step.get("ended") and step.get("started"):
-            parts.append(f"{step['step']} {_short(step['ended'] - step['started'])}")
+            parts.append(f"{step['step']} {duration(step['ended'] - step['started'])}")
         elif step.get("started"):  # still running, or stopped with the night (cancelled, crashed)
-            live = night.get("outcome") in (None, "starting", "running")
+            live = night.get("outcome") in (None, *LIVE_OUTCOMES)
             parts.append(f"{step['step']} {'…' if live else night['outcome']}")
     return ", ".join(parts)
 
@@ -93,16 +95,9 @@ def night_line(night: dict) -> str:
     detail = night.get("error") or night.get("reason") or ""
     detail = "" if detail == night["outcome"] else detail  # "cancelled  cancelled"
     failed = f" at {night['failed_step']}" if night.get("failed_step") else ""
-    build = f" -> {night['build']}" if night.get("build") and night["outcome"] == "promoted" else ""
+    build = f" -> {night['build']}" if night.get("build") and night["outcome"] == NightOutcome.PROMOTED else ""
     return (
         f"{datetime.fromtimestamp(when):%Y-%m-%d %H:%M}  {night['outcome']}{failed}{build}{data}"
         + (f"  [{step_durations(night)}]" if night.get("steps") else "")
         + (f"  {detail}" if detail else "")
     )
-
-
-def _short(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from core.errors import EXIT_BY_STATUS, EXIT_USAGE
+from core.names import EventKind, RunStatus
+from w4tui.runs.follow import follow
 from w4tui.runs.runner import Runner
 
 EXIT_DECLINED = 0  # not starting is what was asked for: no error
@@ -24,19 +27,17 @@ def eta_first(
     no_defaults: bool = False,
 ) -> int | None:
     """None when the training should start now; else the exit code to end with."""
-    from w4tui.runs.follow import EXIT_CODES, follow
-
     if stage != "train":
         print(f"error: --eta is for the train stage, not {stage}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     run = runner.start("train", [*extra, "--eta"]) if no_defaults else runner.start("train", extra=[*extra, "--eta"])
     print(f"estimating: run {run.id}", file=out, flush=True)
     status = follow(runner, run, out)
-    done = next((e for e in reversed(runner.get(run.id).events()) if e.get("kind") == "done"), {})
-    if status != "succeeded" or not done.get("eta_text"):
+    done = next((e for e in reversed(runner.get(run.id).events()) if e.get("kind") == EventKind.DONE), {})
+    if status != RunStatus.SUCCEEDED or not done.get("eta_text"):
         error = runner.get(run.id).error()
         print(f"no estimate: {error.get('message') if error else status}", file=sys.stderr)
-        return EXIT_CODES.get(status, 1) or 1
+        return EXIT_BY_STATUS.get(status, 1) or 1
     print(f"ETA: {done['eta_text']}", file=out, flush=True)
     if ask is None:
         if not (sys.stdin.isatty() and out.isatty()):

@@ -8,9 +8,9 @@ import time
 from typing import TextIO
 
 from core.events import EventReader, format_event
+from core.names import EventKind, RunStatus
+from core.units import duration
 from w4tui.runs.runner import Run, Runner
-
-EXIT_CODES = {"succeeded": 0, "failed": 1, "crashed": 3, "cancelled": 130}
 
 
 def follow(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0.2) -> str:
@@ -19,17 +19,17 @@ def follow(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: float = 0
     bar = _Bar(out) if out.isatty() else None
     while True:
         for event in reader.read():
-            if bar is not None and event.get("kind") in ("progress", "metrics"):
+            if bar is not None and event.get("kind") in (EventKind.PROGRESS, EventKind.METRICS):
                 bar.update(event)
-            elif bar is not None and event.get("kind") not in ("log", "start"):
+            elif bar is not None and event.get("kind") not in (EventKind.LOG, EventKind.START):
                 bar.clear()
                 print(format_event(event), file=out, flush=True)
-            elif bar is None and event.get("kind") != "metrics":
+            elif bar is None and event.get("kind") != EventKind.METRICS:
                 print(format_event(event), file=out, flush=True)
         run = runner.get(run.id)
         if not run.live:
             for event in reader.read():  # the events written just before the end
-                if event.get("kind") in ("artifact", "error", "done"):
+                if event.get("kind") in (EventKind.ARTIFACT, EventKind.ERROR, EventKind.DONE):
                     print(format_event(event), file=out, flush=True)
             if bar is not None:
                 bar.clear()
@@ -48,7 +48,7 @@ class _Bar:
         self.figures: dict = {}  # the newest metrics values, by key
 
     def update(self, event: dict) -> None:
-        if event.get("kind") == "metrics":
+        if event.get("kind") == EventKind.METRICS:
             self.figures.update(
                 {k: event[k] for k in ("loss", "tokens_per_second", "eta_s") if event.get(k) is not None}
             )
@@ -67,7 +67,7 @@ class _Bar:
             [
                 f"  loss {f['loss']:.4f}" if "loss" in f else "",
                 f"  {f['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in f else "",
-                f"  ETA {_duration(f['eta_s'])}" if "eta_s" in f else "",
+                f"  ETA {duration(f['eta_s'])}" if "eta_s" in f else "",
             ]
         )
         count = f" {done}/{total} {unit}" if total else (f" {done} {unit}" if done is not None else "")
@@ -83,12 +83,6 @@ class _Bar:
             self.out.write("\r\x1b[K")
             self.out.flush()
             self.last = ""
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def follow_log(run: Run, runner: Runner, out: TextIO = sys.stdout, poll_s: float = 0.3) -> None:
@@ -121,10 +115,10 @@ def follow_pipeline(runner: Runner, job: Run, out: TextIO = sys.stdout, poll_s: 
         live = runner.get(job.id).live  # before reading, so the events written before the end are read
         for event in reader.read():
             kind, status = event.get("kind"), event.get("step_status")
-            if kind == "progress" and event.get("step_run") and status is None:
+            if kind == EventKind.PROGRESS and event.get("step_run") and status is None:
                 print(f"== {event.get('message')}", file=out, flush=True)
                 follow(runner, runner.get(event["step_run"]), out)
-            elif kind == "progress" and status not in (None, "succeeded"):
+            elif kind == EventKind.PROGRESS and status not in (None, RunStatus.SUCCEEDED):
                 stopped = True
                 print(f"pipeline stopped: {event.get('message')}", file=out, flush=True)
                 print(
@@ -132,7 +126,7 @@ def follow_pipeline(runner: Runner, job: Run, out: TextIO = sys.stdout, poll_s: 
                     file=out,
                     flush=True,
                 )
-            elif kind == "error" and not stopped:
+            elif kind == EventKind.ERROR and not stopped:
                 print(format_event(event), file=out, flush=True)
         if not live:
             return runner.get(job.id).status

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import specs
+from core.names import RunStatus
 from w4tui.runs.runner import Run, RunError, Runner
 
 
@@ -88,18 +89,18 @@ def run_pipeline(
             run.id,
             status,
             artifact=produced[-1] if produced else None,
-            error=_error_line(error) if status != "succeeded" and error else None,
+            error=_error_line(error) if status != RunStatus.SUCCEEDED and error else None,
         )
         ended.append(event)
         on_event(event)
-        if status != "succeeded":
+        if status != RunStatus.SUCCEEDED:
             break
         previous = event.artifact
     return ended
 
 
 def succeeded(ended: list[StepEvent], steps: list) -> bool:
-    return len(ended) == len(steps) and all(e.status == "succeeded" for e in ended)
+    return len(ended) == len(steps) and all(e.status == RunStatus.SUCCEEDED for e in ended)
 
 
 def _error_line(error: dict) -> str:

@@ -14,8 +14,11 @@ import sys
 import time
 
 from core import specs
-from core.config import ConfigError, load_config
+from core.config import load_config
+from core.errors import StageError
 from core.events import EventWriter
+from core.names import RunStatus
+from core.program import run_program
 from w4tui.runs.pipeline import StepEvent, run_pipeline, stage_range, succeeded
 from w4tui.runs.runner import RunError, Runner
 
@@ -40,7 +43,7 @@ def record(events: EventWriter, event: StepEvent) -> None:
         if event.error:
             fields["step_error"] = event.error
         message = f"{title}: {event.status}" + (f": {event.error}" if event.error else "")
-        done = event.index + (event.status == "succeeded")
+        done = event.index + (event.status == RunStatus.SUCCEEDED)
     events.progress(done, event.total, "stages", message=message, **fields)
     print(message, flush=True)
 
@@ -51,41 +54,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", choices=specs.NAMES)
     parser.add_argument("--to", dest="stop", choices=specs.NAMES)
     args = parser.parse_args(argv)
-    events = EventWriter.from_env("pipeline")
-    started = time.time()
-    try:
-        runner = Runner(load_config(args.config))
-        stages = stage_range(args.start, args.stop)
-    except (ConfigError, RunError) as exc:
-        events.error(str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    events.emit("start", stages=stages)
-    try:
-        ended = run_pipeline(runner, stages, on_event=lambda event: record(events, event))
-    except RunError as exc:
-        events.error(str(exc), hint="fix it and start the pipeline again")
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        for run in runner.runs():
-            if run.live and run.started >= started and run.stage != "pipeline":
-                runner.cancel(run.id)
-                print(f"cancelled {run.stage} run {run.id}", flush=True)
-        events.done("cancelled")
-        return 130
-    if succeeded(ended, stages):
-        events.done(stages=len(stages))
-        return 0
-    last = ended[-1]
-    if last.status == "cancelled":
-        events.done("cancelled")
-        return 130
-    events.error(
-        f"{last.stage} {last.status}" + (f": {last.error}" if last.error else ""),
-        hint=f"see its run: {runner.config.cli} logs {last.run_id}",
-    )
-    return 1
+    job = _Job(args)
+    return run_program("pipeline", job.run, EventWriter.from_env("pipeline"), start=job.start)
+
+
+class _Job:
+    """The pipeline job's two halves for core/program.py's entry: what it starts (a config mistake or a bad
+    range ends it there, exit 2), then the chain."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.started = args, time.time()
+
+    def start(self) -> dict:
+        self.runner = Runner(load_config(self.args.config))
+        self.stages = stage_range(self.args.start, self.args.stop)
+        return {"stages": self.stages}
+
+    def run(self, events: EventWriter) -> dict:
+        runner, stages = self.runner, self.stages
+        try:
+            ended = run_pipeline(runner, stages, on_event=lambda event: record(events, event))
+        except RunError as exc:  # a step the runner refused: the pipeline failed (1), not its command line
+            raise StageError(exc.message, hint="fix it and start the pipeline again") from None
+        except KeyboardInterrupt:
+            for run in runner.runs():
+                if run.live and run.started >= self.started and run.stage != "pipeline":
+                    runner.cancel(run.id)
+                    print(f"cancelled {run.stage} run {run.id}", flush=True)
+            raise
+        if succeeded(ended, stages):
+            return {"stages": len(stages)}
+        last = ended[-1]
+        if last.status == RunStatus.CANCELLED:
+            return {"status": RunStatus.CANCELLED}
+        raise StageError(
+            f"{last.stage} {last.status}" + (f": {last.error}" if last.error else ""),
+            hint=f"see its run: {runner.config.cli} logs {last.run_id}",
+        )
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ from pathlib import Path
 from core import events as ev
 from core import specs
 from core.config import Config
-from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, read_record, write_record
+from core.errors import RunError  # defined in core: pre-flight (a lower layer) raises it too
+from core.names import LIVE_STATUSES, EventKind, RunStatus
+from core.ollama.client import OllamaError, unload_all
+from w4tui.monitors import preflight
+from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, final_status, read_record, write_record
 
-LIVE = ("starting", "running", "cancelling")
-
-
-class RunError(Exception):
-    """A run cannot be started, found or cancelled; the message says why and what to do."""
+LIVE = LIVE_STATUSES
 
 
 @dataclass
@@ -81,11 +81,10 @@ class Run:
         if _alive(self.record.get("supervisor_pid"), self.record.get("supervisor_ctime")) or _alive(
             self.pid, self.record.get("pid_ctime")
         ):
-            return "cancelling" if cancelling else "running"
+            return RunStatus.CANCELLING if cancelling else RunStatus.RUNNING
         if "supervisor_pid" not in self.record and time.time() - self.record["created"] < 10:
-            return "starting"
+            return RunStatus.STARTING
         # The supervisor died without recording an end (killed, machine rebooted): judge by the events.
-        from w4tui.runs.supervise import final_status
 
         return final_status(None, self.events(), cancelling)
 
@@ -97,10 +96,10 @@ class Run:
         return ev.read_events(self.events_path)
 
     def artifacts(self, events: list[dict] | None = None) -> list[dict]:
-        return [e for e in (self.events() if events is None else events) if e.get("kind") == "artifact"]
+        return [e for e in (self.events() if events is None else events) if e.get("kind") == EventKind.ARTIFACT]
 
     def error(self) -> dict | None:
-        return next((e for e in reversed(self.events()) if e.get("kind") == "error"), None)
+        return next((e for e in reversed(self.events()) if e.get("kind") == EventKind.ERROR), None)
 
     def log_tail(self, lines: int = 20) -> list[str]:
         try:
@@ -124,7 +123,7 @@ class Run:
             "output": self.output,
             "command": self.record["command"],
             "artifacts": [a["path"] for a in self.artifacts(events)],
-            "error": next((e.get("message") for e in reversed(events) if e.get("kind") == "error"), None),
+            "error": next((e.get("message") for e in reversed(events) if e.get("kind") == EventKind.ERROR), None),
             "dir": str(self.dir),
         }
 
@@ -169,15 +168,12 @@ class Runner:
     def _preflight(self, stage: str, args: list[str]) -> list[str]:
         if {"-h", "--help"} & set(args):
             return []
-        from w4tui.monitors import preflight
 
         return preflight.check(self, stage, args)
 
     @staticmethod
     def _preflight_record(run: Run, warnings: list[str]) -> None:
         if warnings:
-            from w4tui.monitors import preflight
-
             preflight.record(run, warnings)
 
     def default_args(
@@ -193,14 +189,10 @@ class Runner:
 
     def _ollama_can_stay(self, args: list[str]) -> bool:
         """mlx QLoRA that fits beside the loaded model leaves the served model up (w4tui.monitors.preflight)."""
-        from w4tui.monitors import preflight
-
         return preflight.ollama_can_stay(self.config, args)
 
     def _free_memory_for_training(self) -> None:
         """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""
-        from core.ollama.client import OllamaError, unload_all  # the ollama client only when training starts
-
         try:
             unload_all(self.config)
         except OllamaError:
@@ -307,7 +299,7 @@ class Runner:
         """The newest artifact (of ``type``, default the stage's own) from a succeeded run of ``stage``."""
         wanted = type or specs.BY_NAME[stage].produces
         for run in self.runs():
-            if run.stage == stage and run.status == "succeeded":
+            if run.stage == stage and run.status == RunStatus.SUCCEEDED:
                 found = [a["path"] for a in run.artifacts() if a.get("type") == wanted]
                 if found:
                     return found[-1]
@@ -334,7 +326,7 @@ def _alive(pid: int | None, ctime: float | None) -> bool:
     if not pid:
         return False
     try:
-        import psutil
+        import psutil  # deferred: only a training's start reads the free memory
 
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

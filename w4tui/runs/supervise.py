@@ -15,11 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from core import events as ev
 from core.fsutil import atomic_write_text
+from core.names import FINAL_KINDS, EventKind, RunStatus
+from w4tui.monitors import notify, watch
 
 RUN_FILE, EVENTS_FILE, LOG_FILE, CANCEL_FILE = "run.json", "events.jsonl", "output.log", "cancel"
 KILL_AFTER_TERM_S = 15.0
@@ -37,16 +40,16 @@ def write_record(run_dir: Path, record: dict) -> None:
 def final_status(exit_code: int | None, events: list[dict], cancel_requested: bool) -> str:
     """How a run ended: the stage's own final event decides; without one it crashed.
     ``exit_code`` is None when nobody saw the exit (the supervisor itself was killed)."""
-    final = next((e for e in reversed(events) if e.get("kind") in ev.FINAL_KINDS), None)
-    if final is not None and final["kind"] == "done":
-        if final.get("status") == "cancelled":
-            return "cancelled"
-        return "succeeded" if exit_code in (0, None) else "failed"
+    final = next((e for e in reversed(events) if e.get("kind") in FINAL_KINDS), None)
+    if final is not None and final["kind"] == EventKind.DONE:
+        if final.get("status") == RunStatus.CANCELLED:
+            return RunStatus.CANCELLED
+        return RunStatus.SUCCEEDED if exit_code in (0, None) else RunStatus.FAILED
     if final is not None:
-        return "cancelled" if cancel_requested else "failed"
+        return RunStatus.CANCELLED if cancel_requested else RunStatus.FAILED
     if cancel_requested:
-        return "cancelled"
-    return "crashed"
+        return RunStatus.CANCELLED
+    return RunStatus.CRASHED
 
 
 def _process_ctime(pid: int) -> float | None:
@@ -86,7 +89,7 @@ def supervise(run_dir: Path) -> int:
             )
         except OSError as exc:
             log.write(f"w4tui: cannot start {record['command'][0]}: {exc}\n".encode())
-            record.update(ended=time.time(), exit_code=127, status="failed")
+            record.update(ended=time.time(), exit_code=127, status=RunStatus.FAILED)
             write_record(run_dir, record)
             return 127
         record.update(
@@ -119,9 +122,6 @@ def _watch(run_dir: Path, record: dict):
     """While a training runs: swap, pressure and thermal warnings as events (w4tui.monitors.watch)."""
     if record.get("stage") != "train":
         return lambda: None
-    import threading
-
-    from w4tui.monitors import watch
 
     stop = threading.Event()
     try:
@@ -137,9 +137,7 @@ def _notify(record: dict, events: list[dict]) -> None:
     if os.environ.get(ev.ENV_RUN_ID):
         return
     try:
-        from w4tui.monitors import notify
-
-        error = next((e.get("message") for e in reversed(events) if e.get("kind") == "error"), None)
+        error = next((e.get("message") for e in reversed(events) if e.get("kind") == EventKind.ERROR), None)
         notify.run_ended(record, error)
     except Exception:
         pass

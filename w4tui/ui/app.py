@@ -6,6 +6,7 @@ torch, transformers or peft: heavy modules (gguf, ollama, httpx) are imported in
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 import time
@@ -13,13 +14,21 @@ from collections.abc import Callable, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
+from core import specs
 from core.config import Config
+from w4tui.nightly.holder import ScheduleHolder
 from w4tui.runs.runner import Runner
 from w4tui.settings import load_settings, save_setting, settings_path
+from w4tui.ui.screens import help, prompt, stage_form  # noqa: F401 (their screens count)
+from w4tui.ui.screens.help import HelpScreen
 from w4tui.ui.screens.main import PANES, MainScreen
+from w4tui.ui.screens.stage_form import StageFormScreen
 from w4tui.ui.themes import DEFAULT_THEME, builtin_dir, load_themes
+from w4tui.ui.widgets import dialogs  # noqa: F401
+from w4tui.ui.widgets.dialogs import ConfirmScreen
+from w4tui.ui.widgets.pane import Pane
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,7 @@ class W4App(App[int]):
         self.runner = Runner(config)
         self.clock = clock
         self._sampler, self._scanner = sampler, scanner
+        self.schedule = ScheduleHolder()  # the nightly schedule this TUI holds while no daemon does
         self._problems: list[str] = []
         self._setup_themes()
 
@@ -69,8 +79,6 @@ class W4App(App[int]):
 
     def _known_keys(self, keymap: dict[str, str]) -> dict[str, str]:
         """The keymap without ids no binding has: each mistyped one is reported (it would do nothing)."""
-        import difflib
-
         known = binding_ids()
         for wrong in sorted(set(keymap) - known):
             close = difflib.get_close_matches(wrong, sorted(known), n=1)
@@ -81,12 +89,15 @@ class W4App(App[int]):
         return {k: v for k, v in keymap.items() if k in known}
 
     def get_default_screen(self) -> Screen:
-        return MainScreen(self._sampler, self._scanner)
+        return MainScreen(self._sampler, self._scanner, self.schedule)
 
     def on_mount(self) -> None:
         for problem in self._problems:
             self.notify(problem, title="settings", severity="warning", timeout=10)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def on_unmount(self) -> None:
+        self.schedule.shutdown()  # the lock and the scheduler go with the app; a night running keeps running
 
     def _theme_changed(self, theme) -> None:
         if theme.name != self._saved_theme:
@@ -100,8 +111,6 @@ class W4App(App[int]):
             )
 
     def action_help(self) -> None:
-        from w4tui.ui.screens.help import HelpScreen
-
         self.push_screen(HelpScreen(self.binding_groups()))
 
     def action_refresh_all(self) -> None:
@@ -115,9 +124,6 @@ class W4App(App[int]):
 
     # -- every action, for help and the command palette -----------------------------------------
     def binding_groups(self) -> list[tuple[str, list[Binding]]]:
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-        from w4tui.ui.screens.stage_form import StageFormScreen
-
         main = MainScreen
         groups = [
             (
@@ -153,7 +159,6 @@ class W4App(App[int]):
             return
         yield SystemCommand("Help: keys", "Every key and what it does", self.action_help)
         yield SystemCommand("Refresh", "Read runs, artifacts and Ollama again now", self.action_refresh_all)
-        from core import specs
 
         for spec in specs.STAGES:  # (so "train" finds "Start train", not only "Stages: Start…")
             yield SystemCommand(
@@ -180,10 +185,6 @@ class W4App(App[int]):
 
 def binding_ids() -> set[str]:
     """Every binding id of the app, its screens and panes: what a [keymap] may name."""
-    from textual.screen import ModalScreen
-
-    from w4tui.ui.screens import dialogs, help, prompt, stage_form  # noqa: F401 (their screens count)
-    from w4tui.ui.widgets.pane import Pane
 
     def every(cls: type) -> list[type]:
         return [cls, *(c for sub in cls.__subclasses__() for c in every(sub))]

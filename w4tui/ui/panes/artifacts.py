@@ -3,6 +3,8 @@ header), which is latest, where each came from; inspect, delete, deploy and veri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -10,8 +12,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from core import units
 from w4tui.ui.sources import fmt
-from w4tui.ui.sources.artifacts import Artifact
+from w4tui.ui.sources.artifacts import Artifact, ArtifactScanner
 from w4tui.ui.sources.runs import RunInfo
 from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
@@ -99,8 +102,6 @@ class ArtifactsPane(Pane):
 
     def _scan(self) -> None:  # in the "artifacts" loop's thread
         if self.scanner is None:
-            from w4tui.ui.sources.artifacts import ArtifactScanner
-
             self.scanner = ArtifactScanner(self.app.config)
         self.deliver(self.Scanned(self.scanner.scan(self.runs)))
 
@@ -108,12 +109,15 @@ class ArtifactsPane(Pane):
         if self.ready and self.artifacts:
             self.show_artifacts(self.artifacts, force=True)
 
+    @dataclass
     class Scanned(Delivered):
         """A scan of the outputs tree."""
 
+        artifacts: list[Artifact]
+
     @on(Scanned)
     def _artifacts_delivered(self, message: Scanned) -> None:
-        self.show_artifacts(message.value)
+        self.show_artifacts(message.artifacts)
 
     def show_artifacts(self, artifacts: list[Artifact], force: bool = False) -> None:
         if artifacts == self.artifacts and self.query_one(DataTable).row_count and not force:
@@ -142,7 +146,7 @@ class ArtifactsPane(Pane):
                 kind,
                 fmt.fit(shown_name(a), width),
                 note,
-                fmt.size(a.bytes),
+                units.size(a.bytes),
                 quant,
                 fmt.clock(a.modified, now),
                 key=a.path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
@@ -11,6 +12,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Log, Static
 
 from w4tui.ui.sources.runs import RunInfo
+from w4tui.ui.widgets.dialogs import TextInputScreen
 from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import set_text, status_text
 
@@ -188,17 +190,23 @@ class LogsPane(Pane):
         if request is not None:
             run, offset = request
             text, new_offset = read_from(run.log_path, offset)
-            self.deliver(self.Text((run.id, offset, text, new_offset)))
+            self.deliver(self.Text(run.id, offset, text, new_offset))
 
+    @dataclass
     class Text(Delivered):
         """New text of the followed log."""
 
+        run_id: str
+        offset: int | None  # where the read started (None: the tail)
+        text: str
+        new_offset: int
+
     @on(Text)
     def _text_delivered(self, message: Text) -> None:
-        self.show_text(message.value)
+        self.show_text(message)
 
-    def show_text(self, value: tuple) -> None:
-        run_id, offset, text, new_offset = value
+    def show_text(self, new: Text) -> None:
+        run_id, offset, text, new_offset = new.run_id, new.offset, new.text, new.new_offset
         if self.run is None or run_id != self.run.id:
             return  # stale: another run was selected meanwhile
         if offset != self._offset:  # two reads of one run crossed: read on from where the shown text ends
@@ -259,7 +267,6 @@ class LogsPane(Pane):
     # -- search ------------------------------------------------------------------------------
     @work(exclusive=True, group="logs-search", exit_on_error=False)
     async def action_search(self) -> None:
-        from w4tui.ui.screens.dialogs import TextInputScreen
 
         if self.run is None:
             self.notify("no run selected", severity="warning")

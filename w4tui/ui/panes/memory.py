@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on
@@ -19,11 +20,17 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from core.events import EventReader
+from core.names import EventKind
+from core.ollama.client import host
+from w4tui.monitors.sampler import MachineSample as MachineFigures  # the message below is MachineSample
+from w4tui.monitors.sampler import MachineSampler, ollama_ps
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.system import (
     HISTORY,
     SystemHistory,
     SystemSample,
+    SystemSampler,
     accelerator_rows,
     machine_rows,
     system_rows,
@@ -112,8 +119,6 @@ class MemoryPane(Pane, can_focus=True):
     # -- sampling (worker threads) -----------------------------------------------------------
     def _sample(self) -> None:  # in the "memory" loop's thread
         if self.sampler is None:
-            from w4tui.ui.sources.system import SystemSampler
-
             self.sampler = SystemSampler(self.app.config.paths.outputs)
         if not self._backfilled:
             self._backfilled = True
@@ -122,8 +127,6 @@ class MemoryPane(Pane, can_focus=True):
 
     def _sample_machine(self) -> None:  # in the "machine" loop's thread
         if self.machine_sampler is None:
-            from w4tui.monitors.sampler import MachineSampler
-
             self.machine_sampler = MachineSampler(ollama=self._ollama_models_now)
         self._read_warnings()
         sample = self.machine_sampler.sample()
@@ -138,8 +141,6 @@ class MemoryPane(Pane, can_focus=True):
         if train is None:
             self._watched = None
         elif self._watched is None or self._watched[0] != train.id:
-            from core.events import EventReader
-
             self._watched = (train.id, EventReader(train.events_path))
             self.warnings = []
             self.poke("machine")
@@ -151,20 +152,26 @@ class MemoryPane(Pane, can_focus=True):
         new = [
             e
             for e in watched[1].read()
-            if e.get("kind") == "log" and e.get("level") == "warning" and e.get("source") in ("monitor", "preflight")
+            if e.get("kind") == EventKind.LOG
+            and e.get("level") == "warning"
+            and e.get("source") in ("monitor", "preflight")
         ]
         if new:
-            self.deliver(self.Warnings((watched[0], new)))
+            self.deliver(self.Warnings(watched[0], new))
 
+    @dataclass
     class Warnings(Delivered):
         """New machine warnings of the live training."""
 
+        run_id: str
+        events: list[dict]  # its log events from the monitor or pre-flight
+
     @on(Warnings)
     def _warnings_delivered(self, message: Warnings) -> None:
-        self.show_warnings(message.value)
+        self.show_warnings(message)
 
-    def show_warnings(self, found: tuple[str, list[dict]]) -> None:
-        run_id, events = found
+    def show_warnings(self, found: Warnings) -> None:
+        run_id, events = found.run_id, found.events
         if self._watched is None or self._watched[0] != run_id:
             return  # a training that has ended since
         self.warnings = (self.warnings + events)[-2:]
@@ -176,9 +183,6 @@ class MemoryPane(Pane, can_focus=True):
         """/api/ps, asked every OLLAMA_S (a failure is asked again next round)."""
         now = time.monotonic()
         if self._ollama_models is None or now - self._ollama_at >= OLLAMA_S:
-            from core.ollama.client import host
-            from w4tui.monitors.sampler import ollama_ps
-
             self._ollama_at = now
             self._ollama_models = None
             self._ollama_models = ollama_ps(host(self.app.config))
@@ -186,12 +190,15 @@ class MemoryPane(Pane, can_focus=True):
 
     # -- results (UI thread) -----------------------------------------------------------------
 
+    @dataclass
     class Backfill(Delivered):
         """The samples of the minutes before the pane opened."""
 
+        samples: list[SystemSample]
+
     @on(Backfill)
     def _backfill_delivered(self, message: Backfill) -> None:
-        self.show_backfill(message.value)
+        self.show_backfill(message.samples)
 
     def show_backfill(self, samples: list[SystemSample]) -> None:
         for sample in samples:
@@ -199,12 +206,15 @@ class MemoryPane(Pane, can_focus=True):
         self.on_resize()
         self._chart()
 
+    @dataclass
     class Sample(Delivered):
         """A new system sample."""
 
+        sample: SystemSample
+
     @on(Sample)
     def _system_delivered(self, message: Sample) -> None:
-        self.show_system(message.value)
+        self.show_system(message.sample)
 
     def show_system(self, sample: SystemSample) -> None:
         latest = self.history.latest
@@ -214,12 +224,15 @@ class MemoryPane(Pane, can_focus=True):
         self.on_resize()
         self._chart()
 
+    @dataclass
     class MachineSample(Delivered):
         """A changed machine sample (GPU, pressure, power, Ollama's models)."""
 
+        sample: MachineFigures
+
     @on(MachineSample)
     def _machine_delivered(self, message: MachineSample) -> None:
-        self.show_machine(message.value)
+        self.show_machine(message.sample)
 
     def show_machine(self, sample) -> None:
         new = self.machine is None or sample.time > self.machine.time

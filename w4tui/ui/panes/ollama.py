@@ -13,7 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from w4tui.ui.panes.ollama_actions import ALIASES, OllamaActions
+from core import units
+from core.ollama import client as oc
+from core.ollama import promote as op
+from w4tui.ui.panes.ollama_actions import OllamaActions
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.verified import VerifiedBuilds
 from w4tui.ui.widgets.pane import Delivered, Pane
@@ -118,7 +121,6 @@ class OllamaPane(OllamaActions, Pane):
         self.poke("ollama")
 
     def _ask(self) -> None:  # in the "ollama" loop's thread
-        from core.ollama import client as oc
 
         config = self.app.config
         self._last_poll = self.app.clock()
@@ -135,12 +137,15 @@ class OllamaPane(OllamaActions, Pane):
         if self.ready and self.snapshot is not None:
             self.show_snapshot(self.snapshot, force=True)
 
+    @dataclass
     class Snapshot(Delivered):
         """What the server has: models, what is loaded, the builds."""
 
+        snapshot: OllamaSnapshot
+
     @on(Snapshot)
     def _snapshot_delivered(self, message: Snapshot) -> None:
-        self.show_snapshot(message.value)
+        self.show_snapshot(message.snapshot)
 
     def show_snapshot(self, snap: OllamaSnapshot, force: bool = False) -> None:
         previous, self.snapshot = (None if force else self.snapshot), snap
@@ -154,7 +159,9 @@ class OllamaPane(OllamaActions, Pane):
                 )
             )
         else:
-            loaded = ", ".join(f"{m['model']} ({fmt.size(m.get('size_vram') or m.get('size'))})" for m in snap.running)
+            loaded = ", ".join(
+                f"{m['model']} ({units.size(m.get('size_vram') or m.get('size'))})" for m in snap.running
+            )
             state.update(
                 Text.assemble(
                     (f"{snap.host}", "bold"),
@@ -178,7 +185,7 @@ class OllamaPane(OllamaActions, Pane):
             (
                 m["model"],
                 _alias_cell(self.aliases_of(m["model"]), self.verified(m["model"])),
-                fmt.size(m.get("size")),
+                units.size(m.get("size")),
                 (m.get("details") or {}).get("quantization_level") or "-",
                 _when(m.get("modified_at"), now),
             )
@@ -221,12 +228,12 @@ class OllamaPane(OllamaActions, Pane):
 
     def aliases_of(self, model: str) -> list[str]:
         """Which of ``latest`` / ``previous`` point at this build (the same digest), e.g. ``["latest"]``."""
-        if self.snapshot is None or model.rpartition(":")[2] in ALIASES:
+        if self.snapshot is None or model.rpartition(":")[2] in op.POINTERS:
             return []
         digests = {m["model"]: m.get("digest") for m in self.snapshot.models}
         prefix = model.rpartition(":")[0] or model
         digest = digests.get(model)
-        return [alias for alias in ALIASES if digest is not None and digests.get(f"{prefix}:{alias}") == digest]
+        return [alias for alias in op.POINTERS if digest is not None and digests.get(f"{prefix}:{alias}") == digest]
 
     def on_resize(self) -> None:
         if self.ready and self.snapshot is not None and self.content_size.width != self._fitted:

@@ -3,13 +3,31 @@ dialogs are awaited): test prompt, Modelfile, copy/tag, delete, roll back, promo
 
 from __future__ import annotations
 
-from textual import work
+import asyncio
+from dataclasses import dataclass
 
-ALIASES = ("latest", "previous")  # tags that point at a build: moved by promote and rollback
+from textual import work
+from textual.message import Message
+
+from core.ollama import client as oc
+from core.ollama import promote as op
+from w4tui.ui.widgets.dialogs import ConfirmScreen, TextInputScreen, TextViewScreen
 
 
 class OllamaActions:
     """Mixed into OllamaPane: it provides snapshot, selected, verified() and aliases_of()."""
+
+    @dataclass
+    class TestRequested(Message):
+        """Open the test-prompt screen on ``model`` (the screen layer opens screens, not the panes)."""
+
+        model: str
+
+    @dataclass
+    class ChatRequested(Message):
+        """Open a chat with ``model``."""
+
+        model: str
 
     def _need_model(self) -> str | None:
         if self.snapshot is None or self.snapshot.error:
@@ -25,23 +43,17 @@ class OllamaActions:
     def action_test(self) -> None:
         model = self._need_model()
         if model:
-            from w4tui.ui.screens.prompt import PromptScreen
-
-            self.app.push_screen(PromptScreen(self.app.config, model, self.app.config.verify.prompts[0]))
+            self.post_message(self.TestRequested(model))
 
     def action_chat(self) -> None:
         model = self._need_model()
         if model:
-            from w4tui.ui.screens.chat import ChatScreen
-
-            self.app.push_screen(ChatScreen(self.app.config, model))
+            self.post_message(self.ChatRequested(model))
 
     @work(exclusive=True, group="ollama-action", exit_on_error=False)
     async def action_modelfile(self) -> None:
         model = self._need_model()
         if model:
-            from w4tui.ui.screens.dialogs import TextViewScreen
-
             info = await self._call("show", model)
             if info is not None:
                 await self.app.push_screen_wait(
@@ -52,8 +64,6 @@ class OllamaActions:
     async def action_copy(self) -> None:
         model = self._need_model()
         if model:
-            from w4tui.ui.screens.dialogs import TextInputScreen
-
             target = await self.app.push_screen_wait(
                 TextInputScreen(
                     f"Copy {model} to", model.split(":")[0] + ":", hint="a new name or tag; an existing one is replaced"
@@ -67,8 +77,6 @@ class OllamaActions:
     async def action_delete(self) -> None:
         model = self._need_model()
         if model:
-            from w4tui.ui.screens.dialogs import ConfirmScreen
-
             if await self.app.push_screen_wait(
                 ConfirmScreen(f"Delete {model} from Ollama?", "Its blobs stay while another tag uses them.", "Delete")
             ):
@@ -81,8 +89,6 @@ class OllamaActions:
         if self.snapshot is None or self.snapshot.error:
             self.notify("Ollama is not reachable; see the pane for how to start it", severity="warning")
             return
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-
         name = self.app.config.ollama.model
         if f"{name}:previous" not in {m["model"] for m in self.snapshot.models}:
             self.notify(
@@ -98,7 +104,7 @@ class OllamaActions:
                 "Roll back",
             )
         ):
-            result = await self._call("rollback")
+            result = await self._call("rollback", module=op)
             if result:
                 self.notify(result)
                 self.refresh_models()
@@ -108,10 +114,8 @@ class OllamaActions:
         model = self._need_model()
         if not model:
             return
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-
         name = self.app.config.ollama.model
-        if model.rpartition(":")[0] != name or model.rpartition(":")[2] in ALIASES:
+        if model.rpartition(":")[0] != name or model.rpartition(":")[2] in op.POINTERS:
             self.notify(f"promote takes a build of {name} (a {name}:build-… row)", severity="warning")
             return
         if self.verified(model) is not True:
@@ -130,7 +134,7 @@ class OllamaActions:
             (
                 m["model"]
                 for m in self.snapshot.models
-                if now and m.get("digest") == now.get("digest") and m["model"].rpartition(":")[2] not in ALIASES
+                if now and m.get("digest") == now.get("digest") and m["model"].rpartition(":")[2] not in op.POINTERS
             ),
             "none",
         )
@@ -141,19 +145,16 @@ class OllamaActions:
                 "Promote",
             )
         ):
-            result = await self._call("promote", model)
+            result = await self._call("promote", model, module=op)
             if result:
                 self.notify(result)
                 self.refresh_models()
 
-    async def _call(self, name: str, *args):
-        """Run an ollama_client function in a thread; an OllamaError becomes a notification (and False)."""
-        import asyncio
-
-        from core.ollama import client as oc
-
+    async def _call(self, name: str, *args, module=oc):
+        """Run a function of core/ollama's client (or promote) in a thread; an OllamaError becomes a
+        notification (and False). By name, so a test's stand-in for it is the one called."""
         try:
-            result = await asyncio.to_thread(getattr(oc, name), self.app.config, *args)
+            result = await asyncio.to_thread(getattr(module, name), self.app.config, *args)
         except oc.OllamaError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return False

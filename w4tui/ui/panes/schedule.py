@@ -8,6 +8,7 @@ so it takes over from a holder that died); otherwise it shows the schedule read-
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
@@ -16,20 +17,27 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from core import units
+from core.names import LIVE_OUTCOMES, NightOutcome, RunStatus
+from w4tui.nightly.cli import set_control
+from w4tui.nightly.holder import ScheduleHolder
+from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.status import describe_next, schedule_status, step_durations
+from w4tui.runs.runner import RunError
 from w4tui.ui.sources import fmt
 from w4tui.ui.widgets.pane import Delivered, Pane
 from w4tui.ui.widgets.status import resolve
 
 POLL_S = 2.0
 OUTCOME_STYLE = {
-    "promoted": "$success",
-    "skipped": "$text-muted",
-    "failed": "bold $error",
-    "crashed": "bold $error",
-    "missed": "$warning",
-    "running": "bold $accent",
-    "starting": "$accent",
-    "cancelled": "$warning",
+    NightOutcome.PROMOTED: "$success",
+    NightOutcome.SKIPPED: "$text-muted",
+    NightOutcome.FAILED: "bold $error",
+    NightOutcome.CRASHED: "bold $error",
+    NightOutcome.MISSED: "$warning",
+    NightOutcome.RUNNING: "bold $accent",
+    NightOutcome.STARTING: "$accent",
+    NightOutcome.CANCELLED: "$warning",
 }
 COLUMNS = ("when", "outcome", "data", "took", "build")
 
@@ -47,8 +55,8 @@ def _data(night: dict, short: bool) -> str:
 
 def _took(night: dict) -> str:
     if night.get("ended") and night.get("started") and night.get("steps"):
-        return fmt.duration(night["ended"] - night["started"])
-    return "…" if night["outcome"] in ("running", "starting") else "-"
+        return units.duration(night["ended"] - night["started"])
+    return "…" if night["outcome"] in LIVE_OUTCOMES else "-"
 
 
 class SchedulePane(Pane):
@@ -71,10 +79,10 @@ class SchedulePane(Pane):
             super().__init__()
             self.run_id = run_id
 
-    def __init__(self) -> None:
+    def __init__(self, holder: ScheduleHolder | None = None) -> None:
         super().__init__()
         self.status: dict | None = None
-        self.scheduler = None
+        self.holder = holder or ScheduleHolder()  # the app's; alone (a test's bare app), one of its own
         self._keys: tuple = ()
 
     def compose(self) -> ComposeResult:
@@ -85,43 +93,31 @@ class SchedulePane(Pane):
     def on_mount(self) -> None:
         self.run_loop("schedule", self._poll, POLL_S, shared=False)
 
-    def on_unmount(self) -> None:
-        super().on_unmount()
-        if self.scheduler is not None:
-            self.scheduler.shutdown()
-
     # -- in the loop's thread ---------------------------------------------------------------
     def _poll(self) -> None:
-        from w4tui.nightly.ledger import Ledger
-        from w4tui.nightly.status import schedule_status
-
         config = self.app.config
-        if config.schedule.enabled and self.scheduler is None:
-            from w4tui.nightly.scheduler import NightScheduler
-
-            self.scheduler = NightScheduler(config, kind="tui")
-        if self.scheduler is not None and not self.scheduler.sched.running:
-            self.scheduler.start()  # False while a daemon holds it: tried again next round
+        mine = self.holder.try_hold(config)
         ledger = Ledger.open(config)
         try:
             status = schedule_status(config, ledger)
         finally:
             ledger.close()
-        status["mine"] = self.scheduler is not None and self.scheduler.sched.running
+        status["mine"] = mine
         self.deliver(self.Status(status))
 
     # -- data down -------------------------------------------------------------------------
 
+    @dataclass
     class Status(Delivered):
         """The schedule: next night, holder, history."""
 
+        status: dict  # w4tui.nightly.status.schedule_status(), plus mine: this TUI holds it
+
     @on(Status)
     def _status_delivered(self, message: Status) -> None:
-        self.show_status(message.value)
+        self.show_status(message.status)
 
     def show_status(self, status: dict) -> None:
-        from w4tui.nightly.status import describe_next
-
         self.status = status
         app, muted = self.app, resolve("$text-muted", self.app)
         head = Text(describe_next(status))
@@ -185,25 +181,27 @@ class SchedulePane(Pane):
 
     @work(thread=True, exclusive=True, group="night-detail", exit_on_error=False, description="read night detail")
     def _load_detail(self, night: dict) -> None:
-        from w4tui.runs.runner import RunError
-
         tail: list[str] = []
         failed = next(
-            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, RunStatus.SUCCEEDED)), None
         )
         try:
             if failed or night.get("run"):
                 tail = self.app.runner.get(failed["run"] if failed else night["run"]).log_tail(10)
         except RunError:
             pass
-        self.deliver(self.Detail((night, tail)))
+        self.deliver(self.Detail(night, tail))
 
+    @dataclass
     class Detail(Delivered):
         """The chosen night and its log tail."""
 
+        night: dict  # the ledger's night record
+        tail: list[str]
+
     @on(Detail)
     def _detail_delivered(self, message: Detail) -> None:
-        self.show_detail(message.value)
+        self.show_detail(message)
 
     def _losses(self, night: dict) -> str:
         """The night's eval losses, and the main-data one against the night before that has one."""
@@ -224,10 +222,8 @@ class SchedulePane(Pane):
             parts.append(f"main-data eval loss {mine['main_eval_loss']:.4f}{trend}")
         return ", ".join(parts)
 
-    def show_detail(self, value: tuple) -> None:
-        from w4tui.nightly.status import step_durations
-
-        night, tail = value
+    def show_detail(self, detail: Detail) -> None:
+        night, tail = detail.night, detail.tail
         app, muted = self.app, resolve("$text-muted", self.app)
         text = Text(f"{night['key']}  {night['outcome']}", "bold")
         if night.get("failed_step"):
@@ -256,8 +252,7 @@ class SchedulePane(Pane):
     # -- actions ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="schedule-action", exit_on_error=False, description="start a night")
     def action_run_now(self) -> None:
-        from w4tui.nightly.scheduler import now_key, start_night
-        from w4tui.runs.runner import RunError
+        from w4tui.nightly.scheduler import now_key, start_night  # APScheduler off the TUI's start
 
         try:
             run = start_night(self.app.config, now_key())
@@ -276,9 +271,6 @@ class SchedulePane(Pane):
         self._control("skip")
 
     def _control(self, what: str) -> None:
-        from w4tui.nightly.cli import set_control
-        from w4tui.nightly.ledger import Ledger
-
         ledger = Ledger.open(self.app.config)
         try:
             message = set_control(self.app.config, ledger, what)
@@ -293,6 +285,6 @@ class SchedulePane(Pane):
             self.notify("this night has no run to show", severity="warning")
             return
         failed = next(
-            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, "succeeded")), None
+            (s for s in reversed(night.get("steps") or []) if s.get("status") not in (None, RunStatus.SUCCEEDED)), None
         )
         self.post_message(self.ShowLogs(failed["run"] if failed else night["run"]))

@@ -5,6 +5,8 @@ A failed run shows its error event and the tail of its output.log right here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,7 +14,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from core import specs
+from core import specs, units
+from core.names import RunStatus
 from w4tui.runs.runner import Run
 from w4tui.runs.supervise import read_record
 from w4tui.ui.sources import fmt
@@ -89,7 +92,7 @@ class StagesPane(Pane):
                 if last and last.ended
                 else ("from " + fmt.clock(last.started, now) if last else "")
             )
-            took = fmt.duration(last.ended - last.started) if last and last.ended else ""
+            took = units.duration(last.ended - last.started) if last and last.ended else ""
             for column, value in (
                 ("status", status_text(last.status if last else None, self.app)),
                 ("ended", ended),
@@ -135,19 +138,25 @@ class StagesPane(Pane):
     @work(thread=True, exclusive=True, group="stage-detail", exit_on_error=False, description="read run detail")
     def _load_detail(self, stage: str, run: RunInfo) -> None:
         full = Run(run.dir, read_record(run.dir))
-        error = full.error() if run.status in ("failed", "crashed", "cancelled") else None
-        tail = full.log_tail(12) if run.status in ("failed", "crashed") else []
-        self.deliver(self.Detail((stage, run, error, tail)))
+        error = full.error() if run.status in (RunStatus.FAILED, RunStatus.CRASHED, RunStatus.CANCELLED) else None
+        tail = full.log_tail(12) if run.status in (RunStatus.FAILED, RunStatus.CRASHED) else []
+        self.deliver(self.Detail(stage, run, error, tail))
 
+    @dataclass
     class Detail(Delivered):
         """The chosen stage: its last run, error event and log tail."""
 
+        stage: str
+        run: RunInfo
+        error: dict | None
+        tail: list[str]
+
     @on(Detail)
     def _detail_delivered(self, message: Detail) -> None:
-        self.show_detail(message.value)
+        self.show_detail(message)
 
-    def show_detail(self, value: tuple) -> None:
-        stage, run, error, tail = value
+    def show_detail(self, detail: Detail) -> None:
+        stage, run, error, tail = detail.stage, detail.run, detail.error, detail.tail
         if stage == self.selected:
             self.query_one("#stage-detail", Static).update(self._describe(stage, run, error, tail))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on
@@ -12,7 +13,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
+from core import units
 from core.events import EventReader
+from core.names import RunStatus
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.runs import RunInfo
 from w4tui.ui.sources.training import TrainingState
@@ -42,7 +45,7 @@ class TrainingPane(Pane, can_focus=True):
             tooltip="Continue a cancelled, failed or crashed training from its newest checkpoint",
         ),
     ]
-    RESUMABLE = ("cancelled", "failed", "crashed")
+    RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.CRASHED)
 
     class ResumeRequested(Message):
         """The user asked to resume ``run`` (a stopped train run); the screen opens its form."""
@@ -118,16 +121,17 @@ class TrainingPane(Pane, can_focus=True):
         with self._lock:
             changed = state.apply(events) if state is self.state else False
         if changed or (run is not None and run.live and state.eta_s is not None):
-            self.deliver(self.Tick(None))  # (a live run's ETA counts down between its reports)
+            self.deliver(self.Tick())  # (a live run's ETA counts down between its reports)
 
+    @dataclass
     class Tick(Delivered):
-        """Redraw from the state (new events, or the ETA counting down)."""
+        """Redraw from the state (new events, or the ETA counting down): no payload, the state is the pane's."""
 
     @on(Tick)
     def _state_delivered(self, message: Tick) -> None:
-        self.show_state(message.value)
+        self.show_state()
 
-    def show_state(self, _: object) -> None:
+    def show_state(self, _: object = None) -> None:
         now = self.app.clock()
         with self._lock:
             state = self.state
@@ -169,7 +173,7 @@ class TrainingPane(Pane, can_focus=True):
         text.append(f"{run.id}  ", muted)
         text.append_text(status_text(run.status, app))
         took = (run.ended or now) - run.started
-        text.append(f"   started {fmt.clock(run.started, now)} · {fmt.duration(took)}", muted)
+        text.append(f"   started {fmt.clock(run.started, now)} · {units.duration(took)}", muted)
         text.append("\n")
         frac = s.fraction
         width = max(10, min(40, self.size.width - 46))
@@ -179,7 +183,7 @@ class TrainingPane(Pane, can_focus=True):
         if frac is not None:
             text.append(f" {frac:4.0%}")
         eta = s.eta_now(now) if run.live else None
-        text.append(f"  ETA {fmt.duration(eta)}" if eta is not None else "")
+        text.append(f"  ETA {units.duration(eta)}" if eta is not None else "")
         text.append("\n")
         items = [
             ("epoch", fmt.number(s.epoch, 3)),

@@ -12,8 +12,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Markdown, Static
 from textual.worker import get_current_worker
 
-from w4tui.ui.screens.dialogs import Dialog
+from core.ollama import client as oc
 from w4tui.ui.screens.prompt import rate
+from w4tui.ui.widgets.dialogs import Dialog
 
 
 class ChatScreen(Dialog[None]):
@@ -72,8 +73,6 @@ class ChatScreen(Dialog[None]):
 
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False, description="stream a chat answer")
     def _stream(self, messages: list[dict], answer: Markdown) -> None:
-        from core.ollama import client as oc
-
         worker = get_current_worker()
         started, chunks, text, part = time.monotonic(), 0, "", {}
         self._post(answer, text, "waiting for the model to load…")

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from w4tui.ui.screens.dialogs import Dialog
+from w4tui.ui.widgets.dialogs import Dialog
 
 INTRO = (
     "Panes: 1-7 show a pane (on a wide terminal several are shown at once), z shows it full screen; tab "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core import units
 from w4tui.ui.sources import fmt
 from w4tui.ui.sources.artifacts import Artifact
 
@@ -14,7 +15,7 @@ def describe_artifact(a: Artifact, now: float) -> str:
     lines = [
         f"path        {a.path}",
         f"kind        {a.kind}" + ("  (latest of its kind)" if a.latest else ""),
-        f"size        {fmt.size(a.bytes)}",
+        f"size        {units.size(a.bytes)}",
         f"modified    {fmt.clock(a.modified, now)}",
     ]
     if a.parent:

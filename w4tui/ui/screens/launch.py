@@ -7,7 +7,11 @@ from pathlib import Path
 
 from core import specs
 from core.config import Config
+from core.errors import StageError
+from core.train_backend import detect
+from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Runner
+from w4tui.runs.supervise import read_record
 
 PIPELINE = "pipeline"
 
@@ -88,9 +92,6 @@ def training_settings(config: Config) -> list[str]:
 def backend_settings(config: Config) -> list[str]:
     """Which trainer, as it will be on this machine (auto resolved), and mlx's base precision: the form
     says what will train the build. mlx asked for but missing stays as asked (the stage says how to install)."""
-    from core.errors import StageError
-    from core.train_backend import detect
-
     t = config.train
     try:
         backend = detect(t.backend)
@@ -103,10 +104,6 @@ def prepare_resume(run_dir, run_id: str) -> Prepared:
     """The form to resume a stopped training: its own arguments, plus ``--resume`` (the stage continues
     from the newest checkpoint in its --output and refuses changed training settings). LookupError: no
     checkpoint to resume from."""
-    from pathlib import Path
-
-    from w4tui.runs.supervise import read_record
-
     command = read_record(Path(run_dir))["command"]
     args = command[command.index("-m") + 2 :] if "-m" in command else command[1:]
     output = dict(specs.flag_values(args)).get("--output")
@@ -121,8 +118,6 @@ def prepare_resume(run_dir, run_id: str) -> Prepared:
 
 
 def pipeline_command(config: Config, args: list[str]) -> list[str]:
-    from w4tui.runs.pipeline_job import command
-
     return command(str(config.file)) + args
 
 

@@ -4,6 +4,7 @@ one. It polls the runs directory and hands each pane what it shows (attributes d
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,6 +16,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from core.names import RunStatus
+from w4tui.monitors.notify import EndWatch
+from w4tui.nightly.holder import ScheduleHolder
+from w4tui.runs.runner import RunError
 from w4tui.ui.panes.artifacts import ArtifactsPane
 from w4tui.ui.panes.logs import LogsPane
 from w4tui.ui.panes.memory import MemoryPane
@@ -22,7 +27,15 @@ from w4tui.ui.panes.ollama import OllamaPane
 from w4tui.ui.panes.schedule import SchedulePane
 from w4tui.ui.panes.stages import StagesPane
 from w4tui.ui.panes.training import TrainingPane
+from w4tui.ui.screens import launch as L
+from w4tui.ui.screens.chat import ChatScreen
+from w4tui.ui.screens.inspect import describe_artifact
+from w4tui.ui.screens.prompt import PromptScreen
+from w4tui.ui.screens.stage_form import StageFormScreen
+from w4tui.ui.sources.artifacts import delete, on_disk
+from w4tui.ui.sources.compare import build_facts, compare_text
 from w4tui.ui.sources.runs import RunInfo, RunsWatcher
+from w4tui.ui.widgets.dialogs import ConfirmScreen, TextViewScreen
 from w4tui.ui.widgets.pane import Delivered, Mailbox, Pane
 
 POLL_S = 1.0
@@ -112,9 +125,9 @@ class MainScreen(Mailbox, Screen):
     ALLOW_IN_MAXIMIZED_VIEW = "PaneBar, Footer"  # a zoomed pane keeps the pane bar: 1-7 switch panes
     active: reactive[str] = reactive("training", init=False)  # the pane keys and focus go to; the bar shows it
 
-    def __init__(self, sampler=None, scanner=None) -> None:
+    def __init__(self, sampler=None, scanner=None, schedule: ScheduleHolder | None = None) -> None:
         super().__init__()
-        self.sampler, self.scanner = sampler, scanner
+        self.sampler, self.scanner, self.schedule = sampler, scanner, schedule
         self.secondary = "logs"  # the pane sharing the lower right on a wide screen
         self.runs: tuple[RunInfo, ...] = ()
         self.watcher = RunsWatcher(self.app.runner)
@@ -129,7 +142,7 @@ class MainScreen(Mailbox, Screen):
                 OllamaPane(),
                 StagesPane(),
                 LogsPane(),
-                SchedulePane(),
+                SchedulePane(self.schedule),
             )
         }
         first = self._shown(self._is_wide(self.app.size))
@@ -196,12 +209,15 @@ class MainScreen(Mailbox, Screen):
         if changed:
             self.deliver(self.Runs(runs))
 
+    @dataclass
     class Runs(Delivered):
         """The runs, newest first (for every pane and the pane bar)."""
 
+        runs: tuple[RunInfo, ...]
+
     @on(Runs)
     def _runs_delivered(self, message: Runs) -> None:
-        self.show_runs(message.value)
+        self.show_runs(message.runs)
 
     def show_runs(self, runs: tuple[RunInfo, ...]) -> None:
         self.runs = runs
@@ -218,11 +234,9 @@ class MainScreen(Mailbox, Screen):
     def _announce_ends(self, runs: tuple[RunInfo, ...]) -> None:
         """The terminal bell and a toast when a run this TUI saw running ends (issue 15; the supervisor
         sends the desktop and URL notifications, once, whether a TUI is open or not)."""
-        from w4tui.monitors.notify import EndWatch
-
         for run in self.__dict__.setdefault("_run_ends", EndWatch()).ended(runs):
             self.app.bell()
-            ok = run.status == "succeeded"
+            ok = run.status == RunStatus.SUCCEEDED
             self.notify(
                 f"{run.stage} {run.status} ({run.id})", title="run ended", severity="information" if ok else "error"
             )
@@ -292,6 +306,14 @@ class MainScreen(Mailbox, Screen):
         self.action_show_pane("logs")
         self.pane("logs").select(message.run)
 
+    @on(OllamaPane.TestRequested)
+    def _test_prompt(self, message: OllamaPane.TestRequested) -> None:
+        self.app.push_screen(PromptScreen(self.app.config, message.model, self.app.config.verify.prompts[0]))
+
+    @on(OllamaPane.ChatRequested)
+    def _chat(self, message: OllamaPane.ChatRequested) -> None:
+        self.app.push_screen(ChatScreen(self.app.config, message.model))
+
     @on(ArtifactsPane.Deploy)
     def _deploy(self, message: ArtifactsPane.Deploy) -> None:
         self.launch("deploy", message.artifact.path)
@@ -311,9 +333,6 @@ class MainScreen(Mailbox, Screen):
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def _compare_builds(self, marked, selected, artifacts) -> None:
         """Two builds side by side (w4tui/ui/sources/compare.py); their files are read here, in a worker."""
-        from w4tui.ui.screens.dialogs import TextViewScreen
-        from w4tui.ui.sources.compare import build_facts, compare_text
-
         text = compare_text(build_facts(marked, artifacts), build_facts(selected, artifacts))
         title = f"compare {marked.name} | {selected.name}"
         self.app.call_from_thread(self.app.push_screen, TextViewScreen(title, text))
@@ -324,18 +343,11 @@ class MainScreen(Mailbox, Screen):
 
     @on(ArtifactsPane.Inspect)
     def _inspect(self, message: ArtifactsPane.Inspect) -> None:
-        from w4tui.ui.screens.dialogs import TextViewScreen
-        from w4tui.ui.screens.inspect import describe_artifact
-
         a = message.artifact
         self.app.push_screen(TextViewScreen(f"{a.kind}: {a.name}", describe_artifact(a, self.app.clock())))
 
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def launch(self, stage: str, input_path: str | None = None, resume: RunInfo | None = None) -> None:
-        from w4tui.runs.runner import RunError
-        from w4tui.ui.screens import launch as L
-        from w4tui.ui.screens.stage_form import StageFormScreen
-
         runner, config = self.app.runner, self.app.config
         if resume is not None:
             try:
@@ -367,9 +379,6 @@ class MainScreen(Mailbox, Screen):
 
     @work(exclusive=True, group="cancel", exit_on_error=False)
     async def cancel(self, run: RunInfo, others: tuple[RunInfo, ...]) -> None:
-        from w4tui.runs.runner import RunError
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-
         detail = "It gets SIGINT (it saves what it can), SIGTERM after the grace period, then SIGKILL."
         if others:
             detail += "\nAlso cancels: " + ", ".join(f"{r.stage} {r.id}" for r in others)
@@ -387,9 +396,6 @@ class MainScreen(Mailbox, Screen):
 
     @work(exclusive=True, group="delete", exit_on_error=False)
     async def delete_artifact(self, artifact) -> None:
-        from w4tui.ui.screens.dialogs import ConfirmScreen
-        from w4tui.ui.sources.artifacts import delete, on_disk
-
         what = "incomplete adapter" if artifact.incomplete else artifact.kind
         freed = await asyncio.to_thread(on_disk, artifact)  # (all it removes: checkpoints included)
         if not await self.app.push_screen_wait(

@@ -11,7 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from w4tui.ui.screens.dialogs import Dialog
+from core.ollama import client as oc
+from w4tui.ui.widgets.dialogs import Dialog
 
 
 def rate(part: dict, chunks: int, elapsed: float) -> str:
@@ -52,8 +53,6 @@ class PromptScreen(Dialog[None]):
 
     @work(thread=True, exclusive=True, group="prompt", exit_on_error=False, description="stream an answer")
     def _stream(self, prompt: str) -> None:
-        from core.ollama import client as oc
-
         worker = get_current_worker()
         started, chunks, text, part = time.monotonic(), 0, "", {}
         self.app.call_from_thread(self._show, "", "waiting for the model to load…")

@@ -10,7 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from w4tui.ui.screens.dialogs import Dialog
+from w4tui.ui.sources.train_preview import missing, preview
+from w4tui.ui.widgets.dialogs import Dialog
 
 
 def split_args(args: list[str]) -> list[tuple[str, str | None]]:
@@ -73,8 +74,6 @@ class StageFormScreen(Dialog[list[str] | None]):
             if self.note:
                 yield Static(self.note, id="problem")
             if self.dataset is not None:
-                from w4tui.ui.sources.train_preview import missing
-
                 self.preview = missing(self.dataset)  # (known at once: the snapshot shows it)
                 text = f"counting the samples and tokens in {self.dataset}…"
                 yield Static(self.preview.describe({}) if self.preview else text, id="preview", markup=False)
@@ -103,8 +102,6 @@ class StageFormScreen(Dialog[list[str] | None]):
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False, description="preview the dataset")
     def _preview(self) -> None:
-        from w4tui.ui.sources.train_preview import preview
-
         found = preview(self.dataset)
         self.app.call_from_thread(self._show_preview, found)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core import evaltable, units
 from core.config import Config
 from core.events import read_events
-from w4tui.ui.sources import fmt
+from core.gguf_header import NotGGUF, read_info
+from core.names import EventKind
 from w4tui.ui.sources.runs import RunInfo
 
 KINDS = ("model", "adapter", "checkpoint", "merged", "gguf")
@@ -55,8 +57,6 @@ class Artifact:
 
 
 def gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
-    from core.gguf_header import NotGGUF, read_info
-
     try:
         info = read_info(path, tensors=True)
     except (NotGGUF, OSError) as exc:
@@ -177,8 +177,6 @@ class ArtifactScanner:
         )
 
     def _eval(self, path: Path) -> tuple[str, ...]:
-        from core import evaltable
-
         report = evaltable.for_gguf(path)
         try:
             key = (str(report), report.stat().st_mtime_ns)
@@ -204,7 +202,7 @@ class ArtifactScanner:
         for run in sorted(runs, key=lambda r: r.started):
             cached = self._events.get(run.id)
             if cached is None:
-                cached = [e for e in read_events(run.events_path) if e.get("kind") == "artifact"]
+                cached = [e for e in read_events(run.events_path) if e.get("kind") == EventKind.ARTIFACT]
                 if not run.live:  # a finished run's events never change
                     self._events[run.id] = cached
             out.extend(cached)
@@ -217,7 +215,7 @@ def on_disk(artifact: Artifact) -> str:
     total = _size(path)
     checkpoints = len(_dirs(path / "checkpoints")) if artifact.kind == "adapter" else 0
     return (
-        fmt.size(total)
+        units.size(total)
         + " on disk"
         + (f", its {checkpoints} checkpoint{'s' if checkpoints > 1 else ''} included" if checkpoints else "")
     )
@@ -245,8 +243,6 @@ def delete(artifact: Artifact, runs: Sequence[RunInfo]) -> str:
 
 
 def _with(a: Artifact, **changes) -> Artifact:
-    from dataclasses import replace
-
     return replace(a, **changes)
 
 

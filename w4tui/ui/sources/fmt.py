@@ -1,4 +1,4 @@
-"""Short human forms of sizes, durations and times, shared by the panes."""
+"""Short human forms of times, numbers and paths, shared by the panes (sizes and durations: core/units.py)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,13 @@ import os
 import time
 from pathlib import Path
 
-_UNITS = ("B", "KB", "MB", "GB", "TB")
-
-
-def size(n: float | None) -> str:
-    """1536 -> '1.5 KB': decimal units (GB = 10^9 bytes), as `ollama list` (format.HumanBytes) and
-    Finder show them, so a size here reads the same as there."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1000 or unit == _UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
-def duration(seconds: float | None) -> str:
-    """3725 -> '1h02m'; 75 -> '1m15s'; None -> '-'."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+from core import units
 
 
 def ago(then: float | None, now: float) -> str:
     if then is None:
         return "-"
-    return "just now" if now - then < 5 else duration(now - then) + " ago"
+    return "just now" if now - then < 5 else units.duration(now - then) + " ago"
 
 
 def clock(t: float | None, now: float) -> str:

@@ -8,7 +8,10 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from core.units import gb
 
 SPARK = "▁▂▃▄▅▆▇█"  # as w4tui.ui.sources.fmt.SPARK
 HISTORY = 90  # samples kept: 6 minutes at the pane's 4 s interval
@@ -96,13 +99,6 @@ def _existing(path: Path) -> Path:
         if candidate.exists():
             return candidate
     return Path("/")
-
-
-def gb(n: float | None) -> str:
-    """Bytes as decimal GB (10^9), MB below one GB: what the pane and pre-flight say."""
-    if n is None:
-        return "-"
-    return f"{n / 1e9:.1f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 PRESSURE_KIND = {"normal": "value", "warn": "warn", "critical": "bad"}
@@ -193,8 +189,6 @@ def _ollama(sample, now: float) -> list[tuple[str, list[tuple[str, str]], None]]
 
 
 def _timestamp(value) -> float | None:
-    from datetime import datetime
-
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):

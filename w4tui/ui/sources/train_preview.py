@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.eta import estimate
+
 TOKENIZER = Path(__file__).resolve().parents[2] / "data" / "qwen2.5-tokenizer" / "tokenizer.json"
 PROFILES = {"dry": 100, "mini": 3000, "full": None}  # as stages/train/selection.py
 TEMPLATE_TOKENS = 5  # <|im_start|>role\n … <|im_end|>\n around each message
@@ -183,6 +185,5 @@ def eta_line(values: dict[str, str], tokens: int) -> str:
             best = (float(record.get("ended") or 0), rate, record_path.parent.name, record.get("device", "?"))
     if best is None or tokens <= 0:
         return "ETA: no finished run with these settings yet; `w4tui run train --eta` measures one (4 steps)"
-    from core.eta import estimate
 
     return "ETA: " + estimate(tokens, best[1], f"the rate of {best[2]} on {best[3]}")["text"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.names import EventKind, RunStatus
+
 MEMORY_KEYS = ("mem_allocated", "mem_driver", "mem_peak", "mem_recommended_max", "mem_reserved", "mem_total")
 
 
@@ -59,32 +61,32 @@ class TrainingState:
             self.started = self.started if self.started is not None else t
             self.last_time = t
         self.run_id = self.run_id or str(e.get("run", ""))
-        if kind == "metrics":
+        if kind == EventKind.METRICS:
             self._metrics(e, t)
-        elif kind == "progress":
+        elif kind == EventKind.PROGRESS:
             if e.get("message"):
                 self.phase = str(e["message"])
             elif e.get("unit") == "steps":
                 self.phase = "training"
             elif e.get("unit"):
                 self.phase = f"{e['unit']} {e.get('done')}/{e.get('total')}"
-        elif kind == "log":
+        elif kind == EventKind.LOG:
             self.phase = str(e.get("message", ""))
-        elif kind == "start":
+        elif kind == EventKind.START:
             self.phase = "starting"
-        elif kind == "artifact":
+        elif kind == EventKind.ARTIFACT:
             if e.get("type") == "checkpoint":
                 self.last_checkpoint, self.last_checkpoint_step = e.get("path"), e.get("step")
                 self.last_checkpoint_time = t
             elif e.get("type") == "adapter":
                 self.adapter = e.get("path")
-        elif kind == "done":
-            self.final = str(e.get("status", "succeeded"))
+        elif kind == EventKind.DONE:
+            self.final = str(e.get("status", RunStatus.SUCCEEDED))
             self.phase = self.final
-            self.eta_s = 0.0 if self.final == "succeeded" else self.eta_s
-        elif kind == "error":
-            self.final, self.error, self.hint = "failed", str(e.get("message", "")), e.get("hint")
-            self.phase = "failed"
+            self.eta_s = 0.0 if self.final == RunStatus.SUCCEEDED else self.eta_s
+        elif kind == EventKind.ERROR:
+            self.final, self.error, self.hint = RunStatus.FAILED, str(e.get("message", "")), e.get("hint")
+            self.phase = RunStatus.FAILED
 
     def _metrics(self, e: dict, t: float | None) -> None:
         step = e.get("step")

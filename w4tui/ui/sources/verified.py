@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.events import read_events
+from core.names import EventKind
 from w4tui.ui.sources.runs import RunInfo
 
 
@@ -22,7 +23,7 @@ class VerifiedBuilds:
                 events = [
                     e
                     for e in read_events(run.events_path)
-                    if e.get("kind") == "artifact" and e.get("type") == "verified"
+                    if e.get("kind") == EventKind.ARTIFACT and e.get("type") == "verified"
                 ]
                 if not run.live:  # a finished run's events never change
                     self._events[run.id] = events

@@ -26,13 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class Delivered(Message, bubble=False):
-    """A worker's result for the widget whose worker made it (``value``). A pending message of the same
-    class for the same widget is superseded by a newer one: only the newest is shown."""
+    """A worker's result for the widget whose worker made it. Each kind is a dataclass naming its fields
+    (``StagesPane.Detail(stage, run, error, tail)``). A pending message of the same class for the same
+    widget is superseded by a newer one: only the newest is shown."""
 
-    def __init__(self, value: Any = None) -> None:
-        super().__init__()
-        self.value = value
-        self.owner: object = None
+    owner: object = None  # the widget it is for, set by deliver() (not a field: the worker never names it)
 
     def can_replace(self, message: Message) -> bool:
         return type(message) is type(self) and getattr(message, "owner", None) is self.owner

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from core.names import RunStatus
+
 STYLE = {
-    "running": "bold $accent",
-    "starting": "$accent",
-    "cancelling": "$warning",
-    "succeeded": "$success",
-    "failed": "bold $error",
-    "crashed": "bold $error",
-    "cancelled": "$warning",
+    RunStatus.RUNNING: "bold $accent",
+    RunStatus.STARTING: "$accent",
+    RunStatus.CANCELLING: "$warning",
+    RunStatus.SUCCEEDED: "$success",
+    RunStatus.FAILED: "bold $error",
+    RunStatus.CRASHED: "bold $error",
+    RunStatus.CANCELLED: "$warning",
 }
 SYMBOL = {
-    "running": "▶",
-    "starting": "…",
-    "cancelling": "■",
-    "succeeded": "✓",
-    "failed": "✗",
-    "crashed": "✗",
-    "cancelled": "■",
+    RunStatus.RUNNING: "▶",
+    RunStatus.STARTING: "…",
+    RunStatus.CANCELLING: "■",
+    RunStatus.SUCCEEDED: "✓",
+    RunStatus.FAILED: "✗",
+    RunStatus.CRASHED: "✗",
+    RunStatus.CANCELLED: "■",
 }
 
 

@@ -1,4 +1,5 @@
-"""Small modal dialogs: confirm, ask for a line of text, show a long text."""
+"""Small modal dialogs: confirm, ask for a line of text, show a long text. Building blocks (the screens
+layer's full screens and the panes' questions use them), so they live with the widgets."""
 
 from __future__ import annotations
 
