@@ -67,15 +67,12 @@ def first_difference(a: Path, b: Path) -> str:
     return "layout (offsets or padding)"
 
 
-# In a child process, with llama.cpp's extra (repacking) buffer types off: its AMX matmul segfaults on
-# CPUs that have AMX (gdb: ggml_backend_amx_mul_mat), which would take the whole test session down.
+# In a child process: a crash in llama.cpp would take the whole test session down. open_llama keeps
+# llama.cpp off its AMX path, which segfaults on CPUs that have AMX (llama.cpp#20824).
 SCORES = """
-import sys, numpy as np, llama_cpp, llama_cpp.llama_cpp as low
-default = low.llama_model_default_params
-def plain():
-    p = default(); p.use_extra_bufts = False; return p
-low.llama_model_default_params = plain
-m = llama_cpp.Llama(model_path=sys.argv[1], logits_all=True, n_ctx=64, n_threads=2, verbose=False)
+import sys, numpy as np
+from stages.evaluation.llama_run import open_llama
+m = open_llama(model_path=sys.argv[1], logits_all=True, n_ctx=64, n_threads=2, verbose=False)
 m.eval([int(t) for t in sys.argv[3:]])
 np.save(sys.argv[2], np.array(m.scores[: len(sys.argv) - 3]))
 """
