@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from ollama_standin import OllamaStandIn
-from shared_builds import shared_build
+from shared_builds import linked, shared_build
 
 from core.events import read_events
 
@@ -91,22 +91,23 @@ def _shared_gguf(tmp_path_factory, model: Path, name: str, outtype: str) -> Path
     return shared_build(tmp_path_factory, name, lambda d: _convert(model, d / name, outtype))
 
 
-@pytest.fixture(scope="session")
+# Each test gets the shared GGUF hard-linked in a folder of its own (deploy writes a Modelfile beside it).
+@pytest.fixture
 def tiny_f16_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _shared_gguf(tmp_path_factory, tiny_model, "tiny-f16.gguf", "f16")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-f16.gguf", "f16"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_f32_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _shared_gguf(tmp_path_factory, tiny_model, "tiny-f32.gguf", "f32")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-f32.gguf", "f32"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_q8_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _shared_gguf(tmp_path_factory, tiny_model, "tiny-Q8_0.gguf", "q8_0")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-Q8_0.gguf", "q8_0"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def k_quant_f16_gguf(tmp_path_factory) -> Path:
     """Rows of 256 values, so K-quants apply for real (the tiny model's 64 fall back to Q5_0/Q8_0)."""
     from w4tui.demo.tinymodel import Shape, build_model
@@ -117,4 +118,4 @@ def k_quant_f16_gguf(tmp_path_factory) -> Path:
         )
         return _convert(model, root / "m256-f16.gguf", "f16")
 
-    return shared_build(tmp_path_factory, "k-quant", build)
+    return linked(tmp_path_factory, shared_build(tmp_path_factory, "k-quant", build))

@@ -2,7 +2,9 @@
 pytest-xdist workers: the first worker that asks builds it under a file lock in the run's shared temp dir,
 the others wait for it and reuse it. Run plainly (no xdist), the same code builds it once in the session.
 
-A test only reads what it gets; one that must change it works on a copy (``writable_copy``). After every
+A test only reads what it gets; one that must change it works on a copy (``writable_copy``); a file that
+stages write beside (a GGUF: deploy's Modelfile) is handed to each test hard-linked in a folder of its own
+(``linked``). After every
 test, ``check_unchanged`` fails the test that changed a shared build (a file's size or mtime moved, a file
 came or went), so a mutation cannot leak into the tests that run after it, on any worker.
 """
@@ -65,6 +67,14 @@ def check_unchanged() -> None:
                 f"the shared build {directory} changed during this test ({', '.join(changed)}; this test, or "
                 "one on another worker, wrote to it): tests only read shared builds; copy it first (writable_copy)"
             )
+
+
+def linked(tmp_path_factory, path: Path) -> Path:
+    """``path`` hard-linked into a fresh folder of the test's own: what a stage writes beside it (deploy's
+    Modelfile next to the GGUF) lands there, not in the shared build; the file itself stays read-only."""
+    out = tmp_path_factory.mktemp(path.stem) / path.name
+    os.link(path, out)
+    return out
 
 
 def writable_copy(path: Path, dest: Path) -> Path:

@@ -41,6 +41,8 @@ def run(pytester, tmp_path, monkeypatch, *args):
     log = tmp_path / "builds.log"
     monkeypatch.setenv("BUILDS_LOG", str(log))
     monkeypatch.setenv("PYTHONPATH", str(SUPPORT))
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # this test may itself run on a worker
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # a bare pytest starts in a second, not ten
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "xdist", *args)
     return result, log.read_text().split() if log.exists() else []
