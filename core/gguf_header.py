@@ -135,11 +135,19 @@ def read_info(path: str | Path, tensors: bool = True) -> GGUFInfo:
             raise NotGGUF(f"{path}: truncated or corrupt GGUF header ({exc.__class__.__name__})") from None
 
 
+_MIN_TENSOR_INFO = 8 + 4 + 12  # name length, dimension count, type and offset (an empty name, no dims)
+_MIN_KV = 8 + 4 + 1  # key length, value type, the smallest value
+
+
 def _parse(mm: mmap.mmap, want_tensors: bool) -> GGUFInfo:
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
     if version < 2:
         raise KeyError("GGUF v1")
     info, pos = GGUFInfo(version), 24
+    # A count no file of this size can hold is named as such, not by whatever the bytes after the header
+    # happen to read as (that depends on the header's length: a path in it makes it differ per machine).
+    if n_tensors * _MIN_TENSOR_INFO + n_kv * _MIN_KV > len(mm) - pos:
+        raise _Corrupt(f"truncated or corrupt GGUF header: {n_tensors} tensors and {n_kv} keys cannot fit in the file")
 
     def string(at: int) -> tuple[str, int]:
         (n,) = struct.unpack_from("<Q", mm, at)

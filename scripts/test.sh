@@ -2,7 +2,7 @@
 # The one test command (README, CI): a venv with the pinned CPU torch, the project with its test
 # extras (llama-cpp-python builds llama.cpp from source the first time, then pip caches the wheel),
 # llama.cpp's own converter as the reference for the GGUF fidelity tests, then the static checks
-# (ruff lint + format, the import-linter contracts in pyproject.toml) and the whole suite.
+# (ruff lint + format, the import-linter contracts in pyproject.toml) and the whole suite, in parallel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +30,6 @@ fi
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
-.venv/bin/python -m pytest -q "$@"
+# On every logical core, up to 4 (more workers mostly wait on each other's trainings); tests that share a
+# module-scoped build go to one worker (tests/conftest.py). `bash scripts/test.sh -n 0` runs it in one.
+.venv/bin/python -m pytest -q -n logical --maxprocesses 4 --dist loadgroup "$@"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_builds import linked, shared_build
 
 from core.events import read_events
 
@@ -184,15 +185,19 @@ def write_adapter(path: Path, hidden: int = 64, r: int = 4, layers: int = 2, con
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_gguf(tmp_path_factory, tiny_model) -> Path:
-    """The tiny model as an F16 GGUF written by the convert stage. Read-only: copy it to change it."""
+    """The tiny model as an F16 GGUF written by the convert stage (once per run, shared_builds), hard-linked
+    in a folder of the test's own. Read-only: copy it to change it."""
     from stages.convert_gguf import main
 
-    out = tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf"
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        assert main(["--model", str(tiny_model), "--output", str(out)]) == 0
-    return out
+    def build(directory: Path) -> Path:
+        out = directory / "tiny-f16.gguf"
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            assert main(["--model", str(tiny_model), "--output", str(out)]) == 0
+        return out
+
+    return linked(tmp_path_factory, shared_build(tmp_path_factory, "hostile-tiny-f16.gguf", build))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from ollama_standin import OllamaStandIn
+from shared_builds import linked, shared_build
 
 from core.events import read_events
 
@@ -85,26 +86,36 @@ def _convert(model: Path, out: Path, outtype: str) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+def _shared_gguf(tmp_path_factory, model: Path, name: str, outtype: str) -> Path:
+    """Built once per run for every worker (shared_builds); read-only: copy it to change it."""
+    return shared_build(tmp_path_factory, name, lambda d: _convert(model, d / name, outtype))
+
+
+# Each test gets the shared GGUF hard-linked in a folder of its own (deploy writes a Modelfile beside it).
+@pytest.fixture
 def tiny_f16_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _convert(tiny_model, tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf", "f16")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-f16.gguf", "f16"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_f32_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _convert(tiny_model, tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf", "f32")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-f32.gguf", "f32"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_q8_gguf(tmp_path_factory, tiny_model) -> Path:
-    return _convert(tiny_model, tmp_path_factory.mktemp("gguf") / "tiny-Q8_0.gguf", "q8_0")
+    return linked(tmp_path_factory, _shared_gguf(tmp_path_factory, tiny_model, "tiny-Q8_0.gguf", "q8_0"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def k_quant_f16_gguf(tmp_path_factory) -> Path:
     """Rows of 256 values, so K-quants apply for real (the tiny model's 64 fall back to Q5_0/Q8_0)."""
     from w4tui.demo.tinymodel import Shape, build_model
 
-    root = tmp_path_factory.mktemp("k-quant")
-    model = build_model(root / "m256", Shape(hidden=256, layers=1, ffn=512, heads=4, kv_heads=2, tied=True), shards=1)
-    return _convert(model, root / "m256-f16.gguf", "f16")
+    def build(root: Path) -> Path:
+        model = build_model(
+            root / "m256", Shape(hidden=256, layers=1, ffn=512, heads=4, kv_heads=2, tied=True), shards=1
+        )
+        return _convert(model, root / "m256-f16.gguf", "f16")
+
+    return linked(tmp_path_factory, shared_build(tmp_path_factory, "k-quant", build))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tui_workspace
+from filelock import FileLock
 from test_tui_snapshots import _settled
 from tui_helpers import make_app, settle, until, utc  # noqa: F401
 
@@ -28,11 +29,13 @@ SCREENS = {
 
 @pytest.fixture
 def recorded_fixed(monkeypatch, utc):
-    shutil.rmtree(FIXED, ignore_errors=True)
-    config_file = tui_workspace.build(FIXED / "ws")
-    monkeypatch.setenv("W4TUI_CONFIG", str(config_file))
-    yield load_config(config_file)
-    shutil.rmtree(FIXED, ignore_errors=True)
+    # One test at a time on the machine owns the fixed place (other xdist workers, other pytest runs).
+    with FileLock(f"{FIXED}.lock"):
+        shutil.rmtree(FIXED, ignore_errors=True)
+        config_file = tui_workspace.build(FIXED / "ws")
+        monkeypatch.setenv("W4TUI_CONFIG", str(config_file))
+        yield load_config(config_file)
+        shutil.rmtree(FIXED, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", list(SCREENS))
