@@ -188,6 +188,6 @@ def test_not_enough_disk_space_is_refused_before_writing(tiny_model, tmp_path, m
     out = tmp_path / "m"
     assert stage.main(["--repo", str(tiny_model), "--output", str(out)]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "4.9 KiB free" in error and "choose another directory" in error
+    assert error.startswith("error: ") and "5.0 KB free" in error and "choose another directory" in error
     assert not any(p.suffix == ".safetensors" for p in out.rglob("*"))
     assert read_events(tmp_path / "events.jsonl")[-1]["kind"] == "error"
