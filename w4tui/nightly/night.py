@@ -1,5 +1,5 @@
 """One night, as its own detached run (``python -m w4tui.nightly.night``): find the data, train from the
-last promoted adapter, convert with the adapter merged on the fly, quantize, deploy a nightly tag, verify
+last promoted adapter, convert with the adapter merged and quantized on the fly (an F16 and a quantize step only with [nightly] keep_f16), deploy a nightly tag, verify
 with --promote; then retention. Each step is a normal detached run, so closing the TUI or the SSH
 session never stops the night; this process only chains them, records the night in the ledger and
 reports where it is in its own events. Cancelling it cancels the step it waits for.
