@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import TrainConfig, field_problem
-from core.errors import EXIT_CANCELLED, EXIT_OK, StageError, UsageError
+from core.errors import StageError, UsageError
 from core.events import EventWriter
 from stages.common.outputs import check_output, only_names
 from stages.common.stage import StageArgumentParser, run_main, stage_config
@@ -204,9 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rank is None:
         return run_main("train", build_parser, run, argv, events=launch.GroupEvents.from_env("train"))
     launch.as_rank(rank)
-    code = run_main("train", build_parser, run, argv, events=launch.worker_events("train"))
-    # Another rank's cancel ends well: rank 0 reports it, and torchrun must not stop rank 0 mid-record.
-    return EXIT_OK if rank != 0 and code == EXIT_CANCELLED else code
+    events = launch.worker_events("train")
+    member = lambda args, events: launch.as_member(rank, events, lambda: run(args, events))  # noqa: E731
+    return run_main("train", build_parser, member, argv, events=events)
 
 
 if __name__ == "__main__":

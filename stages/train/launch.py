@@ -7,7 +7,7 @@
 - A rank that dies: torchrun notices within a tenth of a second and stops the others; this process
   then writes the one error line, naming the rank (torchrun's "Root Cause") and the last line it logged.
 - Events: rank 0 writes them (its start aside: this process wrote that); a final event only when
-  rank 0 could not (see GroupEvents).
+  rank 0 could not (see GroupEvents), or when a rank failed: torchrun knows which failed first.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ import threading
 import time
 from pathlib import Path
 
-from core.errors import Cancelled, StageError, UsageError
+from core.errors import ActionableError, Cancelled, StageError, UsageError
 from core.events import FINAL_KINDS, EventReader, EventWriter
 
+# A rank that fails for want of a peer (a collective's "Connection closed by peer") waits this long
+# before exiting, so torchrun sees the peer that died first and names it; torchrun polls every 0.1 s and
+# stops the waiting rank with SIGTERM at once.
+PEER_GRACE_S = 3.0
 RANK_LINE = re.compile(r"^\[rank (\d+)\] (.*)$")
 # Other ranks' INFO lines repeat rank 0's: kept as their last line, not copied into the log.
 QUIET = re.compile(r"^\[rank [1-9]\d*\] [\d-]+ [\d:,]+ INFO ")
@@ -66,6 +70,10 @@ def torchrun_command(args, argv: list[str]) -> list[str]:
         "stages.train_lora",
         *argv,
     ]
+
+
+class AgreedStop(Cancelled):
+    """Every rank of the group agreed to stop after the same step (the loop raises it)."""
 
 
 class GroupEvents(EventWriter):
@@ -108,11 +116,37 @@ class WorkerEvents(EventWriter):
     def __init__(self, stage: str, path=None, run: str = "", rank: int = 0) -> None:
         super().__init__(stage, path if rank == 0 else None, run)
         self.rank = rank
+        self.final_to_launcher = False
 
     def emit(self, kind: str, **fields):
-        if kind == "start" or self.rank != 0:
+        if kind == "start" or self.rank != 0 or (self.final_to_launcher and kind in FINAL_KINDS):
             return {}
         return super().emit(kind, **fields)
+
+
+def as_member(rank: int, events: EventWriter, body):
+    """One rank's run of ``body()``, ended so that the group ends with it, never waiting on a rank gone.
+
+    - A stop the group agreed on ends a rank above 0 well: rank 0 reports the cancel, and torchrun must
+      not stop rank 0 while it writes the checkpoint.
+    - A Ctrl-C before the group could agree (still setting up) ends any rank with 130, so torchrun stops
+      the others: a rank waiting for it in the rendezvous or a collective would wait out the timeout.
+    - Any other failure but the user's (an ActionableError) is left to the launcher, which names the rank
+      that failed first: a rank whose peer died fails too ("Connection closed by peer"), and is not the cause.
+    """
+    try:
+        return body()
+    except AgreedStop:
+        if rank != 0:
+            return {}
+        raise
+    except (ActionableError, Cancelled, KeyboardInterrupt):
+        raise
+    except Exception:
+        if isinstance(events, WorkerEvents):
+            events.final_to_launcher = True
+        time.sleep(PEER_GRACE_S)  # torchrun's SIGTERM (default action in a group) ends this if a peer died
+        raise
 
 
 def worker_events(stage: str) -> EventWriter | None:

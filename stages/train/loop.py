@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.errors import Cancelled
 from stages.train import checkpoint
 from stages.train.batches import Batch, collate, epoch_batches
 from stages.train.callbacks import TrainingCallback
@@ -23,6 +22,7 @@ from stages.train.checkpoint import TrainState
 from stages.train.data import IGNORE, Sample
 from stages.train.device import memory_fields
 from stages.train.distributed import SOLO, Group
+from stages.train.launch import AgreedStop
 
 
 @dataclass
@@ -155,7 +155,7 @@ def run(t: Training, callback: TrainingCallback) -> dict:
                     callback.on_checkpoint({"step": state.step, "total_steps": total, "path": str(path)})
                 t.group.barrier()  # no rank leaves before the checkpoint is whole
             if stopping:
-                raise Cancelled()
+                raise AgreedStop()  # a Cancelled; in a group it tells the ranks apart from a Ctrl-C in setup
         if state.batch >= len(batches):
             state.epoch, state.batch = state.epoch + 1, 0
     seconds, cpu_seconds = time.monotonic() - loop_started, time.process_time() - cpu_started

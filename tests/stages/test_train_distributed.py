@@ -149,12 +149,6 @@ def test_only_rank_0_writes(runs):
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="race, seen once on a fresh clone: rank 0's collective fails first ('Connection closed by peer') and it "
-    "reports that as its own internal error before the launcher names rank 1; fix: a rank that loses a peer "
-    "exits without an error event and the launcher reports the root cause",
-)
 def test_a_killed_rank_ends_the_run_with_its_error_and_no_hang(tmp_path, tiny_model, dataset):
     proc, events = start(tmp_path, tiny_model, dataset, "killed", "--epochs", "200", *TWO_RANKS)
     try:

@@ -1,12 +1,15 @@
 """The pieces of a torchrun training that need no group: each rank's share of a step, the torchrun
 command line (one node and many), and the launcher's reading of the group's output."""
 
+import signal
 from argparse import Namespace
 
 import numpy as np
 import pytest
 
 from core.errors import StageError
+from core.events import read_events
+from core.program import run_program
 from stages.train import launch
 from stages.train.batches import epoch_batches
 from stages.train.distributed import Group
@@ -97,3 +100,52 @@ def test_the_runner_records_a_trainings_ranks_and_global_batch(config_file):
     wait_for(runner, run, poll_s=0.1)
     assert run.record["train"] == {"ranks": 8, "batch_size": 1, "gradient_accumulation": 16, "global_batch": 128}
     assert runner.get(run.id).record["train"]["global_batch"] == 128
+
+
+@pytest.fixture
+def rank_program(tmp_path, monkeypatch):
+    """Run ``body`` as rank ``rank``'s program would (run_program, the rank's event writer); returns the
+    exit code and the events rank 0 wrote."""
+    monkeypatch.setattr(launch, "PEER_GRACE_S", 0.0)
+    sigterm = signal.getsignal(signal.SIGTERM)  # run_program makes SIGTERM a Ctrl-C: not for pytest's worker
+
+    def run(rank: int, body):
+        path = tmp_path / f"events-{rank}.jsonl"
+        events = launch.WorkerEvents("train", path, "t", rank)
+        try:
+            code = run_program("train", lambda ev: launch.as_member(rank, ev, body), events)
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
+        return code, read_events(path) if path.exists() else []
+
+    return run
+
+
+def raising(exc):
+    def body():
+        raise exc
+
+    return body
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_ctrl_c_before_the_group_agreed_ends_any_rank_with_130(rank_program, rank):
+    # 130 (a failure to torchrun) stops the other ranks: one waiting for this one in a collective would hang
+    code, events = rank_program(rank, raising(KeyboardInterrupt()))
+    assert code == 130
+    assert [e.get("status") for e in events if e["kind"] == "done"] == (["cancelled"] if rank == 0 else [])
+
+
+def test_a_stop_the_group_agreed_on_ends_the_other_ranks_well_and_rank_0_reports_it(rank_program):
+    assert rank_program(1, raising(launch.AgreedStop())) == (0, [])
+    code, events = rank_program(0, raising(launch.AgreedStop()))
+    assert code == 130 and [e.get("status") for e in events if e["kind"] == "done"] == ["cancelled"]
+
+
+def test_a_ranks_failure_is_left_to_the_launcher_which_names_the_rank_that_failed_first(rank_program):
+    # rank 0's collective fails when rank 1 dies; torchrun, not rank 0, knows which went first
+    code, events = rank_program(0, raising(RuntimeError("Connection closed by peer [127.0.0.1]:4242")))
+    assert code == 1 and not [e for e in events if e["kind"] in ("error", "done")]
+    # the user's mistakes are still rank 0's to say
+    code, events = rank_program(0, raising(StageError("bad.jsonl: line 3 is not JSON", hint="fix it")))
+    assert code == 1 and [e["message"] for e in events if e["kind"] == "error"] == ["bad.jsonl: line 3 is not JSON"]
