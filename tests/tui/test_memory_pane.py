@@ -162,7 +162,9 @@ async def test_a_run_that_ends_rings_the_bell_and_shows_a_toast(recorded):
     async with app.run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: bool(app.screen.runs), what="the runs")
         before = len(notifications(app))
-        run = Runner(recorded).start_command("convert", fake_command(15, 0.1))  # seen live: 1 s polls
+        run = Runner(recorded).start_command(
+            "convert", fake_command(50, 0.1)
+        )  # 5 s: seen live by 1 s polls under load too
         await until(pilot, lambda: any(r.id == run.id and r.live for r in app.screen.runs), what="the run live")
         await until(pilot, lambda: any(run.id in n for n in notifications(app)), timeout=20, what="the toast")
         await settle(pilot)

@@ -172,6 +172,18 @@ async def test_help_lists_every_binding_and_the_palette_every_action(recorded):
         await settle(pilot)
 
 
+def highlighted_command(app) -> str:
+    from textual.command import CommandList, CommandPalette
+
+    if not isinstance(app.screen, CommandPalette):
+        return ""
+    commands = app.screen.query_one(CommandList)
+    if commands.highlighted is None:
+        return ""
+    prompt = commands.get_option_at_index(commands.highlighted).prompt
+    return getattr(prompt, "plain", str(prompt))
+
+
 async def test_theme_choice_persists_and_a_broken_theme_file_is_a_notification(recorded):
     themes = recorded.paths.state / "themes"
     themes.mkdir(parents=True)
@@ -185,7 +197,8 @@ async def test_theme_choice_persists_and_a_broken_theme_file_is_a_notification(r
         assert any("broken.toml: 'primary' = 'not-a-colour' is not a colour" in n for n in notifications(app))
         await pilot.press("ctrl+t")
         await pilot.press(*"w4tui-light")
-        await pilot.pause(0.3)
+        # the palette searches in the background: Enter picks what is highlighted when it arrives
+        await until(pilot, lambda: "w4tui-light" in highlighted_command(app), what="w4tui-light highlighted")
         await pilot.press("enter")
         await settle(pilot)
         assert app.theme == "w4tui-light"
