@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from stages.train.callbacks import TrainingCallback
-from stages.train.checkpoint import TrainState
-from stages.train.loop import LoopConfig, Training, run
+from stages.train.loop import Training
+from stages.train.state import TrainState
+from stages.train.trainer import LoopConfig, run
 
 STEPS = 4  # the first is dropped: it warms up and holds the longest batch (batches.py puts it first)
 
@@ -33,17 +34,17 @@ def calibrate(model, optimizer, scheduler, scaler, samples, cfg: LoopConfig, dev
     rates = _Rates()
     with tempfile.TemporaryDirectory(prefix="w4tui-calibrate-") as scratch:
         training = Training(
-            model,
-            optimizer,
-            scheduler,
-            scaler,
-            [samples[i] for i in picks],
-            [],
-            TrainState(),
-            short,
-            Path(scratch),
-            device,
-            pad_id,
+            model=model,
+            optimizer=optimizer,
+            samples=[samples[i] for i in picks],
+            eval_samples=[],
+            state=TrainState(),
+            cfg=short,
+            output=Path(scratch),
+            device=device,
+            pad_id=pad_id,
+            scheduler=scheduler,
+            scaler=scaler,
         )
         run(training, rates)
     return float(np.median(rates.rates[1:] or rates.rates))

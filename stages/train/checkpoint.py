@@ -1,4 +1,4 @@
-"""Checkpoints: everything an exact resume needs, written atomically.
+"""torch checkpoints: everything an exact resume needs, in the layout of state.py.
 
 ``<output>/checkpoints/step-<N>/`` holds the LoRA weights, optimizer, scheduler, grad-scaler and RNG
 states, and ``state.json`` (step, epoch, position in the epoch's batch order, counters). The
@@ -7,11 +7,8 @@ directory gets its name only when complete, so a kill -9 mid-write leaves the pr
 
 from __future__ import annotations
 
-import json
 import pickle
 import random
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +17,14 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from core.errors import StageError
-from core.fsutil import atomic_path, remove_stale_partials
+from stages.train import state as layout
+from stages.train.state import KEEP, TrainState, checkpoint_dir, latest, read_state
 
-KEEP = 2  # checkpoints kept on disk; older ones are removed once a newer one is complete
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # epoch the next micro-batch belongs to
-    batch: int = 0  # index of the next micro-batch in that epoch's order
-    tokens: int = 0  # tokens processed (not padding)
-    samples: int = 0
-    data_key: str = ""  # fingerprint of the tokenized data, so a resume on other data is refused
-    settings: dict = field(default_factory=dict)  # the flags that shape the run, so a resume with others is refused
-    losses: list = field(default_factory=list)  # [step, loss] history, for the record
-
-
-def checkpoint_dir(output: Path, step: int) -> Path:
-    return output / "checkpoints" / f"step-{step:07d}"
+__all__ = ["KEEP", "TrainState", "checkpoint_dir", "latest", "load", "read_state", "save"]
 
 
 def save(output: Path, state: TrainState, model, optimizer, scheduler, scaler) -> Path:
-    target = checkpoint_dir(output, state.step)
-    with atomic_path(target) as tmp:
-        tmp.mkdir(parents=True)
+    def fill(tmp: Path) -> None:
         weights = {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model).items()}
         save_file(weights, str(tmp / "adapter_model.safetensors"))
         torch.save(
@@ -56,21 +36,8 @@ def save(output: Path, state: TrainState, model, optimizer, scheduler, scaler) -
             },
             tmp / "training_state.pt",
         )
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1) + "\n")
-    remove_stale_partials(output / "checkpoints")  # what a kill -9 mid-checkpoint left, of any step
-    for old in sorted((output / "checkpoints").glob("step-*"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
 
-
-def latest(output: Path) -> Path | None:
-    """The newest complete checkpoint (complete ones are the only ones with their final name)."""
-    found = sorted(p for p in (output / "checkpoints").glob("step-*") if (p / "state.json").exists())
-    return found[-1] if found else None
-
-
-def read_state(path: Path) -> TrainState:
-    return TrainState(**json.loads((path / "state.json").read_text()))
+    return layout.write(output, state, fill)
 
 
 def load(path: Path, model, optimizer, scheduler, scaler) -> TrainState:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from core.errors import StageError
 from stages.train import launch
+from stages.train.loss import loss_sum
 
 # A collective that waits longer than this is a hang (a node gone silent); the group stops with an error.
 TIMEOUT_ENV = "W4TUI_DIST_TIMEOUT_S"
@@ -56,8 +57,6 @@ class Group:
     def loss(self, model, batch, device: str, sync: bool):
         """The summed loss of ``batch`` through DDP (gradients averaged on the backward of the last
         micro-batch, ``sync``), or straight through the model alone."""
-        from stages.train.loop import loss_sum
-
         if self.ddp is None:
             return loss_sum(model, batch, device)
         if sync:
@@ -127,8 +126,6 @@ class _LossModule(torch.nn.Module):
         self.device = device
 
     def forward(self, batch):
-        from stages.train.loop import loss_sum
-
         return loss_sum(self.model, batch, self.device)
 
 

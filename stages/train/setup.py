@@ -1,24 +1,31 @@
-"""Put a training run together: data, model, adapter, optimizer, resume; then save the result."""
+"""Put a training run together, whichever backend trains it (torch: torch_run.py; mlx:
+mlx_backend/run.py): the data and its eval split, what an exact resume must match, the ETA, the loop
+with its reports, then the adapter and the run record. Torch-free, so the mlx backend never loads torch;
+a backend brings its model, optimizer and checkpoints (a trainer.Backend) and the run's few own facts."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import eta, units
 from core.config import load_config
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_write_text, fsync_dir
-from stages.train import checkpoint, distributed, loop, selection
+from stages.train import selection
+from stages.train import state as layout
 from stages.train.callbacks import CallbackList, EventsCallback, LogLineCallback
-from stages.train.checkpoint import TrainState
-from stages.train.device import detect
-from stages.train.loop import LoopConfig, Training, run, total_steps
+from stages.train.state import TrainState
+from stages.train.trainer import Backend, LoopConfig, run, total_steps
 
 RECORD = "training_run.json"
 MICRO = "micro_batches_per_step"  # ranks x gradient_accumulation
@@ -45,161 +52,175 @@ TRAJECTORY = (
 )
 
 
-def train(args, events: EventWriter) -> dict:
-    import torch
-    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+@dataclass
+class Plan:
+    """What a run starts from, before any model loads: its data, what a resume must match, the ETA."""
 
-    try:
-        precision = detect(args.device)
-    except ValueError as exc:
-        raise StageError(str(exc), hint="use --device auto") from None
-    group = distributed.join(precision.device)
-    torch.manual_seed(args.seed)
+    args: Any
+    events: EventWriter
+    device: str
+    base_precision: str  # "float32", "bfloat16", "4-bit"...
+    tokenizer: Any
+    chosen: selection.Selection
+    data_key: str  # fingerprint of the tokenized data
+    settings: dict  # the TRAJECTORY flags (and MICRO): a resume with others is refused
+    resume_at: Path | None  # --resume: the checkpoint to continue from
+    tokens_to_train: int
+    predicted: dict | None  # the ETA from the rate an earlier run measured, when one did
+    started: float = 0.0  # when the loop started (time.time()), for the record
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def loop_config(self) -> tuple[LoopConfig, int]:
+        """The loop's settings and its total optimizer steps (the schedule's length)."""
+        a = self.args
+        cfg = LoopConfig(
+            a.epochs,
+            a.batch_size,
+            self.settings[MICRO],  # the global step: the schedule and the batch order follow it
+            a.seed,
+            a.log_every,
+            a.checkpoint_every,
+            a.batching,
+        )
+        return cfg, total_steps(len(self.chosen.train), cfg)[1]
+
+    def state(self, total: int, load: Callable[[Path], TrainState]) -> TrainState:
+        """A fresh run's state, or with --resume the checkpoint's (``load`` restores the backend's part)."""
+        if not self.resume_at:
+            return TrainState(data_key=self.data_key, settings=self.settings)
+        state = load(self.resume_at)
+        self.events.log(f"resuming from {self.resume_at.name} (step {state.step} of {total})")
+        return state
+
+    def describe(self, total: int, what: str) -> None:
+        c = self.chosen
+        self.events.log(
+            f"{len(c.train)} train / {len(c.eval)} eval samples, {c.report.tokens} tokens, "
+            f"{total} steps on {self.device} ({what})"
+        )
+
+    def eta_report(self, calibrated: tuple[float, str] | None = None) -> dict:
+        """--eta: say how long the run would take and train nothing; at the rate an earlier run
+        measured, else at ``calibrated``'s (tokens/s, how) from a few real steps."""
+        predicted = eta.estimate(self.tokens_to_train, *calibrated) if calibrated else self.predicted
+        return _report_eta(predicted, self.events)
+
+    def train(self, training: Backend, total: int) -> tuple[dict, float | None]:
+        """The loop, from ``training.state`` on: (its result, the main dataset's eval loss)."""
+        if self.predicted:  # what is left of it, on a resume
+            self.predicted = eta.estimate(
+                round(self.tokens_to_train * (1 - training.state.step / total)),
+                self.predicted["rate"],
+                self.predicted["source"],
+            )
+            self.events.log(f"ETA: {self.predicted['text']}")
+        self.started = time.time()
+        result = run(training, CallbackList([EventsCallback(self.events), LogLineCallback()]))
+        # nightly: the loss on the slice of the main dataset no run trains on, so forgetting shows night by night
+        return result, training.evaluate(self.chosen.main_eval)
+
+    def finish(self, training: Backend, result: dict, main_eval: float | None, writer, backend: str, **counts) -> dict:
+        """The adapter (``writer.save_pretrained(dir)`` writes PEFT's two files), the run record (with
+        ``counts``, the backend's own facts), the artifact event; what the stage reports."""
+        args, events, chosen, report = self.args, self.events, self.chosen, self.chosen.report
+        if main_eval is not None:
+            events.metrics(main_eval_loss=round(main_eval, 6), main_eval_samples=len(chosen.main_eval))
+        parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
+        train_tokens = int(sum(len(s.ids) for s in chosen.train))
+        counts = {
+            "train_samples": len(chosen.train),
+            "train_tokens": train_tokens,
+            "eval_samples": len(chosen.eval),
+            "replayed": chosen.replayed,
+            "replay_data": chosen.replay_files,
+            "main_eval_loss": main_eval,
+            "main_eval_samples": len(chosen.main_eval),
+            "device": self.device,
+            "base_dtype": self.base_precision,
+            **counts,
+            "backend": backend,
+            "base_precision": self.base_precision,
+            "eta": eta.outcome(self.predicted, result["train_seconds"]),
+        }
+        if self.predicted:
+            took = units.rough_duration(result["train_seconds"])
+            events.log(f"the ETA was {units.rough_duration(self.predicted['eta_s'])}; it took {took}")
+        _save_adapter(writer, args, report, result, counts, parent, self.started, training.state.losses)
+        events.artifact(
+            args.output.resolve(),
+            "adapter",
+            parent=parent,
+            base_model=str(args.base_model.resolve()),
+            loss=result["loss"],
+            eval_loss=result["eval_loss"],
+            main_eval_loss=main_eval,
+        )
+        return {
+            "final_loss": result["loss"],
+            "eval_loss": result["eval_loss"],
+            "main_eval_loss": main_eval,
+            "steps": result["steps"],
+            "samples": len(chosen.train),
+            "tokens": train_tokens,
+            "truncated": report.truncated,
+            "dropped": report.dropped,
+            "skipped": report.skipped,
+            "replayed": chosen.replayed,
+            "train_seconds": result["train_seconds"],
+            "tokens_per_second": result["tokens_per_second"],
+            "backend": backend,
+            "base_precision": self.base_precision,
+        }
+
+
+def plan(
+    args, events: EventWriter, device: str, base_precision: str, world: int = 1, selecting=contextlib.nullcontext
+) -> Plan:
+    """Everything known before a model loads; ``selecting`` wraps the data selection (torch's ranks:
+    rank 0 fills the tokenized cache first, the others read it)."""
+    from transformers import AutoTokenizer  # the tokenizer only (mlx-lm loads transformers for its own too)
+
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     cache = load_config(None).paths.state / "cache" / "tokenized" if args.cache else None
     log = lambda message: events.log(message, level="warning")  # noqa: E731
     # profile, replay and eval split in one place: the eval stage rebuilds the same split from the record
-    with distributed.main_first(group):  # rank 0 fills the tokenized cache, the others read it
+    with selecting():
         chosen = selection.select(args, tokenizer, cache, log)
     for note in chosen.notes:
         events.log(note)
-    report, replayed, replay_files = chosen.report, chosen.replayed, chosen.replay_files
-    train_samples, eval_samples = chosen.train, chosen.eval
-    data_key = hashlib.sha256(json.dumps([report.files, report.tokens, replay_files, replayed]).encode()).hexdigest()[
-        :16
-    ]
+    report = chosen.report
+    data_key = hashlib.sha256(
+        json.dumps([report.files, report.tokens, chosen.replay_files, chosen.replayed]).encode()
+    ).hexdigest()[:16]
     settings = {name: _plain(getattr(args, name)) for name in TRAJECTORY}
     # What a step is made of, whatever the number of ranks: a resume on other ranks continues exactly.
-    settings[MICRO] = args.gradient_accumulation * group.world
+    settings[MICRO] = args.gradient_accumulation * world
     resume_at = _resume_point(args, data_key, settings) if args.resume else None
     # The ETA before starting: the rate an earlier run on this device with these settings measured
     cost = eta.cost_key(
-        {k: _plain(getattr(args, k)) for k in ("base_model", "gpus", "nnodes", *eta.COST_ARGS)},
-        precision.device,
-        precision.dtype,
+        {k: _plain(getattr(args, k)) for k in ("base_model", "gpus", "nnodes", *eta.COST_ARGS)}, device, base_precision
     )
-    tokens_to_train = round(sum(len(s.ids) for s in train_samples) * args.epochs)
+    tokens_to_train = round(sum(len(s.ids) for s in chosen.train) * args.epochs)
     measured = eta.previous_rate(args.output.parent, cost, exclude=args.output)
     predicted = (
         eta.estimate(tokens_to_train, measured[0], f"measured by {Path(measured[1]).name}") if measured else None
     )
-    if args.eta and predicted:
-        return _report_eta(predicted, events)
-
-    model = _model(args, precision, torch)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.0)
-    cfg = LoopConfig(
-        args.epochs,
-        args.batch_size,
-        settings[MICRO],  # the global step: the schedule and the batch order follow it
-        args.seed,
-        args.log_every,
-        args.checkpoint_every,
-        args.batching,
+    return Plan(
+        args,
+        events,
+        device,
+        base_precision,
+        tokenizer,
+        chosen,
+        data_key,
+        settings,
+        resume_at,
+        tokens_to_train,
+        predicted,
     )
-    _, total = total_steps(len(train_samples), cfg)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, round(total * 0.03)), total)
-    scaler = torch.amp.GradScaler(precision.device) if precision.grad_scaler else None
-
-    state = TrainState(data_key=data_key, settings=settings)
-    if resume_at:
-        state = checkpoint.load(resume_at, model, optimizer, scheduler, scaler)
-        events.log(f"resuming from {resume_at.name} (step {state.step} of {total})")
-    group.wrap(model, precision.device)
-    global_batch = args.batch_size * settings[MICRO]
-    if group.world > 1:
-        events.log(
-            f"{group.world} ranks x batch {args.batch_size} x accumulation {args.gradient_accumulation}"
-            f" = global batch {global_batch}"
-        )
-    events.log(
-        f"{len(train_samples)} train / {len(eval_samples)} eval samples, {report.tokens} tokens, "
-        f"{total} steps on {precision.device} ({precision.dtype} base, fp32 LoRA)"
-    )
-    if args.eta:  # no earlier run to go by: a few steps on the real model, then stop
-        from stages.train.calibrate import STEPS, calibrate
-
-        rate = calibrate(
-            model, optimizer, scheduler, scaler, train_samples, cfg, precision.device, tokenizer.pad_token_id or 0
-        )
-        return _report_eta(eta.estimate(tokens_to_train, rate, f"calibrated on {STEPS} steps"), events)
-    if predicted:
-        predicted = eta.estimate(
-            round(tokens_to_train * (1 - state.step / total)), predicted["rate"], predicted["source"]
-        )
-        events.log(f"ETA: {predicted['text']}")
-    started = time.time()
-    training = Training(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
-        samples=train_samples,
-        eval_samples=eval_samples,
-        state=state,
-        cfg=cfg,
-        output=args.output,
-        device=precision.device,
-        pad_id=tokenizer.pad_token_id or 0,
-        group=group,
-    )
-    result = run(training, CallbackList([EventsCallback(events), LogLineCallback()]))
-    parent = str(args.resume_from.resolve()) if args.resume_from else str(args.base_model.resolve())
-    # nightly: the loss on the slice of the main dataset no run trains on, so forgetting shows night by night
-    main_eval = loop.evaluate(model, chosen.main_eval, cfg, tokenizer.pad_token_id or 0, precision.device, group)
-    group.close()
-    if not group.is_main:
-        return {}  # rank 0 writes the adapter and the record
-    if main_eval is not None:
-        events.metrics(main_eval_loss=round(main_eval, 6), main_eval_samples=len(chosen.main_eval))
-    train_tokens = int(sum(len(s.ids) for s in train_samples))
-    counts = {
-        "train_samples": len(train_samples),
-        "train_tokens": train_tokens,
-        "eval_samples": len(eval_samples),
-        "replayed": replayed,
-        "replay_data": replay_files,
-        "main_eval_loss": main_eval,
-        "main_eval_samples": len(chosen.main_eval),
-        "device": precision.device,
-        "base_dtype": precision.dtype,
-        "ranks": group.world,
-        "global_batch": global_batch,
-        "backend": "torch",
-        "base_precision": precision.dtype,
-        "eta": eta.outcome(predicted, result["train_seconds"]),
-    }
-    if predicted:
-        events.log(
-            f"the ETA was {units.rough_duration(predicted['eta_s'])}; it took {units.rough_duration(result['train_seconds'])}"
-        )
-    _save_adapter(model, args, report, result, counts, parent, started, state.losses)
-    events.artifact(
-        args.output.resolve(),
-        "adapter",
-        parent=parent,
-        base_model=str(args.base_model.resolve()),
-        loss=result["loss"],
-        eval_loss=result["eval_loss"],
-        main_eval_loss=main_eval,
-    )
-    return {
-        "final_loss": result["loss"],
-        "eval_loss": result["eval_loss"],
-        "main_eval_loss": main_eval,
-        "steps": result["steps"],
-        "samples": len(train_samples),
-        "tokens": train_tokens,
-        "truncated": report.truncated,
-        "dropped": report.dropped,
-        "skipped": report.skipped,
-        "replayed": replayed,
-        "train_seconds": result["train_seconds"],
-        "tokens_per_second": result["tokens_per_second"],
-        "backend": "torch",
-        "base_precision": precision.dtype,
-    }
 
 
 def _report_eta(predicted: dict, events: EventWriter) -> dict:
@@ -221,10 +242,10 @@ def _plain(value):
 
 def _resume_point(args, data_key: str, settings: dict) -> Path:
     """The checkpoint to continue from, refused (before any model loads) unless the run would be the same."""
-    found = checkpoint.latest(args.output)
+    found = layout.latest(args.output)
     if found is None:
         raise StageError(f"{args.output}: no checkpoint to resume from", hint="start without --resume")
-    saved = checkpoint.read_state(found)
+    saved = layout.read_state(found)
     if saved.data_key != data_key:
         raise StageError(
             f"{found}: was trained on other data than {args.dataset}; cannot resume exactly",
@@ -244,38 +265,6 @@ def _resume_point(args, data_key: str, settings: dict) -> Path:
             hint="resume with the same flags, or start a new run in another --output",
         )
     return found
-
-
-def _model(args, precision, torch):
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    dtype = getattr(torch, precision.dtype)
-    try:
-        base = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype).to(precision.device)
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{args.base_model}: cannot load the model: {str(exc).splitlines()[0]}") from None
-    base.config.use_cache = False
-    if args.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.resume_from:
-        # LoRA weights load as fp32 whatever the base dtype (autocast_adapter_dtype, PEFT's default).
-        return PeftModel.from_pretrained(base, args.resume_from, is_trainable=True)
-    present = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
-    missing = [m for m in args.target_modules if m not in present]
-    if missing:
-        raise StageError(
-            f"target modules not in this model: {', '.join(missing)}",
-            hint="check [train] target_modules (Qwen2: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
-        )
-    config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=list(args.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(base, config)
 
 
 def _save_adapter(model, args, report, result, counts: dict, parent: str, started: float, losses: list) -> None:

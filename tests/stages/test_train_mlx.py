@@ -211,3 +211,39 @@ def test_the_demo_chain_on_mlx_qlora_ends_served_and_verified(tmp_path):
     assert (record["backend"], record["base_precision"]) == ("mlx", "4-bit")
     assert "mlx 4-bit" in next(line for line in status.splitlines() if line.strip().startswith("train "))
     assert ollama.models["web4-agent:latest"]["digest"]
+
+
+def test_an_mlx_run_never_imports_torch_and_keeps_its_measured_eta(qlora, tiny_model, data, monkeypatch):
+    """`python -m stages.train_lora --backend mlx` as the runner starts it, with Python's import log on
+    (PYTHONPROFILEIMPORTTIME, which -X importtime sets): no torch, no peft. transformers is there: mlx-lm
+    imports it for its tokenizers (mlx_lm/tokenizer_utils.py). Beside the 4-bit run, this one finds that
+    run's rate, so it also says how far the ETA was off at the end (an mlx run with an ETA crashed there)."""
+    reference, _ = qlora
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    output = reference.parent / "without-torch"
+    proc, events = train(reference.parent, tiny_model, data[0], output, *MLX, "--epochs", "0.3", "--quantize_base", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert {"mlx_lm", "stages.train.mlx_backend.loop", "stages.train.trainer"} <= imported  # the log is the run's
+    assert sorted(m for m in imported if m.split(".")[0] in ("torch", "peft")) == []
+    logs = [e["message"] for e in events if e["kind"] == "log"]
+    assert any(m.startswith("ETA: ") and "measured by adapter" in m for m in logs)
+    assert any(m.startswith("the ETA was ") for m in logs)
+    assert json.loads((output / "training_run.json").read_text())["eta"]["source"] == "measured by adapter"
+
+
+def test_resuming_a_torch_checkpoint_with_mlx_is_one_line(tmp_path, qlora, tiny_model, data):
+    """A checkpoint whose state.json says torch wrote it (the settings as torch records them: a step's
+    micro-batches, base precision 0), resumed with mlx: refused before any model loads, not a KeyError."""
+    import shutil
+
+    reference, _ = qlora
+    output = tmp_path / "adapter"
+    saved = output / "checkpoints" / "step-0000004"
+    shutil.copytree(reference / "checkpoints" / "step-0000004", saved)
+    state = json.loads((saved / "state.json").read_text())
+    state["settings"] |= {"backend": "torch", "quantize_base": 0, "micro_batches_per_step": 1}
+    (saved / "state.json").write_text(json.dumps(state))
+    proc, _ = train(tmp_path, tiny_model, data[0], output, *MLX, "--quantize_base", "4", "--resume")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{saved}: was trained with --backend torch, --quantize_base 0; cannot resume exactly" in proc.stderr

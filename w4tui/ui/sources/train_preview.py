@@ -3,8 +3,8 @@ LLaMA-Factory's "preview dataset" shows. Read in a worker when the train form op
 
 Tokens are counted with the real Qwen2.5 tokenizer (``tokenizers``, not transformers) over each sample's
 text, without the chat template's few tokens per message: an estimate, said so in the form. The steps
-follow the train stage's own rule (stages/train/loop.py ``total_steps``, stages/train/batches.py
-``split_eval``), repeated here because that module imports torch.
+follow the train stage's own rule (stages/train/trainer.py ``total_steps``, stages/train/batches.py
+``split_eval``), repeated here because the app never imports stages/ (pyproject's import contracts).
 """
 
 from __future__ import annotations
