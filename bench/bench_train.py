@@ -4,6 +4,7 @@
     python bench/bench_train.py --quick      # ~3 min
     python bench/bench_train.py --ablations  # also --batching pad and group (~2 min more)
     python bench/bench_train.py --gpus 2     # 1 rank against 2 under torchrun, the scaling ratio (~4 min)
+    python bench/bench_train.py --gpus 2 --shard fsdp  # the same, the group's base sharded by FSDP2
     python bench/bench_train.py --backend mlx  # the mlx backend against mlx_lm lora (bench/bench_train_mlx.py)
 
 Both train the same LoRA (r 16, alpha 32, all seven Qwen2 projections) on the same tiny Qwen2 model and
@@ -230,6 +231,12 @@ def main(argv=None) -> int:
         "processes of --threads each) on a body-dominated shape, and the scaling ratio",
     )
     p.add_argument(
+        "--shard",
+        choices=["ddp", "fsdp"],
+        default="ddp",
+        help="with --gpus: what each rank holds of the base (the stage's --shard)",
+    )
+    p.add_argument(
         "--backend",
         choices=["torch", "mlx"],
         default="torch",
@@ -344,15 +351,17 @@ def scaling(args) -> int:
     device = ("--device", "cuda") if _cuda() else ("--device", "cpu")
     print(
         f"shape {SCALING_SHAPE}, {args.samples or 96} samples, batch 2, global batch {2 * 2 * args.gpus}, "
+        f"--shard {args.shard}, "
         f"{device[1]}, {args.threads} thread(s) per rank; load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs (other work on the machine slows the runs unevenly)",
         flush=True,
     )
     one = run_ours(model, train, work / "one", {**cfg, "accum": 2 * args.gpus}, "pack", device)
     print(f"  1 rank: {one['tokens_per_second']:.0f} tokens/s ({one['seconds']:.1f} s)", flush=True)
-    group = run_ours(model, train, work / "group", {**cfg, "accum": 2}, "pack", (*device, "--gpus", str(args.gpus)))
+    ranks = (*device, "--gpus", str(args.gpus), "--shard", args.shard)
+    group = run_ours(model, train, work / "group", {**cfg, "accum": 2}, "pack", ranks)
     ratio = group["tokens_per_second"] / one["tokens_per_second"]
-    print(f"  {args.gpus} ranks: {group['tokens_per_second']:.0f} tokens/s ({group['seconds']:.1f} s)")
+    print(f"  {args.gpus} ranks ({args.shard}): {group['tokens_per_second']:.0f} tokens/s ({group['seconds']:.1f} s)")
     # CPU time is what other load on a shared machine disturbs least: rank 0 computed 1/N of the tokens,
     # so its tokens per CPU-second against the lone rank's is each rank's efficiency in the group.
     efficiency = (group["tokens"] / args.gpus / group["cpu_seconds"]) / (one["tokens"] / one["cpu_seconds"])

@@ -26,6 +26,7 @@ QUANT_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 # What the eval stage can quantize to (llama.cpp's K-quants and Q8_0), best first.
 EVAL_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SHARDS = ("ddp", "fsdp")  # [train] shard: the whole base on every rank, or 1/N of it (FSDP2)
 
 
 class ConfigError(ActionableError):
@@ -111,6 +112,7 @@ class TrainConfig:
     seed: int = field(metadata=_check(lambda v: 0 <= v < 2**32, "must be from 0 to 4294967295"))  # numpy's range
     device: str = field(metadata=_one_of("auto", "mps", "cuda", "cpu"))
     gpus: int = field(metadata=_up_to(1024))  # ranks under torchrun, one per GPU (stages/train/launch.py)
+    shard: str = field(metadata=_one_of(*SHARDS))  # what each rank holds (stages/train/distributed.py)
     backend: str = field(metadata=_one_of("auto", "torch", "mlx"))  # see stages/train/backend.py
     quantize_base: int = field(metadata=_check(lambda v: v in (0, 4, 8), "must be 4, 8 or 0 (no quantization)"))
 

@@ -28,13 +28,16 @@ COST_ARGS = (
 
 
 def cost_key(args: dict, device: str, base_dtype: str) -> dict:
+    # a rate measured on 8 GPUs says nothing of 1 (records before --gpus: one rank)
+    ranks = int(args.get("gpus") or 1) * int(args.get("nnodes") or 1)
     return {
         "device": device,
         "base_dtype": base_dtype,
         "base_model": str(args.get("base_model")),
         **{k: args.get(k) for k in COST_ARGS},
-        # a rate measured on 8 GPUs says nothing of 1 (records before --gpus: one rank)
-        "ranks": int(args.get("gpus") or 1) * int(args.get("nnodes") or 1),
+        "ranks": ranks,
+        # fsdp gathers the base for every micro-batch: not ddp's rate (one rank: a plain run either way)
+        "shard": (args.get("shard") or "ddp") if ranks > 1 else "ddp",
     }
 
 

@@ -121,9 +121,10 @@ def default_args(stage: str, config: Config, input_path: str | None, build: str)
     raise KeyError(stage)
 
 
-def train_batch(args: list[str], config: Config) -> dict[str, int]:
+def train_batch(args: list[str], config: Config) -> dict[str, int | str]:
     """A training's ranks and its global batch (samples per optimizer step): per-rank batch x ranks
-    (per node, times nodes) x accumulation, from its flags, else the config's [train]."""
+    (per node, times nodes) x accumulation, and what each rank holds of the base (``shard``), from its
+    flags, else the config's [train]."""
     given = {_key(f): v[0] for f, v in flag_values(args) if f and v}
     t = config.train
 
@@ -140,6 +141,7 @@ def train_batch(args: list[str], config: Config) -> dict[str, int]:
         "batch_size": batch,
         "gradient_accumulation": accumulation,
         "global_batch": batch * ranks * accumulation,
+        "shard": str(given.get("shard", t.shard)),
     }
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.config import TrainConfig, field_problem
+from core.config import SHARDS, TrainConfig, field_problem
 from core.errors import StageError, UsageError
 from core.events import EventWriter
 from stages.common.outputs import check_output, only_names
@@ -83,6 +83,13 @@ def build_parser() -> StageArgumentParser:
         type=int,
         default=t.gpus,
         help="ranks on this machine, one per GPU, under torchrun (on a CPU: processes, for tests)",
+    )
+    p.add_argument(
+        "--shard",
+        choices=SHARDS,
+        default=t.shard,
+        help="with --gpus above 1: ddp (the whole base on every GPU) or fsdp (1/N of it each, for a base that "
+        "does not fit one GPU)",
     )
     p.add_argument("--nnodes", type=int, default=1, help="machines in the group (torchrun --nnodes)")
     p.add_argument("--node_rank", type=int, default=0, help="this machine's place in the group, 0 to nnodes-1")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import evaltable, specs
-from core.config import Config, load_config
+from core.config import SHARDS, Config, load_config
 from core.errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, ActionableError
 from core.names import EventKind, RunStatus
 from core.ollama import promote as op
@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="train: N ranks under torchrun, one per GPU (default: [train] gpus); the same as -- --gpus N",
+    )
+    run.add_argument(
+        "--shard",
+        choices=SHARDS,
+        help="train with --gpus: ddp (the whole base on every GPU) or fsdp (1/N each, for a base that does not "
+        "fit one GPU; default: [train] shard); the same as -- --shard X",
     )
     run.epilog = (
         "Stage arguments go after --, e.g. w4tui run train -- --epochs 3: each replaces the same flag "
@@ -151,6 +157,11 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             print("error: --gpus N (N at least 1) is for w4tui run train", file=sys.stderr)
             return EXIT_USAGE
         args.stage_args = [*args.stage_args, "--gpus", str(args.gpus)]
+    if args.shard is not None:
+        if args.stage != "train":
+            print("error: --shard is for w4tui run train", file=sys.stderr)
+            return EXIT_USAGE
+        args.stage_args = [*args.stage_args, "--shard", args.shard]
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
         if (code := eta_first(runner, args.stage, args.stage_args, no_defaults=args.no_defaults)) is not None:
             return code

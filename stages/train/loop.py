@@ -29,9 +29,12 @@ def evaluate(
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in eval_batches(samples, cfg, pad_id, group.rank, group.world):
-            value, n = loss_sum(model, batch, device)
-            total, count = total + float(value), count + n
+        mine = list(eval_batches(samples, cfg, pad_id, group.rank, group.world))
+        extra = max(0, group.eval_forwards(len(samples), cfg.batch_size) - len(mine))  # fsdp: as many on each
+        for k, batch in enumerate(mine + [next(eval_batches(samples, cfg, pad_id))] * extra):
+            value, n = group.eval_loss(model, batch, device)
+            if k < len(mine):
+                total, count = total + float(value), count + n
     model.train()
     total, count = group.sum(total, count)
     return total / max(count, 1)
@@ -47,7 +50,8 @@ class Training(Backend):
     group: Group = field(default_factory=lambda: SOLO)
 
     def step(self, group: list) -> tuple[float, float, int]:
-        """This rank computes its share of ``group``'s micro-batches; DDP averages the gradients."""
+        """This rank computes its share of ``group``'s micro-batches; DDP (or ``reduce``) averages the
+        gradients."""
         # Token-weighted: every labelled token in the window counts the same, whatever its batch or rank
         # (a sample's first token is never a target: collate's rule, counted without collating).
         window_labels = sum(int((self.samples[i].labels[1:] != IGNORE).sum()) for b in group for i in b)
@@ -62,9 +66,10 @@ class Training(Backend):
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             step_loss += float(value.detach()) * (factor > 0)
         (step_loss,) = self.group.sum(step_loss)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.group.reduce(trainable)  # fsdp: the LoRA gradients averaged (DDP did it in the last backward)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, self.cfg.max_grad_norm))
         if self.scaler:
             self.scaler.step(self.optimizer)

@@ -201,7 +201,9 @@ def plan(
     resume_at = _resume_point(args, data_key, settings) if args.resume else None
     # The ETA before starting: the rate an earlier run on this device with these settings measured
     cost = eta.cost_key(
-        {k: _plain(getattr(args, k)) for k in ("base_model", "gpus", "nnodes", *eta.COST_ARGS)}, device, base_precision
+        {k: _plain(getattr(args, k)) for k in ("base_model", "gpus", "nnodes", "shard", *eta.COST_ARGS)},
+        device,
+        base_precision,
     )
     tokens_to_train = round(sum(len(s.ids) for s in chosen.train) * args.epochs)
     measured = eta.previous_rate(args.output.parent, cost, exclude=args.output)

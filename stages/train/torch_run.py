@@ -3,6 +3,7 @@ model with its LoRA, AdamW and the cosine schedule, the checkpoint restored; the
 
 from __future__ import annotations
 
+from core import units
 from core.errors import StageError
 from core.events import EventWriter
 from stages.train import checkpoint, distributed, setup
@@ -18,7 +19,7 @@ def train(args, events: EventWriter) -> dict:
         precision = detect(args.device)
     except ValueError as exc:
         raise StageError(str(exc), hint="use --device auto") from None
-    group = distributed.join(precision.device)
+    group = distributed.join(precision.device, args.shard)
     torch.manual_seed(args.seed)
     plan = setup.plan(
         args, events, precision.device, precision.dtype, group.world, lambda: distributed.main_first(group)
@@ -26,20 +27,22 @@ def train(args, events: EventWriter) -> dict:
     if args.eta and plan.predicted:
         return plan.eta_report()
 
-    model = _model(args, precision, torch)
+    model = _model(args, precision, torch, group.load_device(precision.device))
+    group.wrap(model, precision.device)  # before the optimizer holds the LoRA weights: fsdp moves them
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.0)
     cfg, total = plan.loop_config()
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, round(total * 0.03)), total)
     scaler = torch.amp.GradScaler(precision.device) if precision.grad_scaler else None
     state = plan.state(total, lambda path: checkpoint.load(path, model, optimizer, scheduler, scaler))
-    group.wrap(model, precision.device)
     global_batch = args.batch_size * cfg.accumulation
     if group.world > 1:
         events.log(
             f"{group.world} ranks x batch {args.batch_size} x accumulation {args.gradient_accumulation}"
-            f" = global batch {global_batch}"
+            f" = global batch {global_batch}; {_shard_note(group, model)}"
         )
+    elif args.shard == "fsdp" and not args.eta:
+        events.log("--shard fsdp on one rank: nothing to shard, a plain run (the base must fit this device)")
     plan.describe(total, f"{precision.dtype} base, fp32 LoRA")
     if args.eta:  # no earlier run to go by: a few steps on the real model, then stop
         from stages.train.calibrate import STEPS, calibrate
@@ -64,16 +67,26 @@ def train(args, events: EventWriter) -> dict:
     group.close()
     if not group.is_main:
         return {}  # rank 0 writes the adapter and the record
-    return plan.finish(training, result, main_eval, model, "torch", ranks=group.world, global_batch=global_batch)
+    shard = group.shard if group.world > 1 else "none"
+    return plan.finish(
+        training, result, main_eval, model, "torch", ranks=group.world, global_batch=global_batch, shard=shard
+    )
 
 
-def _model(args, precision, torch):
+def _shard_note(group, model) -> str:
+    held, whole = (units.size(n) for n in group.held(model))
+    if group.sharded:
+        return f"fsdp: rank 0 holds {held} of the base's {whole} (1/{group.world}), the LoRA weights whole"
+    return f"ddp: every rank holds the whole base ({whole})"
+
+
+def _model(args, precision, torch, place: str):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, precision.dtype)
     try:
-        base = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype).to(precision.device)
+        base = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype).to(place)
     except (OSError, ValueError) as exc:
         raise StageError(f"{args.base_model}: cannot load the model: {str(exc).splitlines()[0]}") from None
     base.config.use_cache = False

@@ -1,9 +1,11 @@
 """The train stage as a torchrun group (--gpus 2) on the CPU over gloo, on the tiny model: the same
-adapter as one rank with twice the accumulation, rank 0's files only, a killed rank ends the run with
-its error (no hang), cancel checkpoints once and one rank resumes the two ranks' checkpoint exactly."""
+adapter as one rank with twice the accumulation (DDP, and FSDP2 with the base sharded), rank 0's files
+only, a killed rank ends the run with its error (no hang), cancel checkpoints once and one rank
+resumes the two ranks' checkpoint exactly (DDP's and FSDP's)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +43,7 @@ FAST = [
 # steps at lr 1e-2 the LoRA weights (up to ~0.16) differ by at most ~6e-6. Allowed: 5e-5.
 WEIGHT_TOLERANCE = 5e-5
 TWO_RANKS = ["--gpus", "2", "--gradient_accumulation", "2"]
+FSDP = [*TWO_RANKS, "--shard", "fsdp"]
 ONE_RANK = ["--gradient_accumulation", "4"]
 
 
@@ -172,31 +175,73 @@ def test_a_killed_rank_ends_the_run_with_its_error_and_no_hang(tmp_path, tiny_mo
     assert len(errors) == 1 and errors[0]["message"].startswith("rank 1 stopped (killed by SIGKILL)")
 
 
-def test_cancel_checkpoints_once_and_one_rank_resumes_it_exactly(runs, tmp_path, tiny_model, dataset):
-    reference = runs[0] / "one"
-    proc, events = start(tmp_path, tiny_model, dataset, "cancelled", "--epochs", "2", *TWO_RANKS)
+def cancel_at(tmp_path, tiny_model, dataset, name, step, *extra):
+    """Run (or resume) until ``step``, then cancel as `w4tui cancel` does: (the events, the checkpoint's step)."""
+    events = tmp_path / f"events-{name}.jsonl"  # a resume's events follow the run's, as in the TUI
+    already = len(read_events(events)) if events.exists() else 0
+    proc, events = start(tmp_path, tiny_model, dataset, name, "--epochs", "2", *extra)
     try:
-        wait_for_step(events, proc, 3)
+        wait_for_step(events, proc, step)
         os.killpg(proc.pid, signal.SIGINT)  # what the supervisor sends on `w4tui cancel`
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, stderr
-    before = read_events(events)
-    checkpoints = [e for e in before if e["kind"] == "artifact" and e["type"] == "checkpoint"]
+    new = read_events(events)[already:]
+    checkpoints = [e for e in new if e["kind"] == "artifact" and e["type"] == "checkpoint"]
     assert len(checkpoints) == 1
-    assert [e.get("status") for e in before if e["kind"] in ("done", "error")] == ["cancelled"]
+    assert [e.get("status") for e in new if e["kind"] in ("done", "error")] == ["cancelled"]
     stopped = checkpoints[0]["step"]
-    assert 3 <= stopped < 10
-    assert [p.name for p in (tmp_path / "cancelled" / "checkpoints").iterdir()] == [f"step-{stopped:07d}"]
+    assert step <= stopped < 10
+    return read_events(events), stopped
 
+
+def losses(events):
+    return [(e["step"], e["loss"]) for e in events if e["kind"] == "metrics" and "loss" in e]
+
+
+def test_cancel_checkpoints_once_and_one_rank_resumes_it_exactly(runs, tmp_path, tiny_model, dataset):
+    before, stopped = cancel_at(tmp_path, tiny_model, dataset, "cancelled", 3, *TWO_RANKS)
+    assert [p.name for p in (tmp_path / "cancelled" / "checkpoints").iterdir()] == [f"step-{stopped:07d}"]
     resumed, after = train(tmp_path, tiny_model, dataset, "cancelled", "--epochs", "2", "--resume", *ONE_RANK)
     assert resumed.returncode == 0, resumed.stderr
-    after = after[len(before) :]  # the same events file, as a run and its resume in the TUI
-    steps = [e["step"] for e in after if e["kind"] == "metrics" and "loss" in e]
+    steps = [step for step, _ in losses(after[len(before) :])]  # the same events file, as in the TUI
     assert steps == list(range(stopped + 1, 11))  # continues where it stopped, not from 0
-    assert max_difference(tmp_path / "cancelled", reference) < WEIGHT_TOLERANCE
+    assert max_difference(tmp_path / "cancelled", runs[0] / "one") < WEIGHT_TOLERANCE
+
+
+def test_fsdp_ranks_holding_half_the_base_each_and_one_rank_take_turns_to_the_same_adapter(
+    runs, tmp_path, tiny_model, dataset
+):
+    """2 FSDP ranks train and are cancelled, 1 rank resumes their checkpoint and is cancelled, 2 FSDP
+    ranks resume that one to the end: every step's loss and the adapter are those of the one rank with
+    twice the accumulation (fp32 as DDP: the base is gathered exactly; within the same 5e-5)."""
+    _, first = cancel_at(tmp_path, tiny_model, dataset, "fsdp", 3, *FSDP)
+    _, second = cancel_at(tmp_path, tiny_model, dataset, "fsdp", first + 2, "--resume", *ONE_RANK)
+    resumed, events = train(tmp_path, tiny_model, dataset, "fsdp", "--epochs", "2", "--resume", *FSDP)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout[-3000:]
+    steps, reference = losses(events), losses(runs[1][1])
+    assert [step for step, _ in steps] == [step for step, _ in reference] == list(range(1, 11))  # none twice
+    assert all(abs(a - b) <= 1e-4 * abs(a) for (_, a), (_, b) in zip(reference, steps))
+    assert max_difference(tmp_path / "fsdp", runs[0] / "one") < WEIGHT_TOLERANCE
+    record = json.loads((tmp_path / "fsdp" / "training_run.json").read_text())
+    assert (record["shard"], record["ranks"], record["global_batch"], record["steps"]) == ("fsdp", 2, 8, 10)
+    assert sorted(p.name for p in (tmp_path / "fsdp").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "checkpoints",
+        "training_run.json",
+    ]
+    assert sorted(p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir()) == [
+        f"step-{first:07d}",  # rank 0's of the first group
+        f"step-{second:07d}",
+    ]
+    # what rank 0 measured of its own parameters: half the frozen base
+    note = [e["message"] for e in events if e["kind"] == "log" and "fsdp: rank 0 holds" in e.get("message", "")]
+    assert len(note) == 2  # both groups
+    held, whole = (float(x) for x in re.search(r"holds ([\d.]+) MB of the base's ([\d.]+) MB", note[-1]).groups())
+    assert abs(held / whole - 0.5) < 0.01, note[-1]
 
 
 def test_a_cancel_before_the_ranks_are_up_still_reaches_them(tmp_path, tiny_model, dataset):

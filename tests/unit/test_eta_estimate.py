@@ -47,6 +47,11 @@ def test_the_newest_run_with_the_same_settings_on_the_same_device_counts(tmp_pat
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "training_run.json").write_text("{not json")
     assert eta.previous_rate(tmp_path, key) == (60.0, str(tmp_path / "new"))
+    record(tmp_path / "8-gpus-ddp", ended=600, rate=900.0, gpus=8)
+    record(tmp_path / "8-gpus-fsdp", ended=700, rate=700.0, gpus=8, shard="fsdp")  # the base gathered every step
+    eight = eta.cost_key({**ARGS, "gpus": 8}, "mps", "bfloat16")
+    assert eta.previous_rate(tmp_path, eight) == (900.0, str(tmp_path / "8-gpus-ddp"))
+    assert eta.previous_rate(tmp_path, {**eight, "shard": "fsdp"}) == (700.0, str(tmp_path / "8-gpus-fsdp"))
     assert eta.previous_rate(tmp_path, key, exclude=tmp_path / "new") == (50.0, str(tmp_path / "old"))
     assert eta.previous_rate(tmp_path / "nowhere", key) is None
 

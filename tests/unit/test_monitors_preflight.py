@@ -350,6 +350,20 @@ def test_every_gpu_the_group_uses_is_checked(runner):
         preflight.check(runner, "train", ["--gpus", "9"], probe=EightGpus())
 
 
+def test_fsdp_counts_each_gpus_share_of_the_base_and_a_refused_ddp_run_is_told_so(runner):
+    # The 7B at the defaults: ~22.4 GB a GPU with the whole base (GPU 3 has 20 GB), ~11.3 GB with 1/8 of it
+    # (1.9 GB) and the two largest units gathered whole (the embeddings and the head, 2.2 GB).
+    with pytest.raises(RunError) as refused:
+        preflight.check(runner, "train", ["--gpus", "8"], probe=EightGpus())
+    assert "~22.4 GB on each of 8 GPUs" in str(refused.value)
+    assert "it fits with --shard fsdp (1/8 of the base on each GPU, ~11.3 GB)" in str(refused.value)
+    assert preflight.check(runner, "train", ["--gpus", "8", "--shard", "fsdp"], probe=EightGpus()) == []
+    with pytest.raises(RunError, match=r"base weights 9.8 GB \(1/2 \+ the layer in use, fsdp\)"):
+        preflight.check(
+            runner, "train", ["--gpus", "2", "--shard=fsdp", "--max_seq_length", "65536"], probe=EightGpus()
+        )
+
+
 def test_the_memory_pane_names_each_gpu_of_a_box():
     from w4tui.monitors.macos import GpuStats
     from w4tui.monitors.sampler import MachineSample

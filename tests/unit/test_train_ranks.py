@@ -32,6 +32,14 @@ def test_the_ranks_shares_are_disjoint_and_cover_every_sample_once_per_epoch(wor
     assert sorted(seen) == list(range(101))
 
 
+def test_fsdp_ranks_run_as_many_eval_forwards_ddp_ranks_each_their_own():
+    # 5 eval batches on 3 ranks: under fsdp every forward gathers the base from all ranks, so rank 2 (with
+    # one batch of its own) runs a second one that counts nothing; a DDP rank runs only its own.
+    assert [Group(rank=r, world=3, shard="fsdp").eval_forwards(10, 2) for r in range(3)] == [2, 2, 2]
+    assert Group(rank=2, world=3, shard="ddp").eval_forwards(10, 2) == 0
+    assert Group(shard="fsdp").eval_forwards(10, 2) == 0  # one rank: a plain run
+
+
 def args(**kw):
     return Namespace(**{"gpus": 2, "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None, **kw})
 
@@ -83,9 +91,10 @@ def test_the_global_batch_is_batch_times_ranks_times_accumulation(config_file):
         "batch_size": 1,
         "gradient_accumulation": 16,
         "global_batch": 16,
+        "shard": "ddp",
     }
-    eight = specs.train_batch(["--gpus", "8", "--gradient-accumulation", "2", "--batch_size=2"], config)
-    assert eight == {"ranks": 8, "batch_size": 2, "gradient_accumulation": 2, "global_batch": 32}
+    eight = specs.train_batch(["--gpus", "8", "--gradient-accumulation", "2", "--batch_size=2", "--shard=fsdp"], config)
+    assert eight == {"ranks": 8, "batch_size": 2, "gradient_accumulation": 2, "global_batch": 32, "shard": "fsdp"}
     assert specs.train_batch(["--gpus", "4", "--nnodes", "2"], config)["global_batch"] == 128
 
 
@@ -96,9 +105,15 @@ def test_the_runner_records_a_trainings_ranks_and_global_batch(config_file):
 
     runner = Runner(load_config(config_file))
     # No base model here: the stage refuses at once; what matters is the record written before it starts.
-    run = runner.start("train", extra=["--gpus", "8"], force=True)
+    run = runner.start("train", extra=["--gpus", "8", "--shard", "fsdp"], force=True)
     wait_for(runner, run, poll_s=0.1)
-    assert run.record["train"] == {"ranks": 8, "batch_size": 1, "gradient_accumulation": 16, "global_batch": 128}
+    assert run.record["train"] == {
+        "ranks": 8,
+        "batch_size": 1,
+        "gradient_accumulation": 16,
+        "global_batch": 128,
+        "shard": "fsdp",
+    }
     assert runner.get(run.id).record["train"]["global_batch"] == 128
 
 

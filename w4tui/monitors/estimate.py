@@ -84,6 +84,14 @@ class TrainingMemory:
         return self.weights + self.lora + self.activations + self.overhead
 
 
+def sharded_weight_bytes(shape: ModelShape, dtype: str, ranks: int) -> int:
+    """The base per GPU under FSDP over ``ranks`` ([train] shard = "fsdp"): its 1/ranks shard, and one
+    unit gathered whole with the next one prefetched (a decoder layer, the embeddings or the head)."""
+    layer = sum(a * b for a, b in shape.module_dims().values()) + 2 * shape.hidden
+    unit = max(layer, shape.vocab * shape.hidden)
+    return round(shape.params * DTYPE_BYTES[dtype] / ranks) + 2 * unit * DTYPE_BYTES[dtype]
+
+
 def quantized_weight_bytes(shape: ModelShape, bits: int) -> int:
     """The base in mlx-lm's ``bits``-bit affine quantization (every projection and the embeddings; the
     norms, a rounding error here, are counted alike)."""

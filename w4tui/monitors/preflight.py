@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from pathlib import Path
 
 from core.errors import RunError
@@ -257,8 +257,11 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
             )
     ranks = int(_flag(args, "--gpus", str(config.train.gpus)))
     gpus = probe.gpus() if device == "cuda" and hasattr(probe, "gpus") else []
-    if gpus:  # every GPU the group will use holds the whole base and its rank's activations
-        return problems + _per_gpu(gpus, ranks, mem, probe.ollama_loaded(on_gpu=True))
+    if gpus:  # every GPU the group will use holds the base (ddp) or its share (fsdp), and its activations
+        fsdp = replace(mem, weights=est.sharded_weight_bytes(_shape(args, config), mem_dtype(device), ranks))
+        if ranks > 1 and _flag(args, "--shard", config.train.shard) == "fsdp":
+            return problems + _per_gpu(gpus, ranks, fsdp, probe.ollama_loaded(on_gpu=True), "fsdp")
+        return problems + _per_gpu(gpus, ranks, mem, probe.ollama_loaded(on_gpu=True), fits=fsdp if ranks > 1 else None)
     if free is None:
         return problems  # nothing to compare with: no refusal on a guess
     ollama = probe.ollama_loaded(on_gpu=device == "cuda")
@@ -286,22 +289,24 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
     return problems
 
 
-def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int) -> list[str]:
+def _per_gpu(gpus: list, ranks: int, mem: est.TrainingMemory, ollama: int, shard: str = "ddp", fits=None) -> list[str]:
+    """``fits``: the fsdp estimate of a ddp run, offered when it fits where ddp does not."""
     if len(gpus) < ranks:
         return [f"--gpus {ranks} needs {ranks} GPUs but this machine has {len(gpus)}; lower --gpus ([train] gpus)"]
-    short = []
-    for index, gpu in enumerate(gpus[:ranks]):
-        # Ollama's models are unloaded before a training; where they sit is not told: count them once.
-        free = (gpu.total or 0) - (gpu.in_use or 0) + (ollama if index == 0 else 0)
-        if mem.total > free:
-            short.append(f"GPU {index} ({gpu.name}) has {gb(free)} free")
+    # Ollama's models are unloaded before a training; where they sit is not told: count them once.
+    free = [(gpu.total or 0) - (gpu.in_use or 0) + (ollama if index == 0 else 0) for index, gpu in enumerate(gpus)]
+    short = [f"GPU {i} ({gpus[i].name}) has {gb(free[i])} free" for i in range(ranks) if mem.total > free[i]]
     if not short:
         return []
+    fix = "lower --batch_size or --max_seq_length, or use --gradient_checkpointing"
+    if fits is not None and all(fits.total <= f for f in free[:ranks]):
+        fix = f"it fits with --shard fsdp (1/{ranks} of the base on each GPU, ~{gb(fits.total)}); or {fix}"
+    share = f" (1/{ranks} + the layer in use, fsdp)" if shard == "fsdp" else ""
     return [
         f"train needs ~{gb(mem.total)} on each of {ranks} GPU{'s' if ranks > 1 else ''} (base weights "
-        f"{gb(mem.weights)}, LoRA + AdamW {gb(mem.lora)}, activations {gb(mem.activations)}) but "
+        f"{gb(mem.weights)}{share}, LoRA + AdamW {gb(mem.lora)}, activations {gb(mem.activations)}) but "
         + ", ".join(short)
-        + "; lower --batch_size or --max_seq_length, or use --gradient_checkpointing"
+        + f"; {fix}"
     ]
 
 
