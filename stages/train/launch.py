@@ -2,7 +2,7 @@
 (``python -m torch.distributed.run``) and watches it. Standard library only: this runs before torch.
 
 - Cancel: torchrun ignores SIGINT (its default would kill the ranks 30 s after asking, a step and a
-  checkpoint of a 7B may need more); this process passes SIGINT to every rank, the ranks agree on the
+  checkpoint of a 7B may need more; stages/train/torchrun.py); this process passes SIGINT to every rank, the ranks agree on the
   step to stop after, rank 0 checkpoints once, all exit.
 - A rank that dies: torchrun notices within a tenth of a second and stops the others; this process
   then writes the one error line, naming the rank (torchrun's "Root Cause") and the last line it logged.
@@ -50,7 +50,7 @@ def needed(args) -> bool:
 def torchrun_command(args, argv: list[str]) -> list[str]:
     """torchrun for one node (--standalone: its own rendezvous on a free port) or one node of many
     (the user's --nnodes/--node_rank/--rdzv_endpoint, the same on every node but the rank)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [sys.executable, "-m", "stages.train.torchrun"]  # torch.distributed.run ignoring Ctrl-C
     if args.nnodes > 1:
         if not args.rdzv_endpoint:
             raise UsageError(
@@ -159,7 +159,7 @@ def worker_events(stage: str) -> EventWriter | None:
 
 
 def as_rank(rank: int) -> None:
-    """A rank's process: Ctrl-C is a cancel again (torchrun passed on the launcher's "ignore SIGINT"),
+    """A rank's process: Ctrl-C is a cancel again (torchrun passed on its "ignore SIGINT"),
     and every line it prints starts with ``[rank N]``: the launcher keeps each rank's last one."""
     signal.signal(signal.SIGINT, _interrupt_once)
     sys.stdout = _Prefixed(sys.stdout, f"[rank {rank}] ")
@@ -232,20 +232,15 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
     """Run the group to its end; the done event's summary is rank 0's, so this returns nothing new."""
     cmd = torchrun_command(args, argv)
     events.log(f"training on {args.gpus} ranks per node x {args.nnodes} node(s): {shlex.join(cmd[1:])}")
-    cancel: list[bool] = []
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # torchrun inherits "ignore SIGINT"
+    cancel = _Cancel()
+    # Our handler before torchrun starts, so a Ctrl-C while it starts is kept (torchrun ignores it itself)
+    previous = signal.signal(signal.SIGINT, cancel.ask)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except BaseException:
         signal.signal(signal.SIGINT, previous)
         raise
-
-    def on_interrupt(*_) -> None:
-        if not cancel:
-            cancel.append(True)
-            threading.Thread(target=_interrupt_ranks, args=(proc,), daemon=True).start()
-
-    signal.signal(signal.SIGINT, on_interrupt)
+    cancel.started(proc)
     watch = Watch()
     try:
         assert proc.stdout is not None
@@ -265,13 +260,34 @@ def run(args, argv: list[str], events: GroupEvents) -> dict:
         return {}
     if code == 0:
         return {}
-    if cancel:
+    if cancel.asked:
         raise Cancelled()
     raise StageError(watch.failure(code), hint=f"every rank's output is in the run's log; {_resume_hint(args)}")
 
 
 def _resume_hint(args) -> str:
     return f"continue from the last checkpoint with --resume (any number of --gpus; output {Path(args.output)})"
+
+
+class _Cancel:
+    """A Ctrl-C, kept until torchrun has started, then passed on to the ranks (once: a second sender
+    would only repeat what the first one sends)."""
+
+    def __init__(self) -> None:
+        self.asked, self.proc, self.sent = False, None, False
+
+    def ask(self, *_) -> None:
+        self.asked = True
+        self._send()
+
+    def started(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self._send()
+
+    def _send(self) -> None:
+        if self.asked and self.proc is not None and not self.sent:
+            self.sent = True
+            threading.Thread(target=_interrupt_ranks, args=(self.proc,), daemon=True).start()
 
 
 def _interrupt_ranks(proc: subprocess.Popen) -> None:

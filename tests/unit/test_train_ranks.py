@@ -1,7 +1,10 @@
 """The pieces of a torchrun training that need no group: each rank's share of a step, the torchrun
 command line (one node and many), and the launcher's reading of the group's output."""
 
+import os
 import signal
+import subprocess
+import sys
 from argparse import Namespace
 
 import numpy as np
@@ -46,7 +49,7 @@ def args(**kw):
 
 def test_one_node_is_standalone_and_torchrun_never_restarts_or_catches_sigint():
     cmd = launch.torchrun_command(args(gpus=8), ["--output", "x"])
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert cmd[1:4] == ["-m", "stages.train.torchrun", "--standalone"]  # torch.distributed.run, Ctrl-C ignored
     assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[cmd.index("--max_restarts") + 1] == "0"
     assert "SIGINT" not in cmd[cmd.index("--signals_to_handle") + 1]
     assert cmd[-4:] == ["-m", "stages.train_lora", "--output", "x"]
@@ -164,3 +167,19 @@ def test_a_ranks_failure_is_left_to_the_launcher_which_names_the_rank_that_faile
     # the user's mistakes are still rank 0's to say
     code, events = rank_program(0, raising(StageError("bad.jsonl: line 3 is not JSON", hint="fix it")))
     assert code == 1 and [e["message"] for e in events if e["kind"] == "error"] == ["bad.jsonl: line 3 is not JSON"]
+
+
+def test_a_ctrl_c_while_torchrun_starts_is_passed_on_to_the_ranks(monkeypatch):
+    # The CI hang: SIGINT was ignored while torchrun started, so a cancel then was lost and it trained on
+    told = []
+    monkeypatch.setattr(launch, "_interrupt_ranks", lambda proc: told.append(proc.pid))
+    monkeypatch.setattr(launch, "torchrun_command", lambda *_: [sys.executable, "-c", "import time; time.sleep(1)"])
+    start = subprocess.Popen
+
+    def ctrl_c_while_starting(*a, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+        return start(*a, **kw)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", ctrl_c_while_starting)
+    launch.run(args(), [], launch.GroupEvents("train"))
+    assert len(told) == 1 and told[0] > 0
