@@ -250,7 +250,10 @@ def test_an_imported_adapter_is_kept_by_retention_and_rebuilt_into_the_ledger(wo
     assert again["hparams"] == {"epochs": 3} and again["created"] == 5.0
 
 
-def test_a_dry_run_settles_nothing(world, cli):
+def test_a_dry_run_settles_nothing_and_says_what_the_night_will(world, cli):
     config, ledger, server, g = world
+    kill_the_promotion_after(1)
     out = cli("nightly", "--dry-run")
     assert out.rc == 0 and ledger.night("now-2")["outcome"] == "running"
+    assert "note: the night first finishes or undoes the interrupted promotion of web4-agent:build-2" in out.stdout
+    assert (config.paths.state / op.JOURNAL).exists()

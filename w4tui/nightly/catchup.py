@@ -42,15 +42,14 @@ def settle_promotion(config: Config, ledger: Ledger) -> list[str]:
         return []
     try:
         done = op.recover(config)
+        finished = done is not None and op.works(config, oc.tag(config, "latest"), journal["latest_after"])
     except oc.OllamaError as exc:
         return [f"warning: an interrupted {journal['action']} of {journal['build']} is not settled yet: {exc.message}"]
     if done is None:
         return []
     build = ledger.build(journal["build"].rsplit(":", 1)[-1])
-    if journal["action"] == "promotion" and build is not None:
-        finished = op.works(config, oc.tag(config, "latest"), journal["latest_after"])
-        if finished:
-            ledger.upsert_build(build["build"], promoted=1, promoted_at=time.time(), verify="passed")
+    if journal["action"] == "promotion" and build is not None and finished:
+        ledger.upsert_build(build["build"], promoted=1, promoted_at=time.time(), verify="passed")
     return [done]
 
 

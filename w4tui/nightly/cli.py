@@ -17,6 +17,7 @@ from core.config import Config, ConfigError, load_config
 from core.errors import EXIT_BY_OUTCOME, EXIT_CANCELLED
 from core.events import EventReader
 from core.names import EventKind, NightOutcome, RunStatus
+from core.ollama import promote as op
 from w4tui.nightly.install import install
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.lock import describe_holder
@@ -118,6 +119,9 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
             print(f"tonight would stop before training: {exc}")
             return 1
         print("\n".join(describe(plan, config)))
+        journal = op.pending(config)  # settled by the night first (catchup.py): it may change the plan
+        if journal:
+            print(f"note: the night first finishes or undoes the interrupted {journal['action']} of {journal['build']}")
         problem = ollama_problem(config) if plan.steps else None
         if problem:
             print(f"warning: {problem}")

@@ -78,6 +78,8 @@ class LedgerError(ActionableError):
 
 def _unwritable(path: Path, exc: BaseException) -> LedgerError:
     what = getattr(exc, "strerror", None) or str(exc)
+    if "locked" in what:  # busy for the whole 30 s timeout: another process, not the permissions
+        return LedgerError(f"{path}: the nightly ledger stayed locked for 30 s ({what})", hint="try again")
     return LedgerError(
         f"{path}: cannot write the nightly ledger ({what})",
         hint=f"make {path.parent} and its files writable, or move {LEDGER_FILE} away: it is rebuilt from {NIGHTS_DIR}/",
