@@ -159,6 +159,17 @@ def test_a_driver_killed_during_verify_is_settled_from_the_verify_run(world):
     assert catchup.settle(config, ledger) == []  # settled once
 
 
+def test_a_verify_killed_after_the_promotion_before_its_report_still_promoted(world):
+    """Killed after latest moved and the move was recorded, before verify.json: the build is promoted."""
+    config, ledger, server, g = world
+    op.promote(config, "web4-agent:build-2")  # done; the verify (and the night) died right after
+    catchup.settle(config, ledger)
+    assert oc.digests(config)["web4-agent:previous"] == g[1]
+    assert ledger.build("build-2")["promoted"] == 1 and ledger.night("now-2")["outcome"] == "promoted"
+    plan = make_plan(config, ledger, build="tonight")
+    assert plan.skip and "already trained into build-2" in plan.skip
+
+
 def test_a_night_whose_step_outlived_it_is_left_until_the_step_ends(world):
     config, ledger, server, g = world
     live = fake_run(config, "r-convert", "convert", live=True)

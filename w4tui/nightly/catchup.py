@@ -21,6 +21,7 @@ from core.ollama import client as oc
 from core.ollama import promote as op
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.record import build_fields
+from w4tui.report import last_move
 from w4tui.runs.runner import RunError, Runner
 
 UNCLAIMED_S = 600  # a night claimed but never given a run: its holder died between the two (it takes seconds)
@@ -31,7 +32,8 @@ def settle(config: Config, ledger: Ledger, exclude: str | None = None) -> list[s
     Returns one line per thing done, for the night's log."""
     lines = settle_promotion(config, ledger)
     runner = Runner(config)
-    settled = [settle_night(ledger, runner, night) for night in ledger.live_nights() if night["key"] != exclude]
+    moved = last_move(config)
+    settled = [settle_night(ledger, runner, night, moved) for night in ledger.live_nights() if night["key"] != exclude]
     return lines + [line for line in settled if line]
 
 
@@ -53,8 +55,10 @@ def settle_promotion(config: Config, ledger: Ledger) -> list[str]:
     return [done]
 
 
-def settle_night(ledger: Ledger, runner: Runner, night: dict) -> str | None:
-    """Record how a dead night ended, from its step runs; None while it (or one of its steps) is live."""
+def settle_night(ledger: Ledger, runner: Runner, night: dict, moved: dict | None = None) -> str | None:
+    """Record how a dead night ended, from its step runs; None while it (or one of its steps) is live.
+    ``moved``: the last completed move of latest (ollama-latest.json); a verify killed after the promotion
+    but before its report still promoted its build, and that move says so."""
     if _live(runner, night):
         return None
     steps = [dict(step) for step in night.get("steps") or []]
@@ -68,9 +72,17 @@ def settle_night(ledger: Ledger, runner: Runner, night: dict) -> str | None:
         step.update(ended=run.ended, status=run.status)
     build = night.get("build")
     if build and (existing := ledger.build(build)):
-        if existing.get("promoted") and not fields.get("promoted"):
-            # a promotion the journal finished (settle_promotion): its verify died before writing a report
+        promoted_by_move = (
+            moved is not None
+            and moved.get("action") == "promoted"
+            and str(moved.get("builds") or "").rsplit(":", 1)[-1] == build
+            and moved["time"] >= (night.get("started") or 0)
+        )
+        if (existing.get("promoted") or promoted_by_move) and not fields.get("promoted"):
+            # a promotion finished (by the journal, or before the verify died): its verify wrote no report
             fields = {k: v for k, v in fields.items() if k not in ("promoted", "promoted_at", "verify", "verify_error")}
+            if promoted_by_move and not existing.get("promoted"):
+                fields.update(promoted=1, promoted_at=moved["time"], verify="passed")
         ledger.upsert_build(build, **fields)
     last = steps[-1] if steps else None
     ended = max([s["ended"] for s in steps if s.get("ended")] or [night.get("started") or time.time()])
