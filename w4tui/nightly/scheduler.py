@@ -211,6 +211,13 @@ class NightScheduler:
     # -- firing ------------------------------------------------------------------------------
     def fire(self) -> str | None:
         """The job: record the night due now and start it. Returns the night key (None: not run)."""
+        try:
+            return self._fire()
+        except ActionableError as exc:  # a ledger it cannot write: one line in the holder's log, no traceback
+            log.error("the night due now was not started: %s (%s)", exc.message, exc.hint)
+            return None
+
+    def _fire(self) -> str | None:
         now = self.now()
         when = _last_fire(cron_trigger(self.config), now)
         self._record_gaps(when, f"the night of {when:%a %d %b %H:%M} ran instead (coalesced)")
