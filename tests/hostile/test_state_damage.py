@@ -5,6 +5,7 @@ is never lost because of either."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import subprocess
@@ -55,6 +56,7 @@ def test_a_damaged_ledger_is_moved_aside_rebuilt_and_said_in_one_line(config_fil
     assert (config.paths.state / "ledger.sqlite.damaged-wal").read_bytes() == b"old wal"  # still its pair
     assert "failed at data" in outcome.stdout and "no new data" in outcome.stdout  # the nights came back
     # damaged again: the first copy stays, the second gets a name of its own
+    gc.collect()  # the command's ledger connections close, as they do when its process ends
     path.write_bytes(GARBAGE[:1000])
     again = Ledger.open(config)
     assert "moved aside to ledger.sqlite.damaged-2" in again.repaired

@@ -262,22 +262,19 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         for pid, argv in others:
             other_args = canonical(argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else [])
             unreadable = _unreadable_base(other_args)
-            if unreadable:  # its base is gone (a deleted workspace): its size cannot be told, and is not 7B's
-                unknown.append((pid, unreadable))
+            if unreadable:  # its base is gone (a deleted workspace): not the default 7B, but what it holds now
+                held = probe.resident(pid) if hasattr(probe, "resident") else 0
+                unknown.append(f"pid {pid}: its base model {unreadable}; counted at the {gb(held)} it holds now")
+                other += held
                 continue
             other_backend, other_bits = _backend(config, other_args, probe)
             other += _needs(config, other_args, device, other_backend, other_bits)(*_settings(config, other_args)).total
-        if unknown:
-            which = "; ".join(f"pid {pid}: its base model {why}" for pid, why in unknown)
-            problems.append(
-                f"another training is running on this machine whose memory cannot be estimated ({which}); "
-                f"wait for it or stop it (kill {' '.join(str(pid) for pid, _ in unknown)})"
-            )
-        elif total is None or other + mem.total > total:
+        if total is None or other + mem.total > total:
             size = f" of {gb(total)}" if total else ""
+            which = f" ({'; '.join(unknown)})" if unknown else ""
             problems.append(
-                f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}): with this one "
-                f"(~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
+                f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}){which}: with this "
+                f"one (~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
             )
     ranks = int(_flag(args, "--gpus", str(config.train.gpus)))
     gpus = probe.gpus() if device == "cuda" and hasattr(probe, "gpus") else []

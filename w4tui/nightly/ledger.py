@@ -268,14 +268,24 @@ def _row(row: sqlite3.Row | None) -> dict | None:
 
 
 def _not_sqlite(path: Path) -> str | None:
-    """Why ``path`` is plainly not a database (no SQLite header), told without opening it: SQLite's own
-    open would delete the -wal beside it, and nothing of a damaged ledger is deleted."""
+    """Why ``path`` is plainly not a database, asked through a read-only connection: a writable one to a
+    file that is not a database deletes the -wal beside it on close, and nothing of a damaged ledger is
+    deleted. (Not with open()/close() of our own: closing any descriptor of the file drops this process's
+    SQLite locks on it, and another process then takes itself for the last user and removes the -shm
+    under our live connections.)"""
+    if not path.exists():
+        return None
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return None  # missing or unreadable: the open says which
-    return None if not head or head == b"SQLite format 3\x00" else "file is not a database"
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None  # unreadable: the real open says why
+    try:
+        probe.execute("PRAGMA schema_version").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if getattr(exc, "sqlite_errorname", None) in DAMAGE_CODES else None
+    finally:
+        probe.close()
+    return None
 
 
 def _move_aside(path: Path) -> Path:
