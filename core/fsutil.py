@@ -188,3 +188,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def move_aside(path: str | os.PathLike[str], suffix: str) -> Path:
+    """Rename a damaged SQLite file (and its -wal/-shm) to ``<name><suffix>``, or ``<suffix>-2`` ... when
+    an older one is there: none is ever overwritten or deleted. The WAL keeps its pairing, so SQLite can
+    still read the copy; the database goes last, so a crash in between leaves it where it was."""
+    path = Path(path)
+    n = 1
+    while (aside := path.with_name(path.name + suffix + (f"-{n}" if n > 1 else ""))).exists():
+        n += 1
+    for extra in ("-wal", "-shm", ""):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{extra}", f"{aside}{extra}")
+    return aside

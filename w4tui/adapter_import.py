@@ -23,13 +23,13 @@ from pathlib import Path
 
 from core.config import Config
 from core.fsutil import atomic_path
-from w4tui.nightly.ledger import Ledger
+from w4tui.nightly.ledger import IMPORT_FILE, Ledger
 from w4tui.nightly.record import HPARAMS
 from w4tui.runs.pipeline import Step
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 RECORD = "training_run.json"  # the source's training record, when it has one (w4tui trained it)
-LINEAGE = "import.json"
+LINEAGE = IMPORT_FILE
 SSH_ENV = "W4TUI_RSYNC_SSH"  # the remote shell rsync uses (default "ssh"); a stand-in in the tests
 REMOTE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:(?!//)")
 

@@ -117,8 +117,14 @@ def _set(config: Config, pointer: str, digest: str | None, source_hint: str | No
     checked_copy(config, sources[0], pointer, digest)
 
 
+def pending(config: Config) -> dict | None:
+    """The journal of an interrupted promotion or rollback of this model on this server, or None."""
+    return _read(config)
+
+
 def recover(config: Config) -> str | None:
-    """Finish or undo a promotion or rollback that was interrupted; what was done, or None."""
+    """Finish or undo a promotion or rollback that was interrupted; what was done, or None. A finished one
+    is a completed move of latest: recorded as such (``w4tui status``, the next night's parent)."""
     state = _read(config)
     if state is None:
         return None
@@ -127,6 +133,12 @@ def recover(config: Config) -> str | None:
     target = ("latest_after", "previous_after") if after else ("latest_before", "previous_before")
     _set(config, latest, state[target[0]], state.get("kept_latest"))
     _set(config, previous, state[target[1]], state.get("kept_previous"))
+    if after:
+        digest = state["latest_after"]
+        if state["action"] == "promotion":
+            record_move(config, "promoted", state["build"])
+        else:
+            record_move(config, "rolled back", _builds(config, digest) or digest[:12])
     _journal(config).unlink(missing_ok=True)
     return f"an interrupted {state['action']} of {state['build']} was " + (
         "completed" if after else f"undone: {latest} and {previous} are as they were before it"

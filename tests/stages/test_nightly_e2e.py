@@ -205,6 +205,9 @@ def test_a_failure_at_each_step_is_recorded_and_leaves_latest_alone(demo):
 
     down = night(config_file, "http://127.0.0.1:9")
     assert down.returncode == 1
+    lines = down.stdout.splitlines()  # the night said so before it trained
+    warned = next(i for i, line in enumerate(lines) if line.startswith("warning:") and "127.0.0.1:9" in line)
+    assert warned < next(i for i, line in enumerate(lines) if line.startswith("== train")), down.stdout
     assert last_night(config_file)["failed_step"] == "deploy"
     assert "127.0.0.1:9" in last_night(config_file)["error"]
     assert "web4-agent:latest" not in ollama.models  # nothing was ever promoted

@@ -78,7 +78,7 @@ def test_nothing_outside_outputs_is_deleted(workspace, tmp_path):
     config, ledger, ollama = workspace
     elsewhere = tmp_path / "elsewhere" / "adapter"
     elsewhere.mkdir(parents=True)
-    ledger.upsert_build("nightly-0", adapter=str(elsewhere), verify="failed")
+    ledger.upsert_build("nightly-0", night="now-0", adapter=str(elsewhere), verify="failed")
     ledger._update("builds", "build", "nightly-0", {"created": 0.0})
     retention.apply(config, ledger)
     assert elsewhere.exists() and ledger.build("nightly-0")["deleted"]

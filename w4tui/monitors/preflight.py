@@ -169,6 +169,20 @@ def _shape(args: list[str], config) -> est.ModelShape:
         return est.QWEN25_7B  # not downloaded yet: the model the config names by default
 
 
+def _unreadable_base(args: list[str]) -> str | None:
+    """``--base_model`` named and unreadable, said with why (another training's estimate); else None."""
+    base = _flag(args, "--base_model")
+    if base is None:
+        return None
+    try:
+        est.ModelShape.from_config(json.loads((Path(base) / "config.json").read_text(encoding="utf-8")))
+    except OSError as exc:
+        return f"{base} cannot be read ({exc.strerror or exc})"
+    except (ValueError, KeyError, TypeError):
+        return f"{base}/config.json is not a model config"
+    return None
+
+
 def _targets(args: list[str], config) -> list[str]:
     if "--target_modules" not in args:
         return list(config.train.target_modules)
@@ -244,16 +258,23 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
     if others:
         # Trainings share the machine's memory: another one running refuses this one when together they
         # cannot fit (two 7B runs on a 32 GB Mac never can), or when the memory cannot be told.
-        other = 0
-        for _, argv in others:
-            other_args = argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else []
+        other, unknown = 0, []
+        for pid, argv in others:
+            other_args = canonical(argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else [])
+            unreadable = _unreadable_base(other_args)
+            if unreadable:  # its base is gone (a deleted workspace): not the default 7B, but what it holds now
+                held = probe.resident(pid) if hasattr(probe, "resident") else 0
+                unknown.append(f"pid {pid}: its base model {unreadable}; counted at the {gb(held)} it holds now")
+                other += held
+                continue
             other_backend, other_bits = _backend(config, other_args, probe)
             other += _needs(config, other_args, device, other_backend, other_bits)(*_settings(config, other_args)).total
         if total is None or other + mem.total > total:
             size = f" of {gb(total)}" if total else ""
+            which = f" ({'; '.join(unknown)})" if unknown else ""
             problems.append(
-                f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}): with this one "
-                f"(~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
+                f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}){which}: with this "
+                f"one (~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
             )
     ranks = int(_flag(args, "--gpus", str(config.train.gpus)))
     gpus = probe.gpus() if device == "cuda" and hasattr(probe, "gpus") else []

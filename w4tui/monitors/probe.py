@@ -86,6 +86,15 @@ class Probe:
                 found.append((proc.info["pid"], list(cmd)))
         return found
 
+    def resident(self, pid: int) -> int:
+        """Bytes a process holds in memory now (0 once it is gone)."""
+        import psutil  # deferred, as in trainings()
+
+        try:
+            return psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            return 0
+
     def power(self):
         if platform.system() != "Darwin":
             return None

@@ -17,6 +17,7 @@ from core.config import Config, ConfigError, load_config
 from core.errors import EXIT_BY_OUTCOME, EXIT_CANCELLED
 from core.events import EventReader
 from core.names import EventKind, NightOutcome, RunStatus
+from core.ollama import promote as op
 from w4tui.nightly.install import install
 from w4tui.nightly.ledger import Ledger
 from w4tui.nightly.lock import describe_holder
@@ -52,8 +53,16 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
+def open_ledger(config: Config) -> Ledger:
+    """The ledger, saying in one line on stderr when a damaged one was moved aside and rebuilt."""
     ledger = Ledger.open(config)
+    if ledger.repaired:
+        print(f"warning: {ledger.repaired}", file=sys.stderr, flush=True)
+    return ledger
+
+
+def cmd_schedule(config: Config, args: argparse.Namespace) -> int:
+    ledger = open_ledger(config)
     if args.pause or args.resume or args.skip_next:
         print(set_control(config, ledger, "pause" if args.pause else "resume" if args.resume else "skip"))
         return 0
@@ -102,7 +111,7 @@ def set_control(config: Config, ledger: Ledger, what: str) -> str:
 def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
     from w4tui.nightly.scheduler import now_key, start_night  # APScheduler: as above
 
-    ledger = Ledger.open(config)
+    ledger = open_ledger(config)
     if args.dry_run:
         try:
             plan = make_plan(config, ledger)
@@ -110,10 +119,14 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
             print(f"tonight would stop before training: {exc}")
             return 1
         print("\n".join(describe(plan, config)))
+        journal = op.pending(config)  # settled by the night first (catchup.py): it may change the plan
+        if journal:
+            print(f"note: the night first finishes or undoes the interrupted {journal['action']} of {journal['build']}")
         problem = ollama_problem(config) if plan.steps else None
         if problem:
             print(f"warning: {problem}")
         return 1 if plan.steps and plan.disk_free < plan.disk_needed else 0
+    ledger.check_writable()  # a read-only ledger: one line now, not a night that dies at its first record
     key = now_key()
     runner = Runner(config)
     run = start_night(config, key)
@@ -125,11 +138,21 @@ def cmd_nightly(config: Config, args: argparse.Namespace) -> int:
             f"\ndetached; the night keeps running. See it: {config.cli} schedule; stop it: {config.cli} cancel {run.id}"
         )
         return EXIT_CANCELLED
-    night = ledger.night(key) or {"outcome": NightOutcome.CRASHED, "error": "the night's driver recorded nothing"}
+    night = ledger.night(key) or _unrecorded(runner.get(run.id))
     if runner.get(run.id).status == RunStatus.CRASHED and night["outcome"] == NightOutcome.RUNNING:
         night["outcome"] = "crashed"
     print(final_line(night))
     return EXIT_BY_OUTCOME.get(night["outcome"], 1)
+
+
+def _unrecorded(run: Run) -> dict:
+    """A night that ended before its first record: its run's own error says why (a ledger it could not
+    write, a config it could not read), else it crashed."""
+    error = run.error()
+    if error and error.get("message"):
+        hint = f" ({error['hint']})" if error.get("hint") else ""
+        return {"outcome": NightOutcome.FAILED, "error": error["message"] + hint}
+    return {"outcome": NightOutcome.CRASHED, "error": "the night's driver recorded nothing"}
 
 
 def final_line(night: dict) -> str:
@@ -153,7 +176,8 @@ def follow_night(runner: Runner, run: Run, out: TextIO = sys.stdout, poll_s: flo
                 print(f"== {event.get('message')}", file=out, flush=True)
                 follow(runner, runner.get(event["step_run"]), out)
             elif event.get("kind") == EventKind.LOG:
-                print(event.get("message"), file=out, flush=True)
+                warning = "warning: " if event.get("level") == "warning" else ""
+                print(f"{warning}{event.get('message')}", file=out, flush=True)
         if not live:
             return
         time.sleep(poll_s)
@@ -174,6 +198,9 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     print(f"w4tui daemon pid {os.getpid()} ({config.file})", flush=True)
     while not stop.is_set():
         if not sched.sched.running and sched.start():
+            for line in sched.repaired:  # a damaged ledger or job store, moved aside and made anew
+                print(f"warning: {line}", flush=True)
+            sched.repaired = []
             upcoming = next_night(config, sched.now())
             said = (
                 f"holding the scheduler; next night: {upcoming:%a %d %b %H:%M}"

@@ -8,12 +8,14 @@ from __future__ import annotations
 import threading
 
 from core.config import Config
+from core.errors import ActionableError
 
 
 class ScheduleHolder:
     def __init__(self, kind: str = "tui") -> None:
         self.kind = kind
         self.scheduler = None  # a NightScheduler once the schedule was enabled
+        self.notes: list[str] = []  # what holding it repaired or could not do, one line each, for the pane
         self._lock = threading.Lock()  # the pane's poll thread and the app's shutdown
 
     def try_hold(self, config: Config) -> bool:
@@ -25,7 +27,12 @@ class ScheduleHolder:
 
                 self.scheduler = NightScheduler(config, kind=self.kind)
             if self.scheduler is not None and not self.scheduler.sched.running:
-                self.scheduler.start()  # False while a daemon holds it: tried again next round
+                try:
+                    self.scheduler.start()  # False while a daemon holds it: tried again next round
+                except ActionableError as exc:  # a job store it cannot write: said in the pane, retried
+                    self.notes = [f"{exc.message} ({exc.hint})"]
+                else:
+                    self.notes = list(self.scheduler.repaired)
             return self.held
 
     @property

@@ -11,20 +11,23 @@ Standard library only: the TUI reads it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from core.config import Config
-from core.fsutil import atomic_write_text
-from core.names import NightOutcome
-from w4tui.nightly.record import build_fields
+from core.errors import ActionableError
+from core.fsutil import atomic_write_text, move_aside
+from core.names import LIVE_OUTCOMES, NightOutcome
+from w4tui.nightly.record import build_fields, training_record
 from w4tui.nightly.retention import replay
 from w4tui.runs.runner import RunError, Runner
 
 LEDGER_FILE = "ledger.sqlite"
 NIGHTS_DIR = "nights"
+IMPORT_FILE = "import.json"  # beside an adapter `w4tui adapter import` brought in (w4tui/adapter_import.py)
 JSON_COLUMNS = ("data", "hparams", "runs", "sizes", "steps")
 
 SCHEMA = """
@@ -59,8 +62,28 @@ NIGHT_COLUMNS = (
 )
 
 
+DAMAGED = ".damaged"  # a damaged database is moved aside under this suffix (core/fsutil.py), never deleted
+# SQLite's codes for a file that is not (or no longer) a database; anything else (busy, read-only,
+# cannot open) is a problem of the moment or of permissions, never a reason to move the file aside.
+DAMAGE_CODES = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
 class AlreadyRecorded(Exception):
     """A night with this key exists: a scheduled time is claimed once, so a night never runs twice."""
+
+
+class LedgerError(ActionableError):
+    """The ledger cannot be written (read-only file or folder, no permission): one line naming it (exit 1)."""
+
+
+def _unwritable(path: Path, exc: BaseException) -> LedgerError:
+    what = getattr(exc, "strerror", None) or str(exc)
+    if "locked" in what:  # busy for the whole 30 s timeout: another process, not the permissions
+        return LedgerError(f"{path}: the nightly ledger stayed locked for 30 s ({what})", hint="try again")
+    return LedgerError(
+        f"{path}: cannot write the nightly ledger ({what})",
+        hint=f"make {path.parent} and its files writable, or move {LEDGER_FILE} away: it is rebuilt from {NIGHTS_DIR}/",
+    )
 
 
 class Ledger:
@@ -69,18 +92,45 @@ class Ledger:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / LEDGER_FILE
         # Autocommit plus a busy timeout: the TUI, the daemon and a night's driver share the file.
+        self.repaired: str | None = None  # set by open() when it moved a damaged database aside
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+            # A file cut short or overwritten can open and fail only at a later read: look now, once.
+            check = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if getattr(exc, "sqlite_errorname", None) in DAMAGE_CODES:
+                raise
+            raise _unwritable(self.path, exc) from None
+        if check and check[0] != "ok":
+            self.db.close()
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({check[0]})")
 
     @classmethod
     def open(cls, config: Config) -> Ledger:
-        """The ledger; rebuilt from the files on disk when its database was lost."""
+        """The ledger; rebuilt from the files on disk when its database was lost, or damaged (the damaged
+        file is moved aside, ``repaired`` says so for the caller to print). LedgerError when it cannot be
+        written."""
         state = config.paths.state
-        if not (state / LEDGER_FILE).exists() and (state / NIGHTS_DIR).is_dir():
+        path = state / LEDGER_FILE
+        if not path.exists() and (state / NIGHTS_DIR).is_dir():
             return rebuild(config)
-        return cls(state)
+        reason = _not_sqlite(path)
+        if reason is None:
+            try:
+                return cls(state)
+            except sqlite3.DatabaseError as exc:
+                reason = str(exc)
+        aside = _move_aside(path)
+        ledger = rebuild(config)
+        ledger.repaired = (
+            f"{path} was damaged ({reason}): moved aside to {aside.name} and rebuilt from {state / NIGHTS_DIR} "
+            "and the runs"
+        )
+        return ledger
 
     def close(self) -> None:
         self.db.close()
@@ -110,13 +160,23 @@ class Ledger:
         ).fetchall()
         return [_row(r) for r in rows]
 
+    def live_nights(self) -> list[dict]:
+        """Nights recorded as starting or running (some may have died without saying so: catchup.py)."""
+        marks = ", ".join("?" * len(LIVE_OUTCOMES))
+        rows = self.db.execute(f"SELECT * FROM nights WHERE outcome IN ({marks})", tuple(LIVE_OUTCOMES)).fetchall()
+        return [_row(r) for r in rows]
+
     def last_scheduled(self) -> float | None:
         row = self.db.execute("SELECT MAX(scheduled_for) FROM nights").fetchone()
         return row[0]
 
     def _write_night_file(self, key: str) -> dict:
         night = self.night(key)
-        atomic_write_text(self.state_dir / NIGHTS_DIR / f"{key}.json", json.dumps(night, indent=1) + "\n")
+        path = self.state_dir / NIGHTS_DIR / f"{key}.json"
+        try:
+            atomic_write_text(path, json.dumps(night, indent=1) + "\n")
+        except PermissionError as exc:
+            raise _unwritable(path, exc) from None
         return night
 
     # -- builds ----------------------------------------------------------------------------
@@ -161,23 +221,36 @@ class Ledger:
 
     def set_flag(self, key: str, value: str | None) -> None:
         if value is None:
-            self.db.execute("DELETE FROM flags WHERE key = ?", (key,))
+            self._write("DELETE FROM flags WHERE key = ?", (key,))
         else:
-            self.db.execute("INSERT OR REPLACE INTO flags (key, value) VALUES (?, ?)", (key, value))
+            self._write("INSERT OR REPLACE INTO flags (key, value) VALUES (?, ?)", (key, value))
+
+    def check_writable(self) -> None:
+        """LedgerError now, rather than from a night that has already started."""
+        self._write("DELETE FROM flags WHERE key = ?", ("",))
+        nights = self.state_dir / NIGHTS_DIR
+        if not os.access(nights if nights.exists() else self.state_dir, os.W_OK):
+            raise _unwritable(nights, PermissionError("permission denied"))
 
     # -- plumbing ----------------------------------------------------------------------------
     def _insert(self, table: str, fields: dict) -> None:
         fields = _encode(fields)
         names = ", ".join(fields)
-        self.db.execute(
-            f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(fields))})", tuple(fields.values())
-        )
+        self._write(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(fields))})", tuple(fields.values()))
 
     def _update(self, table: str, key_column: str, key: str, fields: dict) -> None:
         if fields:
             fields = _encode(fields)
             sets = ", ".join(f"{name} = ?" for name in fields)
-            self.db.execute(f"UPDATE {table} SET {sets} WHERE {key_column} = ?", (*fields.values(), key))
+            self._write(f"UPDATE {table} SET {sets} WHERE {key_column} = ?", (*fields.values(), key))
+
+    def _write(self, sql: str, params: tuple) -> None:
+        try:
+            self.db.execute(sql, params)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.OperationalError as exc:  # read-only file or folder; a busy database waited 30 s
+            raise _unwritable(self.path, exc) from None
 
 
 def _encode(fields: dict) -> dict:
@@ -192,6 +265,34 @@ def _row(row: sqlite3.Row | None) -> dict | None:
         if out.get(key) is not None:
             out[key] = json.loads(out[key])
     return out
+
+
+def _not_sqlite(path: Path) -> str | None:
+    """Why ``path`` is plainly not a database, asked through a read-only connection: a writable one to a
+    file that is not a database deletes the -wal beside it on close, and nothing of a damaged ledger is
+    deleted. (Not with open()/close() of our own: closing any descriptor of the file drops this process's
+    SQLite locks on it, and another process then takes itself for the last user and removes the -shm
+    under our live connections.)"""
+    if not path.exists():
+        return None
+    try:
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None  # unreadable: the real open says why
+    try:
+        probe.execute("PRAGMA schema_version").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if getattr(exc, "sqlite_errorname", None) in DAMAGE_CODES else None
+    finally:
+        probe.close()
+    return None
+
+
+def _move_aside(path: Path) -> Path:
+    try:
+        return move_aside(path, DAMAGED)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def rebuild(config: Config) -> Ledger:
@@ -219,5 +320,28 @@ def rebuild(config: Config) -> Ledger:
                 continue  # a run dir removed by hand: the build keeps what the other runs say
         ledger.upsert_build(night["build"], **fields)
         ledger._update("builds", "build", night["build"], {"created": night.get("started")})
+    _rebuild_imports(config, ledger)
     replay(config, ledger)
     return ledger
+
+
+def _rebuild_imports(config: Config, ledger: Ledger) -> None:
+    """Builds that `w4tui adapter import` registered: each has its import.json beside the adapter."""
+    for lineage in sorted((config.paths.outputs / "adapters").glob(f"*/{IMPORT_FILE}")):
+        adapter = lineage.parent
+        if ledger.build(adapter.name) is not None:
+            continue
+        try:
+            imported = json.loads(lineage.read_text())
+        except (OSError, ValueError):
+            continue
+        record = training_record(adapter)
+        ledger.upsert_build(
+            adapter.name,
+            adapter=str(adapter),
+            base_model=imported.get("base_model"),
+            data=record.get("data") or {},
+            hparams=record.get("hparams") or {},
+        )
+        if isinstance(imported.get("imported_at"), int | float):
+            ledger._update("builds", "build", adapter.name, {"created": imported["imported_at"]})

@@ -21,12 +21,14 @@ from core.events import EventWriter
 from core.names import NightOutcome, RunStatus
 from core.program import run_program
 from core.units import size
-from w4tui.nightly import awake, retention
+from w4tui.nightly import awake, catchup, retention
 from w4tui.nightly.ledger import AlreadyRecorded, Ledger
 from w4tui.nightly.plan import BadData, make_plan, ollama_problem
 from w4tui.nightly.record import build_fields
 from w4tui.runs.pipeline import Step, StepEvent, run_pipeline, succeeded
 from w4tui.runs.runner import Run, RunError, Runner
+
+CANCEL_WAIT_S = 60.0  # a cancelled training checkpoints first: the step in flight gets this long to end
 
 
 class StepFailed(Exception):
@@ -38,6 +40,8 @@ class StepFailed(Exception):
 def run_night(config: Config, key: str, events: EventWriter, run_id: str | None = None) -> dict:
     """Run the night recorded (or to record) as ``key``; returns the ledger's night record."""
     ledger = Ledger.open(config)
+    if ledger.repaired:  # a damaged ledger was moved aside and rebuilt: the night goes on, and says so
+        _say(events, ledger.repaired, warning=True)
     if ledger.night(key) is None:
         ledger.claim_night(key, trigger="now", run=run_id)
     else:
@@ -45,22 +49,53 @@ def run_night(config: Config, key: str, events: EventWriter, run_id: str | None 
     runner = Runner(config)
     current: list[Run] = []
     try:
+        for line in catchup.settle(config, ledger, exclude=key):  # what a killed night left, first
+            _say(events, line)
         night = _chain(config, key, ledger, runner, events, current)
     except KeyboardInterrupt:
-        for run in current:
-            if runner.get(run.id).live:
-                runner.cancel(run.id)
-        night = ledger.update_night(key, outcome=NightOutcome.CANCELLED, reason="cancelled", ended=time.time())
+        night = _cancelled(ledger, runner, key, current)
     except StepFailed as exc:
         night = ledger.update_night(
             key, outcome=NightOutcome.FAILED, failed_step=exc.step, error=str(exc), ended=time.time()
         )
+        if exc.step == "verify":  # it may have died halfway through moving latest: settled now, not next night
+            for line in catchup.settle_promotion(config, ledger):
+                _say(events, line)
     build = night.get("build")
-    if build and ledger.build(build):
-        for line in retention.apply(config, ledger, build):
-            events.log(line)
-            print(line, flush=True)
+    # After every night, also a skipped one: what a dead night left is reclaimed (retention.py).
+    for line in retention.apply(config, ledger, build if build and ledger.build(build) else None):
+        _say(events, line)
     return ledger.night(key)
+
+
+def _say(events: EventWriter, line: str, warning: bool = False) -> None:
+    """A line for the night's log and for whoever follows it (`w4tui nightly --now`)."""
+    warning = warning or line.startswith("warning: ")
+    line = line.removeprefix("warning: ")
+    events.log(line, level="warning" if warning else "info")
+    print(f"warning: {line}" if warning else line, flush=True)
+
+
+def _cancelled(ledger: Ledger, runner: Runner, key: str, current: list[Run]) -> dict:
+    """Ctrl-C or SIGTERM: the step in flight is cancelled too, and the night waits (a while) to record
+    how it ended; a second signal stops the wait, not the cancel."""
+    night = ledger.update_night(key, outcome=NightOutcome.CANCELLED, reason="cancelled", ended=time.time())
+    steps = night.get("steps") or []
+    for run in current:
+        if runner.get(run.id).live:
+            runner.cancel(run.id)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    try:
+        while any(runner.get(run.id).live for run in current) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    for step in steps:
+        for run in current:
+            if step.get("run") == run.id:
+                done = runner.get(run.id)
+                step.update(ended=done.ended, status=done.status)
+    return ledger.update_night(key, steps=steps)
 
 
 def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: EventWriter, current: list) -> dict:
@@ -88,8 +123,7 @@ def _chain(config: Config, key: str, ledger: Ledger, runner: Runner, events: Eve
         )
     problem = ollama_problem(config)
     if problem:
-        events.log(problem, level="warning")
-        print(f"warning: {problem}", flush=True)
+        _say(events, problem, warning=True)
     origin = plan.parent_adapter or "the base model (first night: no promoted adapter yet)"
     events.log(f"{plan.data_file.name}: {plan.samples} samples; training from {origin}")
     print(f"data {plan.data_file} ({plan.samples} samples); parent: {origin}", flush=True)

@@ -38,7 +38,7 @@ def build_fields(run: Run, fields: dict[str, Any]) -> dict[str, Any]:
     if run.stage == "train" and last and last.get("type") == "adapter":
         out["adapter"] = last["path"]
         sizes["adapter"] = dir_bytes(Path(last["path"]))
-        out.update(_training_record(Path(last["path"])))
+        out.update(training_record(Path(last["path"])))
     elif run.stage == "convert" and last and last.get("quantized_from"):  # one pass: no F16 on disk
         out["gguf"], out["quant"], sizes["gguf"] = last["path"], last.get("quant"), last.get("bytes")
         out.update(_lineage(Path(last["path"])))
@@ -66,7 +66,7 @@ def build_fields(run: Run, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _training_record(adapter: Path) -> dict[str, Any]:
+def training_record(adapter: Path) -> dict[str, Any]:
     try:
         record = json.loads((adapter / "training_run.json").read_text())
     except (OSError, ValueError):

@@ -28,14 +28,27 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 
 from core.config import Config, load_config
+from core.errors import ActionableError
+from core.fsutil import move_aside
 from core.names import NightOutcome
-from w4tui.nightly.ledger import AlreadyRecorded, Ledger
+from w4tui.nightly.ledger import DAMAGE_CODES, DAMAGED, AlreadyRecorded, Ledger
 from w4tui.nightly.lock import SchedulerLock
 from w4tui.runs.runner import Run, RunError, Runner
 
 JOB_ID = "nightly"
 STORE_FILE = "scheduler.sqlite"
 log = logging.getLogger(__name__)
+
+
+class SchedulerError(ActionableError):
+    """The job store cannot be used (read-only, no permission): one line naming it (exit 1)."""
+
+    def __init__(self, path, exc: BaseException) -> None:
+        orig = getattr(exc, "orig", None) or exc
+        super().__init__(
+            f"{path}: cannot use the schedule's job store ({orig})",
+            hint=f"make {path.parent} writable, or remove the file: it is made anew from the config's [schedule]",
+        )
 
 
 def cron_trigger(config: Config) -> CronTrigger:
@@ -104,14 +117,21 @@ class NightScheduler:
         self.config, self.kind, self.starter = config, kind, starter
         self.lock = SchedulerLock(config.paths.state)
         self.ledger = Ledger.open(config)
+        # What was repaired on the way (a damaged ledger or job store), for the holder to say once.
+        self.repaired: list[str] = [self.ledger.repaired] if self.ledger.repaired else []
         self.grace_s = int(config.schedule.misfire_grace_hours * 3600)
-        self.sched = _Scheduler(
-            jobstores={"default": _store(config)},
+        self.poll_s = poll_s
+        self.sched = self._scheduler()
+
+    def _scheduler(self) -> _Scheduler:
+        sched = _Scheduler(
+            jobstores={"default": _store(self.config)},
             executors={"default": _OnItsHolder(self)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.grace_s},
         )
-        self.sched.poll_s = poll_s
-        self.sched.add_listener(self._missed, EVENT_JOB_MISSED)
+        sched.poll_s = self.poll_s
+        sched.add_listener(self._missed, EVENT_JOB_MISSED)
+        return sched
 
     def now(self) -> datetime:
         return datetime.now(self.sched.timezone)
@@ -123,19 +143,51 @@ class NightScheduler:
             return True
         if not self.lock.acquire(self.kind):
             return False
-        self.sched.start(paused=True)  # the job store is loaded; nothing fires before the job is checked
-        self.ensure_job()
+        try:
+            resume_from = self._start_store()
+            self.ensure_job(resume_from)
+        except BaseException:
+            self.shutdown()
+            raise
         self.sched.resume()
         return True
+
+    def _start_store(self) -> datetime | None:
+        """Start paused on the job store (nothing fires before the job is checked). A damaged store is moved
+        aside and made anew; it then returns the time from which the job resumes: the first scheduled time
+        after the last night the ledger knows, so a night due meanwhile still runs (or is recorded missed)."""
+        from sqlalchemy.exc import DatabaseError, SQLAlchemyError  # with the job store, as in _store
+
+        path = self.config.paths.state / STORE_FILE
+        try:
+            self.sched.start(paused=True)
+            return None
+        except DatabaseError as exc:
+            if getattr(exc.orig, "sqlite_errorname", None) not in DAMAGE_CODES:
+                raise SchedulerError(path, exc) from None
+            reason = str(exc.orig)
+        except SQLAlchemyError as exc:
+            raise SchedulerError(path, exc) from None
+        aside = move_aside(path, DAMAGED)
+        self.sched = self._scheduler()
+        self.sched.start(paused=True)
+        s = self.config.schedule
+        self.repaired.append(
+            f"{path} was damaged ({reason}): moved aside to {aside.name}; the schedule was made anew from "
+            f"{self.config.file} [schedule] ({s.days} at {s.time})"
+        )
+        since = max(self.ledger.last_scheduled() or 0, float(self.ledger.flag("schedule_since") or 0))
+        return datetime.fromtimestamp(since, self.sched.timezone) + timedelta(seconds=1) if since else None
 
     def shutdown(self) -> None:
         if self.sched.running:
             self.sched.shutdown(wait=False)
         self.lock.release()
 
-    def ensure_job(self) -> None:
+    def ensure_job(self, resume_from: datetime | None = None) -> None:
         """Make the stored job match the config. An unchanged job keeps its stored next run time, so a
-        night due while no process held the scheduler still fires (or is recorded missed) now."""
+        night due while no process held the scheduler still fires (or is recorded missed) now; a job made
+        anew for a lost store (``resume_from``) takes its next run time from the ledger's nights instead."""
         job = self.sched.get_job(JOB_ID)
         if not self.config.schedule.enabled:
             if job is not None:
@@ -144,10 +196,12 @@ class NightScheduler:
         trigger = cron_trigger(self.config)
         kwargs = {"config_file": str(self.config.file)}
         if job is None or str(job.trigger) != str(trigger) or job.kwargs != kwargs:
+            when = {"next_run_time": trigger.get_next_fire_time(None, resume_from)} if resume_from else {}
             self.sched.add_job(
-                fire, trigger=trigger, id=JOB_ID, name="w4tui nightly", kwargs=kwargs, replace_existing=True
+                fire, trigger=trigger, id=JOB_ID, name="w4tui nightly", kwargs=kwargs, replace_existing=True, **when
             )
-            self.ledger.set_flag("schedule_since", str(self.now().timestamp()))
+            if resume_from is None:
+                self.ledger.set_flag("schedule_since", str(self.now().timestamp()))
         elif job.misfire_grace_time != self.grace_s:
             self.sched.modify_job(JOB_ID, misfire_grace_time=self.grace_s)
 
@@ -157,6 +211,13 @@ class NightScheduler:
     # -- firing ------------------------------------------------------------------------------
     def fire(self) -> str | None:
         """The job: record the night due now and start it. Returns the night key (None: not run)."""
+        try:
+            return self._fire()
+        except ActionableError as exc:  # a ledger it cannot write: one line in the holder's log, no traceback
+            log.error("the night due now was not started: %s (%s)", exc.message, exc.hint)
+            return None
+
+    def _fire(self) -> str | None:
         now = self.now()
         when = _last_fire(cron_trigger(self.config), now)
         self._record_gaps(when, f"the night of {when:%a %d %b %H:%M} ran instead (coalesced)")

@@ -6,8 +6,11 @@ detached pipeline job (``pipeline_job``) render or record them; nothing reads pr
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from core import specs
@@ -75,8 +78,9 @@ def run_pipeline(
         # The first step's input follows the usual rule (the newest artifact of the stage before);
         # later steps take what the step before them produced.
         input_path = previous if index else None
-        run = runner.start(step.stage, step.args, build=build, input_path=input_path, extra=step.extra)
-        on_event(StepEvent("started", index, len(chain), step.stage, run.id))
+        with signals_deferred():  # a cancel now must find the step it started (on_event hands it over)
+            run = runner.start(step.stage, step.args, build=build, input_path=input_path, extra=step.extra)
+            on_event(StepEvent("started", index, len(chain), step.stage, run.id))
         status = wait(runner, run)
         finished = runner.get(run.id)
         produced = [a["path"] for a in finished.artifacts() if a.get("type") == specs.BY_NAME[step.stage].produces]
@@ -97,6 +101,28 @@ def run_pipeline(
             break
         previous = event.artifact
     return ended
+
+
+HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a step starts, and raise KeyboardInterrupt once it has: a signal
+    that arrived while the runner was starting a detached step would otherwise leave that step running,
+    unknown to the one cancelling. (Handlers, not a signal mask: a mask would pass to the step's process.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {sig: signal.signal(sig, lambda number, _frame: caught.append(number)) for sig in HELD}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def succeeded(ended: list[StepEvent], steps: list) -> bool:

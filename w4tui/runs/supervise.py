@@ -4,7 +4,8 @@ in a session of its own, so closing the terminal (SIGHUP) or quitting the TUI ne
 
 Cancel is a file (``RUN_DIR/cancel``) rather than a signal, so any process can ask for it:
 the supervisor sends SIGINT to the stage's process group, then SIGTERM after the grace period,
-then SIGKILL. Standard library only, but for the machine watch during a training and the end-of-run
+then SIGKILL. A run directory removed while the run goes on (its workspace deleted) cancels it the
+same way: nobody could cancel or follow it any more. Standard library only, but for the machine watch during a training and the end-of-run
 notification (w4tui.monitors), which are imported only when used.
 """
 
@@ -108,6 +109,8 @@ def supervise(run_dir: Path) -> int:
             float(record.get("kill_after_s", KILL_AFTER_TERM_S)),
         )
         stop_watch()
+    if not run_dir.is_dir():  # removed while it ran (its workspace deleted): nothing to record into
+        return 0
     cancelled = (run_dir / CANCEL_FILE).exists()
     events = ev.read_events(run_dir / EVENTS_FILE)
     status = final_status(exit_code, events, cancelled)
@@ -152,7 +155,8 @@ def _wait(child: subprocess.Popen, run_dir: Path, grace_s: float, kill_after_s: 
         except subprocess.TimeoutExpired:
             pass
         now = time.monotonic()
-        if cancel_at is None and (run_dir / CANCEL_FILE).exists():
+        # A run whose directory was removed can never be cancelled by its file, nor followed: stop it.
+        if cancel_at is None and ((run_dir / CANCEL_FILE).exists() or not run_dir.is_dir()):
             cancel_at = now
             _signal_group(child.pid, signal.SIGINT)
         elif cancel_at is not None and not sent_term and now - cancel_at > grace_s:

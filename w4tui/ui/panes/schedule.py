@@ -103,6 +103,7 @@ class SchedulePane(Pane):
         finally:
             ledger.close()
         status["mine"] = mine
+        status["notes"] = self.holder.notes + ([ledger.repaired] if ledger.repaired else [])
         self.deliver(self.Status(status))
 
     # -- data down -------------------------------------------------------------------------
@@ -123,6 +124,8 @@ class SchedulePane(Pane):
         head = Text(describe_next(status))
         holder = "this TUI holds the scheduler" if status.get("mine") else status["holder_text"]
         head.append(f"   {holder}", muted)
+        for note in status.get("notes") or []:  # a damaged ledger or job store was repaired, or cannot be
+            head.append(f"\n⚠ {note}", resolve("$warning", app))
         current = status["current"]
         if current:
             head.append(f"\n▶ night {current['key']} at {current.get('step') or 'start'}", resolve("bold $accent", app))
