@@ -10,21 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core import trainsettings
 from core.gguf_header import NotGGUF, read_info
 from w4tui.runs.runner import Run
 
-HPARAMS = (
-    "epochs",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "replay",
-    "seed",
-    "batch_size",
-    "gradient_accumulation",
-)
+HPARAMS = trainsettings.names(trainsettings.RECORD)  # a build's hyper-parameters, as the ledger keeps them
 
 
 def build_fields(run: Run, fields: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import specs
+from core import specs, trainsettings
 from core.config import Config
 from core.errors import StageError
 from core.train_backend import detect
@@ -64,25 +64,14 @@ def prepare(runner: Runner, config: Config, stage: str, input_path: str | None, 
 
 
 def training_settings(config: Config) -> list[str]:
-    """The settings a person changes before a training, as flags with the config's values."""
+    """The settings a person changes before a training (core/trainsettings.py FORM), as flags with the
+    config's values; then the profile, the trainer, and on a GPU box its ranks."""
     t = config.train
+    values = [
+        [f"--{name}", trainsettings.form_value(getattr(t, name))] for name in trainsettings.names(trainsettings.FORM)
+    ]
     return [
-        "--epochs",
-        f"{t.epochs:g}",
-        "--learning_rate",
-        f"{t.learning_rate:g}",
-        "--lora_r",
-        str(t.lora_r),
-        "--lora_alpha",
-        f"{t.lora_alpha:g}",
-        "--max_seq_length",
-        str(t.max_seq_length),
-        "--batch_size",
-        str(t.batch_size),
-        "--gradient_accumulation",
-        str(t.gradient_accumulation),
-        "--eval_fraction",
-        f"{t.eval_fraction:g}",
+        *(token for pair in values for token in pair),
         "--profile",
         "full",
         *backend_settings(config),

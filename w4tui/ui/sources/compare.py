@@ -10,24 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core import evaltable
+from core import evaltable, trainsettings
 from core.train_backend import trained_by
 from w4tui.ui.sources.artifacts import Artifact
 
-HYPER = (
-    "profile",
-    "epochs",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "batch_size",
-    "gradient_accumulation",
-    "batching",
-    "replay",
-    "seed",
-)
+HYPER = trainsettings.names(trainsettings.COMPARE)
 LOSSES = ("final_loss", "eval_loss", "main_eval_loss")
 VERIFY = (
     "regression_score",
