@@ -161,3 +161,17 @@ def parser(config: Config) -> StageArgumentParser:
 def form_value(value: Any) -> str:
     """A value as the form shows it: 2e-4, not 0.0002; 1, not 1.0."""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def batch(args) -> dict[str, int | str]:
+    """A training's ranks and its global batch (samples per optimizer step): per-rank batch x ranks
+    (per node, times nodes) x accumulation, and what each rank holds of the base (``shard``), from its
+    parsed arguments."""
+    ranks = args.gpus * args.nnodes
+    return {
+        "ranks": ranks,
+        "batch_size": args.batch_size,
+        "gradient_accumulation": args.gradient_accumulation,
+        "global_batch": args.batch_size * ranks * args.gradient_accumulation,
+        "shard": args.shard,
+    }
