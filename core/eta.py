@@ -12,19 +12,12 @@ import json
 import time
 from pathlib import Path
 
+from . import trainsettings
 from .units import rough_duration
 
 RECORD = "training_run.json"
 # The arguments that change what one trained token costs (the learning rate or the data do not).
-COST_ARGS = (
-    "max_seq_length",
-    "batch_size",
-    "gradient_accumulation",
-    "gradient_checkpointing",
-    "batching",
-    "lora_r",
-    "target_modules",
-)
+COST_ARGS = trainsettings.names(trainsettings.COST)
 
 
 def cost_key(args: dict, device: str, base_dtype: str) -> dict:

@@ -8,13 +8,18 @@ no arguments merges the newest adapter, and the pipeline chains stages without p
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import parsers, trainsettings
 from core.config import Config
+from core.errors import UsageError
+from core.parsers import StageArgumentParser
 
 
 @dataclass(frozen=True)
@@ -26,20 +31,132 @@ class StageSpec:
     output_flag: str  # the flag that names what a run writes (the runner refuses two live writers)
     input_from: str | None  # the stage whose newest artifact is its input (None: the config is enough)
     input_flag: str | None = None  # the flag its input goes in
+    # The stage's own parser (core/parsers.py), which ``python -m <module>`` parses its argv with.
+    build_parser: Callable[[Config], StageArgumentParser] = field(kw_only=True, repr=False)
+
+    def parser(self, config: Config) -> StageArgumentParser:
+        return self.build_parser(config)
+
+    def invoke(self, config: Config, argv: list[str]) -> Invocation:
+        """``argv`` parsed as the stage will parse it (its defaults from ``config``, the config the
+        stage is given). A command line the stage refuses keeps its one-line error in ``error``."""
+        argv = tuple(argv)
+        if HELP & set(argv):
+            return Invocation(self, argv, None)  # the stage prints its help; nothing to check
+        try:
+            return Invocation(self, argv, self.parser(config).parse_args(list(argv)))
+        except UsageError as exc:
+            return Invocation(self, argv, None, exc.message)
+
+    def given(self, config: Config, argv: list[str]) -> dict[str, object]:
+        """What the flags in ``argv`` set, without the defaults (see StageArgumentParser.given)."""
+        return self.parser(config).given(list(argv))
+
+
+HELP = {"-h", "--help"}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of a stage, parsed once: the CLI, the TUI's form and the night build it, pre-flight
+    reads ``args``, the runner starts ``command``. ``args`` is None for ``--help`` and for a command
+    line the stage refuses (``error``: its own words, which its run will say too)."""
+
+    spec: StageSpec
+    argv: tuple[str, ...]
+    args: argparse.Namespace | None
+    error: str | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.spec.module, *self.argv]
+
+    @property
+    def output(self) -> str | None:
+        """What the run writes: its output flag's value (a path made absolute); no two live runs share one."""
+        value = getattr(self.args, self.spec.output_flag[2:], None)
+        if value is None:
+            return None
+        return str(Path(value).resolve()) if isinstance(value, Path) else str(value)
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("download", "stages.download", "Download base model", "model", "--output", None),
-    StageSpec("train", "stages.train_lora", "Train LoRA adapter", "adapter", "--output", None, "--base_model"),
-    StageSpec("merge", "stages.merge_lora", "Merge adapter", "merged", "--output", "train", "--adapter"),
-    StageSpec("convert", "stages.convert_gguf", "Convert to GGUF", "gguf", "--output", "merge", "--model"),
-    StageSpec("quantize", "stages.quantize", "Quantize", "gguf", "--output", "convert", "--input"),
-    StageSpec("deploy", "stages.deploy_ollama", "Deploy to Ollama", "ollama", "--tag", "quantize", "--gguf"),
-    StageSpec("verify", "stages.verify", "Verify and promote", "verified", "--model", "deploy", "--model"),
+    StageSpec(
+        "download", "stages.download", "Download base model", "model", "--output", None, build_parser=parsers.download
+    ),
+    StageSpec(
+        "train",
+        "stages.train_lora",
+        "Train LoRA adapter",
+        "adapter",
+        "--output",
+        None,
+        "--base_model",
+        build_parser=trainsettings.parser,
+    ),
+    StageSpec(
+        "merge",
+        "stages.merge_lora",
+        "Merge adapter",
+        "merged",
+        "--output",
+        "train",
+        "--adapter",
+        build_parser=parsers.merge,
+    ),
+    StageSpec(
+        "convert",
+        "stages.convert_gguf",
+        "Convert to GGUF",
+        "gguf",
+        "--output",
+        "merge",
+        "--model",
+        build_parser=parsers.convert,
+    ),
+    StageSpec(
+        "quantize",
+        "stages.quantize",
+        "Quantize",
+        "gguf",
+        "--output",
+        "convert",
+        "--input",
+        build_parser=parsers.quantize,
+    ),
+    StageSpec(
+        "deploy",
+        "stages.deploy_ollama",
+        "Deploy to Ollama",
+        "ollama",
+        "--tag",
+        "quantize",
+        "--gguf",
+        build_parser=parsers.deploy,
+    ),
+    StageSpec(
+        "verify",
+        "stages.verify",
+        "Verify and promote",
+        "verified",
+        "--model",
+        "deploy",
+        "--model",
+        build_parser=parsers.verify,
+    ),
 )
 # Stages outside the pipeline, run on their own (`w4tui run eval`, `w4tui eval`).
 EXTRA: tuple[StageSpec, ...] = (
-    StageSpec("eval", "stages.evaluate", "Evaluate quantizations", "eval", "--output", "quantize", "--gguf"),
+    StageSpec(
+        "eval",
+        "stages.evaluate",
+        "Evaluate quantizations",
+        "eval",
+        "--output",
+        "quantize",
+        "--gguf",
+        build_parser=parsers.evaluate,
+    ),
 )
 BY_NAME = {spec.name: spec for spec in STAGES + EXTRA}
 NAMES = tuple(spec.name for spec in STAGES)  # the pipeline, in order
@@ -51,24 +168,14 @@ def stamp(now: float | None = None) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
 
 
-def input_for(stage: str, latest: Callable[[str], str | None], extra: list[str] = ()) -> str | None:
-    """The one input rule: the input the user named in ``extra`` (the stage's input flag), else the
-    newest artifact of the stage before (``latest(stage)`` finds it)."""
+def input_for(stage: str, latest: Callable[[str], str | None], given: dict[str, object] | None = None) -> str | None:
+    """The one input rule: the input the user named (``given``: what their flags set, by destination),
+    else the newest artifact of the stage before (``latest(stage)`` finds it)."""
     spec = BY_NAME[stage]
-    named = [v for f, v in flag_values(list(extra)) if spec.input_flag and _key(f) == _key(spec.input_flag)]
-    if named and named[-1]:
-        return named[-1][0]
+    named = (given or {}).get(spec.input_flag[2:]) if spec.input_flag else None
+    if named:
+        return str(named)
     return latest(spec.input_from) if spec.input_from else None
-
-
-def output_of(stage: str, args: list[str]) -> str | None:
-    """What a run of ``stage`` with ``args`` writes: the value of its spec's output flag (paths absolute)."""
-    spec = BY_NAME.get(stage)
-    flag = spec.output_flag if spec else "--output"
-    value = dict(flag_values(args)).get(flag)
-    if not value:
-        return None
-    return str(Path(value[0]).resolve()) if flag == "--output" else value[0]
 
 
 def default_args(stage: str, config: Config, input_path: str | None, build: str) -> list[str]:
@@ -121,30 +228,6 @@ def default_args(stage: str, config: Config, input_path: str | None, build: str)
     raise KeyError(stage)
 
 
-def train_batch(args: list[str], config: Config) -> dict[str, int | str]:
-    """A training's ranks and its global batch (samples per optimizer step): per-rank batch x ranks
-    (per node, times nodes) x accumulation, and what each rank holds of the base (``shard``), from its
-    flags, else the config's [train]."""
-    given = {_key(f): v[0] for f, v in flag_values(args) if f and v}
-    t = config.train
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(given.get(name, default))
-        except ValueError:
-            return default  # the stage names a bad value itself
-
-    ranks = number("gpus", t.gpus) * number("nnodes", 1)
-    batch, accumulation = number("batch_size", t.batch_size), number("gradient_accumulation", t.gradient_accumulation)
-    return {
-        "ranks": ranks,
-        "batch_size": batch,
-        "gradient_accumulation": accumulation,
-        "global_batch": batch * ranks * accumulation,
-        "shard": str(given.get("shard", t.shard)),
-    }
-
-
 def _tag(text: str) -> str:
     # An Ollama tag: 1-80 of [A-Za-z0-9_.-], starting with a letter, digit or _ (types/model/name.go).
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:80]
@@ -158,53 +241,3 @@ def _need(stage: str, path: str | None) -> str:
             f"run the stage before it first (w4tui run {spec.input_from}) or pass arguments after --"
         )
     return path
-
-
-# -- flag-by-flag overrides ---------------------------------------------------------------------
-
-
-def flag_values(args: list[str]) -> list[tuple[str, list[str]]]:
-    """``["--a", "1", "--on", "--b=2", "x"]`` -> ``[("--a", ["1"]), ("--on", []), ("--b", ["2", "x"])]``.
-
-    Tokens before the first flag are kept under the empty flag ``""``."""
-    out: list[tuple[str, list[str]]] = []
-    for token in args:
-        if token.startswith("--") and len(token) > 2:
-            flag, eq, value = token.partition("=")
-            out.append((flag, [value] if eq else []))
-        elif out:
-            out[-1][1].append(token)
-        else:
-            out.append(("", [token]))
-    return out
-
-
-def canonical(args: list[str]) -> list[str]:
-    """Flags in the one spelling the stages' help shows (snake_case: --base-model -> --base_model);
-    values are left as they are. For readers of a command line (pre-flight), not for the stages."""
-    out = []
-    for token in args:
-        if token.startswith("--") and len(token) > 2:
-            flag, eq, value = token.partition("=")
-            token = "--" + flag[2:].replace("-", "_") + eq + value
-        out.append(token)
-    return out
-
-
-def _key(flag: str) -> str:
-    # --base-model and --base_model are one flag; --no-promote switches --promote off.
-    name = flag.removeprefix("--").replace("-", "_")
-    return name.removeprefix("no_")
-
-
-def override(defaults: list[str], extra: list[str]) -> list[str]:
-    """``defaults`` with each flag in ``extra`` replacing the same flag (any spelling, or its ``--no-``
-    form) in place; flags the defaults lack are appended. ``run train -- --epochs 3`` keeps the rest."""
-    merged = flag_values(defaults)
-    for flag, values in flag_values(extra):
-        at = next((i for i, (f, _) in enumerate(merged) if f and _key(f) == _key(flag)), None)
-        if at is None:
-            merged.append((flag, values))
-        else:
-            merged[at] = (flag, values)
-    return [token for flag, values in merged for token in ([flag] if flag else []) + values]

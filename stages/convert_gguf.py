@@ -29,12 +29,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from core import parsers
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_path, check_free_space, scratch_dir
 from core.gguf_header import written_by_w4tui
+from core.parsers import StageArgumentParser
 from stages.common.outputs import check_output
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.common.stage import run_main, stage_config
 from stages.ggufio.meta import architecture, write_metadata
 from stages.ggufio.tensors import TensorPlan, plan_tensors
 from stages.ggufio.writer import StreamingGGUFWriter
@@ -44,37 +46,9 @@ from stages.weights.lora_merge import Adapter, merged_rows
 from stages.weights.safetensors import model_tensors
 from stages.weights.streaming import Progress, ordered_map
 
-# lower case: llama.cpp's converter types (q8_0 from the source precision); upper case: llama-quantize's
-# file types, quantized from the F16 file's values in the same pass
-OUTTYPES = ("f16", "bf16", "f32", "q8_0", *QUANT_OUTTYPES)
-
 
 def build_parser() -> StageArgumentParser:
-    p = StageArgumentParser(prog="convert_gguf", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--model",
-        "--base_model",
-        dest="model",
-        required=True,
-        type=Path,
-        help="Hugging Face model directory (a merged model, or the base with --adapter)",
-    )
-    p.add_argument("--output", required=True, type=Path, help="the .gguf file to write")
-    p.add_argument(
-        "--outtype",
-        choices=OUTTYPES,
-        default="f16",
-        help="tensor type of the weights (default f16); Q4_K_M etc.: quantize in the same pass, as llama-quantize would",
-    )
-    p.add_argument("--adapter", type=Path, help="merge this PEFT LoRA adapter on the fly (no merged copy on disk)")
-    p.add_argument("--name", help="general.name in the GGUF (default: the adapter's or the model's folder name)")
-    p.add_argument(
-        "--converter",
-        choices=["builtin", "llama.cpp"],
-        default="builtin",
-        help="llama.cpp: run the convert_hf_to_gguf.py named in [tools] convert_hf_to_gguf",
-    )
-    return p
+    return parsers.convert()
 
 
 def body(args, events: EventWriter) -> dict:

@@ -20,38 +20,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import units
+from core import parsers, units
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_write_text
 from core.gguf_header import UNQUANTIZED, NotGGUF, read_info
 from core.ollama import client as oc
+from core.parsers import StageArgumentParser
 from stages.common.outputs import check_output
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.common.stage import run_main, stage_config
 from stages.ollama import builds, modelfile
 from stages.ollama.deploy_rules import check_tag, create_hint, server_quantize
 
 
-def quantize_choice(text: str) -> str:
-    choices = {"auto": "auto", "none": "none", **{k.lower(): v for k, v in oc.SERVER_QUANTIZE.items()}}
-    if text.lower() not in choices:
-        raise ValueError(text)
-    return choices[text.lower()]
-
-
 def build_parser() -> StageArgumentParser:
-    p = StageArgumentParser(prog="deploy_ollama", description=__doc__.split("\n")[0])
-    p.add_argument("--gguf", required=True, type=Path, help="the GGUF to serve")
-    p.add_argument("--tag", required=True, help="build tag, e.g. build-20261126-2130 (not latest/previous)")
-    p.add_argument(
-        "--quantize",
-        type=quantize_choice,
-        default="auto",
-        metavar="{auto,none,q4_K_M,q4_K_S,q8_0}",
-        help="let Ollama quantize an F16/BF16 GGUF; auto: [quantize] type when ollama_fallback is on",
-    )
-    p.add_argument("--modelfile", type=Path, help="where to write the Modelfile (default: next to the GGUF)")
-    return p
+    return parsers.deploy()
 
 
 class Throttled:

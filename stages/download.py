@@ -21,11 +21,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core import parsers
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import DiskSpaceError, atomic_path, atomic_write_text, check_free_space
+from core.parsers import StageArgumentParser
 from stages.common.outputs import check_output, only_names
-from stages.common.stage import StageArgumentParser, run_main
+from stages.common.stage import run_main
 from stages.weights import hub
 
 CHUNK = 8 << 20
@@ -33,11 +35,7 @@ MARKER = ".w4tui-download.json"
 
 
 def build_parser() -> StageArgumentParser:
-    parser = StageArgumentParser(prog="download", description=__doc__.split("\n")[0])
-    parser.add_argument("--repo", required=True, help="Hugging Face repo id, or a local model directory")
-    parser.add_argument("--revision", default="main", help="branch, tag or commit (Hub only)")
-    parser.add_argument("--output", required=True, type=Path, help="directory to place the model in")
-    return parser
+    return parsers.download()
 
 
 def body(args, events: EventWriter) -> dict:

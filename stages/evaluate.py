@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import evaltable
-from core.config import EVAL_TYPES
+from core import evaltable, parsers
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_write_text
 from core.gguf_header import UNQUANTIZED, NotGGUF, read_info
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from core.parsers import StageArgumentParser
+from stages.common.stage import run_main, stage_config
 from stages.evaluation import llama_run
 from stages.evaluation import samples as eval_samples
 from stages.evaluation.metrics import Scores
@@ -35,33 +35,7 @@ from stages.quantize import find_backend
 
 
 def build_parser() -> StageArgumentParser:
-    config = stage_config()
-    e = config.eval
-    p = StageArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--gguf", required=True, type=Path, help="the build: its F16 GGUF, or a quantized GGUF beside it")
-    p.add_argument("--types", nargs="+", choices=EVAL_TYPES, default=e.types, help="default: [eval] types")
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=config.base_dir / e.data if e.data else None,
-        help="held-out JSONL (default: [eval] data, else the training run's eval split)",
-    )
-    p.add_argument("--adapter", type=Path, help="default: the adapter the GGUF names (w4tui.adapter)")
-    p.add_argument("--base_model", type=Path, help="default: the base model the GGUF names (w4tui.base_model)")
-    p.add_argument("--max_tokens", type=int, default=e.max_tokens, help="scored tokens at most ([eval] max_tokens)")
-    p.add_argument(
-        "--no-transformers",
-        dest="transformers",
-        action="store_false",
-        default=e.transformers,
-        help="skip the transformers base+adapter row",
-    )
-    p.add_argument("--threads", type=int, default=e.threads, help="llama.cpp threads (0: its default)")
-    p.add_argument(
-        "--device", choices=["auto", "mps", "cuda", "cpu"], default=config.train.device, help="for the transformers row"
-    )
-    p.add_argument("--output", type=Path, help="the table as JSON (default: BUILD-eval.json beside the F16 GGUF)")
-    return p
+    return parsers.evaluate(stage_config())
 
 
 def find_f16(path: Path) -> tuple[Path, dict, bool]:

@@ -22,11 +22,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from core import parsers
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import atomic_path, check_free_space
+from core.parsers import StageArgumentParser
 from stages.common.outputs import check_output, only_names
-from stages.common.stage import StageArgumentParser, run_main
+from stages.common.stage import run_main
 from stages.weights.halfprec import convert
 from stages.weights.hf_model import CARRIED, MERGE_RECORD, missing_tokenizer_files, read_config
 from stages.weights.lora_merge import Adapter, merged_rows
@@ -40,17 +42,7 @@ TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
 def build_parser() -> StageArgumentParser:
-    p = StageArgumentParser(prog="merge_lora", description=__doc__.split("\n")[0])
-    p.add_argument("--adapter", required=True, type=Path, help="PEFT LoRA adapter directory")
-    p.add_argument("--base_model", required=True, type=Path, help="Hugging Face model directory")
-    p.add_argument("--output", required=True, type=Path, help="directory for the merged model")
-    p.add_argument(
-        "--dtype",
-        choices=["auto", *OUT_DTYPES],
-        default="auto",
-        help="dtype of the merged weights (auto: each tensor keeps the base's dtype)",
-    )
-    return p
+    return parsers.merge()
 
 
 def merged_before(path: Path) -> bool:

@@ -20,14 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import QUANT_TYPES
+from core import parsers
 from core.errors import StageError
 from core.events import EventWriter
 from core.fsutil import DiskSpaceError, atomic_path, check_free_space
 from core.gguf_header import UNQUANTIZED, NotGGUF, read_info, written_by_w4tui
+from core.parsers import StageArgumentParser
 from core.units import size
 from stages.common.outputs import check_output
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.common.stage import run_main, stage_config
 
 BITS = {"Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5}  # bits per weight, for estimates
 OLLAMA_TYPES = ("Q4_K_M", "Q4_K_S", "Q8_0")  # what Ollama's server-side quantization makes
@@ -45,25 +46,7 @@ class Backend:
 
 
 def build_parser() -> StageArgumentParser:
-    q = stage_config().quantize
-    p = StageArgumentParser(prog="quantize", description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True, type=Path, help="F16, BF16 or F32 GGUF")
-    p.add_argument("--output", required=True, type=Path, help="the quantized .gguf to write")
-    p.add_argument("--type", choices=QUANT_TYPES, default=q.type, help=f"default: [quantize] type ({q.type})")
-    p.add_argument(
-        "--imatrix",
-        type=Path,
-        default=Path(q.imatrix) if q.imatrix else None,
-        help="importance matrix, passed to llama-quantize (default: [quantize] imatrix)",
-    )
-    p.add_argument("--threads", type=int, default=q.threads, help="0: all cores (default: [quantize] threads)")
-    p.add_argument(
-        "--backend",
-        choices=["auto", "llama-quantize", "llama_cpp", "ollama"],
-        default="auto",
-        help="ollama: skip quantizing here and let Ollama do it at deploy",
-    )
-    return p
+    return parsers.quantize(stage_config())
 
 
 def has_binding() -> bool:

@@ -11,17 +11,17 @@ Defaults come from the [train] section of the config (W4TUI_CONFIG).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from core.config import SHARDS, TrainConfig, field_problem
+from core import trainsettings
+from core.config import TrainConfig, field_problem
 from core.errors import StageError, UsageError
 from core.events import EventWriter
+from core.parsers import StageArgumentParser
 from stages.common.outputs import check_output, only_names
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from stages.common.stage import run_main, stage_config
 from stages.train import backend, launch
 from stages.train.data import DataReport, dataset_files, read_records
 from stages.weights.hf_model import read_config
@@ -30,122 +30,16 @@ from stages.weights.safetensors import model_tensors
 
 
 def build_parser() -> StageArgumentParser:
-    t = stage_config().train
-    p = StageArgumentParser(prog="train_lora", description=__doc__.split("\n")[0])
-    p.add_argument("--base_model", required=True, type=Path, help="Hugging Face model directory")
-    p.add_argument("--dataset", required=True, type=Path, help=".jsonl file or directory of .jsonl files")
-    p.add_argument("--output", required=True, type=Path, help="adapter directory (checkpoints go inside)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
-    p.add_argument("--resume_from", type=Path, help="start from this adapter with a fresh optimizer (nightly)")
-    p.add_argument(
-        "--replay",
-        type=float,
-        default=0.0,
-        help="share of the mixed training set drawn from the main dataset (limits forgetting)",
-    )
-    p.add_argument("--replay_dataset", type=Path, help="the main dataset to replay from (default: [paths] data)")
-    p.add_argument(
-        "--profile",
-        choices=["dry", "mini", "full"],
-        default="full",
-        help="train on 100 (dry), 3,000 (mini) or all (full) samples of --dataset, drawn at random",
-    )
-    p.add_argument(
-        "--eta",
-        action="store_true",
-        help="only say how long the run would take (the rate of the last run on this device with the same "
-        "settings, else a few calibration steps on the real model) and train nothing",
-    )
-    p.add_argument("--lora_r", type=int, default=t.lora_r)
-    p.add_argument("--lora_alpha", type=float, default=t.lora_alpha)
-    p.add_argument("--lora_dropout", type=float, default=t.lora_dropout)
-    p.add_argument("--target_modules", nargs="+", default=t.target_modules)
-    p.add_argument("--epochs", type=float, default=t.epochs)
-    p.add_argument("--learning_rate", type=float, default=t.learning_rate)
-    p.add_argument("--max_seq_length", type=int, default=t.max_seq_length)
-    p.add_argument("--overlong", choices=["truncate", "drop"], default=t.overlong)
-    p.add_argument("--batch_size", type=int, default=t.batch_size)
-    p.add_argument("--gradient_accumulation", type=int, default=t.gradient_accumulation)
-    p.add_argument("--gradient_checkpointing", action=_BoolFlag, default=t.gradient_checkpointing)
-    p.add_argument(
-        "--batching",
-        choices=["pack", "group", "pad"],
-        default=t.batching,
-        help="pack: random batches packed without cross-attention; group: by length; pad: random, padded",
-    )
-    p.add_argument("--checkpoint_every", type=int, default=t.checkpoint_every)
-    p.add_argument("--log_every", type=int, default=t.log_every)
-    p.add_argument("--eval_fraction", type=float, default=t.eval_fraction)
-    p.add_argument("--seed", type=int, default=t.seed)
-    p.add_argument("--device", choices=["auto", "mps", "cuda", "cpu"], default=t.device)
-    p.add_argument(
-        "--gpus",
-        type=int,
-        default=t.gpus,
-        help="ranks on this machine, one per GPU, under torchrun (on a CPU: processes, for tests)",
-    )
-    p.add_argument(
-        "--shard",
-        choices=SHARDS,
-        default=t.shard,
-        help="with --gpus above 1: ddp (the whole base on every GPU) or fsdp (1/N of it each, for a base that "
-        "does not fit one GPU)",
-    )
-    p.add_argument("--nnodes", type=int, default=1, help="machines in the group (torchrun --nnodes)")
-    p.add_argument("--node_rank", type=int, default=0, help="this machine's place in the group, 0 to nnodes-1")
-    p.add_argument("--rdzv_endpoint", help="HOST:PORT of node 0, the same on every node (torchrun --rdzv_endpoint)")
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "mlx"],
-        default=t.backend,
-        help="auto: mlx on Apple Silicon when installed, else torch (see stages/train/backend.py)",
-    )
-    p.add_argument(
-        "--quantize_base",
-        type=int,
-        choices=[0, 4, 8],
-        default=None,
-        help="mlx: the frozen base in 4 or 8 bits (QLoRA) or 0 (bf16); default [train] quantize_base",
-    )
-    p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip malformed lines instead of stopping")
-    p.add_argument(
-        "--no-cache", dest="cache", action="store_false", default=t.cache, help="do not cache the tokenized data"
-    )
-    return p
-
-
-class _BoolFlag(argparse.Action):
-    """--gradient_checkpointing / --no_gradient_checkpointing style switch (--no-... works too)."""
-
-    def __init__(self, option_strings, dest, **kw):
-        super().__init__(option_strings + [s.replace("--", "--no_", 1) for s in option_strings], dest, nargs=0, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no_"))
+    return trainsettings.parser(stage_config())  # the one list of training settings (core/trainsettings.py)
 
 
 # What this stage writes into --output; a directory holding anything else is not its to write into.
 OWN_NAMES = ("adapter_config.json", "adapter_model.safetensors", "training_run.json", "checkpoints", ".final.partial")
-RANGED = (
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "learning_rate",
-    "epochs",
-    "max_seq_length",
-    "batch_size",
-    "gradient_accumulation",
-    "checkpoint_every",
-    "log_every",
-    "eval_fraction",
-    "seed",
-    "gpus",
-)
 
 
 def check_args(args) -> None:
     """Everything that can be known before torch loads, so a mistake costs a second, not a night."""
-    for name in RANGED:  # the same ranges as the [train] keys
+    for name in trainsettings.from_config():  # the same ranges as the [train] keys
         if problem := field_problem(TrainConfig, name, getattr(args, name)):
             raise UsageError(f"--{name} {problem} (got {getattr(args, name)})", hint="see [train] in config.toml")
     if not 1 <= args.nnodes <= 4096 or not 0 <= args.node_rank < args.nnodes:

@@ -11,7 +11,6 @@ substring ([verify.expect], --expect). A failure is an error event and exit 1, a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -20,52 +19,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core import parsers
 from core.errors import StageError
 from core.events import ENV_EVENTS, EventWriter
 from core.fsutil import atomic_write_text
 from core.ollama import client as oc
 from core.ollama import promote as op
-from core.ollama.names import name_problem
-from stages.common.stage import StageArgumentParser, run_main, stage_config
+from core.parsers import StageArgumentParser
+from stages.common.stage import run_main, stage_config
 from stages.ollama import inference, regression
 from stages.ollama.checks import problems
 
 
 def build_parser() -> StageArgumentParser:
-    v = stage_config().verify
-    p = StageArgumentParser(prog="verify", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--model", required=True, type=model_name, help="the build to verify, e.g. web4-agent:build-20261126-2130"
-    )
-    p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable; default: [verify] prompts)")
-    p.add_argument("--expect", action="append", default=[], help="a substring every answer must contain (repeatable)")
-    p.add_argument(
-        "--num_predict",
-        "--num-predict",
-        type=int,
-        default=v.num_predict,
-        help=f"token limit per answer (default: [verify] num_predict, {v.num_predict})",
-    )
-    p.add_argument("--promote", action="store_true", help="make the build latest if it passes")
-    p.add_argument(
-        "--no-answer-check",
-        "--no_answer_check",
-        action="store_true",
-        help="skip the not-an-answer check (random tokens, word salad, repeated fragments)",
-    )
-    p.add_argument(
-        "--report",
-        type=Path,
-        help="write the answers and figures here as JSON (default: verify.json beside the run's events)",
-    )
-    return p
-
-
-def model_name(text: str) -> str:
-    """A model name as the server checks it (types/model/name.go), or argparse's one-line error."""
-    if problem := name_problem(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
-    return text
+    return parsers.verify(stage_config())
 
 
 def keep_alive(text: str) -> str | int:

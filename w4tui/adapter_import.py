@@ -24,7 +24,7 @@ from pathlib import Path
 from core.config import Config
 from core.fsutil import atomic_path
 from w4tui.nightly.ledger import IMPORT_FILE, Ledger
-from w4tui.nightly.record import HPARAMS
+from w4tui.nightly.record import hparams
 from w4tui.runs.pipeline import Step
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -196,7 +196,7 @@ def _register(config: Config, name: str, adapter: Path) -> None:
             adapter=str(adapter),
             base_model=str(config.model.dir.resolve()),
             data=dict(record.get("data") or {}),
-            hparams={k: args.get(k) for k in HPARAMS if k in args},
+            hparams=hparams(args),
         )
     finally:
         ledger.close()

@@ -31,6 +31,7 @@ from w4tui.runs.follow import follow, follow_log, follow_pipeline
 from w4tui.runs.pipeline import run_pipeline, stage_range
 from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Run, RunError, Runner
+from w4tui.runs.start import checked_start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +166,12 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     if args.eta:  # the measured ETA first (w4tui/runs/estimate.py); None: start as asked
         if (code := eta_first(runner, args.stage, args.stage_args, no_defaults=args.no_defaults)) is not None:
             return code
-    if args.no_defaults:
-        run = runner.start(args.stage, args.stage_args, force=args.force)
-    else:
-        run = runner.start(args.stage, extra=args.stage_args, force=args.force)
+    inv = (
+        runner.invocation(args.stage, args=args.stage_args)
+        if args.no_defaults
+        else runner.invocation(args.stage, args.stage_args)
+    )
+    run = checked_start(runner, inv, force=args.force)
     print(f"started {args.stage}: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
     if (shape := run.record.get("train")) and shape["ranks"] > 1:
         print(
@@ -331,9 +334,8 @@ def cmd_unload(config: Config, args: argparse.Namespace) -> int:
 def cmd_eval(config: Config, args: argparse.Namespace) -> int:
     """The eval stage on a build, followed to the end, then its table (the run's arguments after --)."""
     runner = Runner(config)
-    run = runner.start(
-        "eval", input_path=_build_gguf(config, args.build) if args.build else None, extra=args.stage_args
-    )
+    inv = runner.invocation("eval", args.stage_args, input_path=_build_gguf(config, args.build) if args.build else None)
+    run = checked_start(runner, inv)
     print(f"started eval: run {run.id} (pid {run.pid}); logs: {config.cli} logs {run.id}", flush=True)
     try:
         status = follow(runner, run)

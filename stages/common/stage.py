@@ -1,4 +1,4 @@
-"""What every stage's ``main(argv)`` shares: its argument parser, its config, and its entry.
+"""What every stage's ``main(argv)`` shares: its config and its entry (its parser is core/parsers.py's).
 
 A stage raises ``StageError`` for anything a person can fix (bad input, missing file, no disk space);
 core/program.py turns it into one ``error`` event and one line on stderr, never a traceback. Anything
@@ -14,50 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from core.config import Config, load_config
-from core.errors import UsageError
 from core.events import EventWriter
 from core.pipes import tolerate_closed_stdout
 from core.program import run_program, start_fields
-
-
-class StageArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a UsageError (one line, exit 2) instead of exiting, and takes
-    each long flag in both spellings: ``--base_model`` (the one the help shows) or ``--base-model``."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self._flags: set[str] = set()  # before argparse adds --help through add_argument
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *names: str, **kwargs) -> argparse.Action:
-        # Declared either way, shown snake_case: one style per program, the one the seed's users type.
-        action = super().add_argument(*dict.fromkeys(map(snake_flag, names)), **kwargs)
-        self._flags.update(action.option_strings)
-        return action
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = sys.argv[1:] if args is None else list(args)
-        return super().parse_known_args(self._snake_args(args), namespace)
-
-    def _snake_args(self, args: list[str]) -> list[str]:
-        out = []
-        for i, arg in enumerate(args):
-            if arg == "--":  # what follows is not flags
-                return out + args[i:]
-            flag, eq, value = arg.partition("=")
-            snake = snake_flag(flag)
-            # --base-model, or an abbreviation of it (--base-m); an unknown flag stays as typed for its error
-            if flag not in self._flags and any(known.startswith(snake) for known in self._flags):
-                arg = snake + eq + value
-            out.append(arg)
-        return out
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", hint=f"see: python -m stages.{self.prog} --help")
-
-
-def snake_flag(name: str) -> str:
-    """--skip-bad -> --skip_bad; short flags and positionals as they are."""
-    return "--" + name[2:].replace("-", "_") if name.startswith("--") else name
 
 
 def stage_config() -> Config:

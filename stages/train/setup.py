@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import eta, units
+from core import eta, trainsettings, units
 from core.config import load_config
 from core.errors import StageError
 from core.events import EventWriter
@@ -30,26 +30,7 @@ from stages.train.trainer import Backend, LoopConfig, run, total_steps
 RECORD = "training_run.json"
 MICRO = "micro_batches_per_step"  # ranks x gradient_accumulation
 # Flags that change what an exact resume would compute; a resume with other values is refused.
-TRAJECTORY = (
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "target_modules",
-    "epochs",
-    "learning_rate",
-    "max_seq_length",
-    "overlong",
-    "batch_size",
-    "gradient_accumulation",
-    "batching",
-    "eval_fraction",
-    "seed",
-    "replay",
-    "resume_from",
-    "profile",
-    "backend",  # a checkpoint is one backend's (optimizer state, base precision)
-    "quantize_base",
-)
+TRAJECTORY = trainsettings.names(trainsettings.RESUME)
 
 
 @dataclass

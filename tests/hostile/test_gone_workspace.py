@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core import specs
 from core.config import load_config
 from w4tui.monitors import preflight
 from w4tui.runs.runner import RunError, Runner
@@ -88,12 +89,16 @@ def test_a_training_whose_base_is_gone_is_not_taken_for_a_7b(config_file, tmp_pa
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "config.json").write_text(TINY)
     runner = types.SimpleNamespace(config=load_config())
-    mine = ["--base_model", str(tmp_path / "tiny")]
+    config = runner.config
+    # this training, as `w4tui run train -- --base_model TINY` calls it
+    mine = specs.BY_NAME["train"].invoke(
+        config, specs.default_args("train", config, None, "b") + ["--base_model", str(tmp_path / "tiny")]
+    )
     deleted = tmp_path / "deleted-ws" / "models" / "tiny"
     other = [(4242, [sys.executable, "-m", "stages.train_lora", "--base-model", str(deleted), "--output", "/x/a"])]
-    assert preflight.check(runner, "train", mine, probe=Probe(other, held=2 * 10**9)) == []  # 2 GB + tiny fit
+    assert preflight.check(config, mine, probe=Probe(other, held=2 * 10**9)) == []  # 2 GB + tiny fit
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", mine, probe=Probe(other, held=63 * 10**9))
+        preflight.check(config, mine, probe=Probe(other, held=63 * 10**9))
     text = str(refused.value)
     assert text.startswith("another training is running on this machine (pid 4242, ~63.0 GB) (pid 4242: its base ")
     assert f"its base model {deleted} cannot be read (No such file or directory); counted at the 63.0 GB" in text

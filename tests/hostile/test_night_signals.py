@@ -36,7 +36,12 @@ def test_a_sigterm_while_a_step_starts_waits_until_the_step_is_known(sigterm_int
     seen = []
 
     class Runner:
-        def start(self, stage, args, **_):
+        config = None  # pre-flight reads nothing of a call the stage would refuse (args None)
+
+        def invocation(self, stage, extra=(), **_):
+            return types.SimpleNamespace(spec=types.SimpleNamespace(name=stage), args=None)
+
+        def start(self, inv):
             os.kill(os.getpid(), signal.SIGTERM)  # lands in the middle of starting the detached step
             time.sleep(0.05)
             return types.SimpleNamespace(id="run-1")

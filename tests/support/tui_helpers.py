@@ -84,8 +84,9 @@ def fake_command(steps: int = 3, sleep: float = 0.05, *extra: str) -> list[str]:
     return [sys.executable, FAKE_STAGE, "--steps", str(steps), "--sleep", str(sleep), *extra]
 
 
-def start_fake(config, stage: str, steps: int = 3, sleep: float = 0.05, *extra: str):
-    return Runner(config).start_command(stage, fake_command(steps, sleep, *extra), cancel_grace_s=5)
+def start_fake(config, stage: str, steps: int = 3, sleep: float = 0.05, *extra: str, output: str | None = None):
+    """A fake stage run; ``output``: what it writes, as the runner records it (no two live writers)."""
+    return Runner(config).start_command(stage, fake_command(steps, sleep, *extra), cancel_grace_s=5, output=output)
 
 
 def wait_ended(config, run_id: str, timeout: float = 20.0):

@@ -4,6 +4,7 @@ artifact delete / deploy / verify / rescan. Stages are small stand-ins started t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import tui_workspace as ws
@@ -45,7 +46,11 @@ def fake_start(monkeypatch):
     def start(runner, config, stage, args):
         launched.append((stage, args))
         output = args[args.index("--output") + 1] if "--output" in args else None
-        return runner.start_command(stage, fake_command(3, 0.05, *(["--output", output] if output else [])))
+        return runner.start_command(
+            stage,
+            fake_command(3, 0.05, *(["--output", output] if output else [])),
+            output=str(Path(output).resolve()) if output else None,
+        )
 
     monkeypatch.setattr(launch, "start", start)
     return launched
@@ -193,7 +198,7 @@ async def test_artifact_delete_asks_first_and_refuses_while_a_run_writes_it(reco
         assert [a.name for a in app.screen.query_one("#artifacts").artifacts].count("step-0000040") == 0
         # a live run writing the merged model keeps it from being deleted
         merged = recorded.paths.outputs / "merged" / ws.BUILD
-        run = start_fake(recorded, "merge", 400, 0.05, "--output", str(merged))
+        run = start_fake(recorded, "merge", 400, 0.05, "--output", str(merged), output=str(merged))
         try:
             await until(pilot, lambda: any(r.live for r in app.screen.runs), what="the live run")
             pane = app.screen.query_one("#artifacts")

@@ -97,7 +97,8 @@ def test_closing_the_terminal_of_w4tui_run_leaves_the_stage_running(tmp_path, co
         # The real CLI, with the download stage swapped for a slow stand-in module (slow.py in cwd).
         code = (
             "import sys; from w4tui.cli import main; from core import specs; "
-            "specs.BY_NAME['download'] = specs.StageSpec('download', 'slow', 't', 'model', '--output', None); "
+            "specs.BY_NAME['download'] = specs.StageSpec('download', 'slow', 't', 'model', '--output', None, "
+            "build_parser=specs.parsers.download); "
             "sys.exit(main(['run', 'download', '--', '--output', 'o']))"
         )
         os.chdir(tmp_path)

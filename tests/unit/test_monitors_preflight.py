@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from core import specs
 from core.config import load_config
 from w4tui import cli
 from w4tui.monitors import estimate as est
 from w4tui.monitors import preflight
 from w4tui.monitors.macos import Power
+from w4tui.runs import start
 from w4tui.runs.runner import RunError, Runner
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -77,9 +79,20 @@ def runner(config_file):
     return types.SimpleNamespace(config=load_config(config_file))
 
 
+def train(runner, extra: list[str]):
+    """A training as `w4tui run train -- EXTRA` calls it: the config's defaults, then EXTRA."""
+    return call(runner, "train", specs.default_args("train", runner.config, None, "b") + extra)
+
+
+def call(runner, stage: str, args: list[str]):
+    return specs.BY_NAME[stage].invoke(runner.config, args)
+
+
 def test_too_big_training_is_refused_with_the_figures_and_a_shorter_length(runner):
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", ["--max_seq_length", "4096"], probe=FakeProbe(ram=20e9, ollama=2e9))
+        preflight.check(
+            runner.config, train(runner, ["--max_seq_length", "4096"]), probe=FakeProbe(ram=20e9, ollama=2e9)
+        )
     text = str(refused.value)
     need = est.training_memory(est.QWEN25_7B, "bfloat16", 4096, 1, True, 16, ALL)
     assert f"train needs ~{need.total / 1e9:.1f} GB" in text
@@ -91,19 +104,24 @@ def test_too_big_training_is_refused_with_the_figures_and_a_shorter_length(runne
 
 def test_without_checkpointing_the_fix_is_checkpointing(runner):
     with pytest.raises(RunError, match=r"it fits with --gradient_checkpointing \(~23\.8 GB\)"):
-        preflight.check(runner, "train", ["--no-gradient_checkpointing"], probe=FakeProbe(ram=25e9))
+        preflight.check(runner.config, train(runner, ["--no-gradient_checkpointing"]), probe=FakeProbe(ram=25e9))
 
 
 def test_ollamas_loaded_model_counts_as_available(runner):
-    assert preflight.check(runner, "train", [], probe=FakeProbe(ram=19e9, ollama=6e9)) == []
+    assert preflight.check(runner.config, train(runner, []), probe=FakeProbe(ram=19e9, ollama=6e9)) == []
     with pytest.raises(RunError):
-        preflight.check(runner, "train", [], probe=FakeProbe(ram=19e9, ollama=0))
+        preflight.check(runner.config, train(runner, []), probe=FakeProbe(ram=19e9, ollama=0))
 
 
 def test_the_models_own_config_sets_the_shape(runner, tmp_path):
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "config.json").write_text(TINY)
-    assert preflight.check(runner, "train", ["--base_model", str(tmp_path / "tiny")], probe=FakeProbe(ram=2e9)) == []
+    assert (
+        preflight.check(
+            runner.config, train(runner, ["--base_model", str(tmp_path / "tiny")]), probe=FakeProbe(ram=2e9)
+        )
+        == []
+    )
 
 
 def test_a_second_7b_training_is_refused(runner):
@@ -113,7 +131,7 @@ def test_a_second_7b_training_is_refused(runner):
         match=r"another training is running on this machine \(pid 4242, ~23\.8 GB\): with "
         r"this one \(~23\.8 GB\) it does not fit in the memory of 34\.4 GB",
     ):
-        preflight.check(runner, "train", [], probe=FakeProbe(trainings=other))
+        preflight.check(runner.config, train(runner, []), probe=FakeProbe(trainings=other))
 
 
 def test_two_small_trainings_share_a_machine(runner, tmp_path):
@@ -121,9 +139,9 @@ def test_two_small_trainings_share_a_machine(runner, tmp_path):
     (tmp_path / "tiny" / "config.json").write_text(TINY)
     tiny = ["--base_model", str(tmp_path / "tiny")]
     other = [(4242, [sys.executable, "-m", "stages.train_lora", *tiny, "--output", "/x/adapters/b"])]
-    assert preflight.check(runner, "train", tiny, probe=FakeProbe(trainings=other)) == []
+    assert preflight.check(runner.config, train(runner, tiny), probe=FakeProbe(trainings=other)) == []
     with pytest.raises(RunError, match="another training is running"):  # memory that cannot be told: refused
-        preflight.check(runner, "train", tiny, probe=FakeProbe(trainings=other, total=None))
+        preflight.check(runner.config, train(runner, tiny), probe=FakeProbe(trainings=other, total=None))
 
 
 def test_a_real_training_process_is_found(runner, tmp_path):
@@ -153,13 +171,13 @@ def test_too_full_disk_for_convert_is_refused(runner, tmp_path):
         match=r"not enough disk for convert: it writes ~15\.2 GB \(an F16 GGUF, ~2 bytes/param\) "
         r"and keeps 1\.0 GB free, but 9\.0 GB is free",
     ):
-        preflight.check(runner, "convert", args, probe=FakeProbe(free=9e9))
-    assert preflight.check(runner, "convert", args, probe=FakeProbe(free=17e9)) == []
+        preflight.check(runner.config, call(runner, "convert", args), probe=FakeProbe(free=9e9))
+    assert preflight.check(runner.config, call(runner, "convert", args), probe=FakeProbe(free=17e9)) == []
     # quantized in one pass: only the Q4_K_M file is written, 0.6 of 2 bytes a param
     one_pass = args[:-1] + [str(tmp_path / "out" / "m-Q4_K_M.gguf"), "--outtype", "Q4_K_M"]
-    assert preflight.check(runner, "convert", one_pass, probe=FakeProbe(free=9e9)) == []
+    assert preflight.check(runner.config, call(runner, "convert", one_pass), probe=FakeProbe(free=9e9)) == []
     with pytest.raises(RunError, match=r"it writes ~4\.6 GB \(a Q4_K_M GGUF ~0\.6 bytes/param\)"):
-        preflight.check(runner, "convert", one_pass, probe=FakeProbe(free=5e9))
+        preflight.check(runner.config, call(runner, "convert", one_pass), probe=FakeProbe(free=5e9))
 
 
 def test_quantize_needs_a_third_of_the_f16(runner, tmp_path):
@@ -167,13 +185,15 @@ def test_quantize_needs_a_third_of_the_f16(runner, tmp_path):
     with open(source, "wb") as fh:
         fh.truncate(15_000_000_000)
     args = ["--input", str(source), "--output", str(tmp_path / "m-Q4_K_M.gguf"), "--type", "Q4_K_M"]
-    assert preflight.check(runner, "quantize", args, probe=FakeProbe(free=5.6e9)) == []
+    assert preflight.check(runner.config, call(runner, "quantize", args), probe=FakeProbe(free=5.6e9)) == []
     with pytest.raises(RunError, match=r"writes ~4\.5 GB \(Q4_K_M ~0\.6 bytes/param\)"):
-        preflight.check(runner, "quantize", args, probe=FakeProbe(free=5.4e9))
+        preflight.check(runner.config, call(runner, "quantize", args), probe=FakeProbe(free=5.4e9))
 
 
 def test_on_battery_a_training_starts_with_a_warning(runner):
-    warnings = preflight.check(runner, "train", [], probe=FakeProbe(power=Power("Battery Power", 45, "discharging")))
+    warnings = preflight.check(
+        runner.config, train(runner, []), probe=FakeProbe(power=Power("Battery Power", 45, "discharging"))
+    )
     assert warnings == ["on battery (45%, discharging): a long training may drain it; plug in"]
 
 
@@ -189,9 +209,9 @@ def test_the_runner_refuses_before_anything_starts_and_force_overrides(config_fi
     runner = Runner(load_config(config_file))
     args = ["--model", str(_sparse_model(tmp_path)), "--output", str(tmp_path / "out" / "x-f16.gguf")]
     with pytest.raises(RunError, match="not enough disk for convert"):
-        runner.start("convert", args)
+        start.checked_start(runner, runner.invocation("convert", args=args))
     assert runner.runs() == []
-    run = runner.start("convert", args, force=True)
+    run = start.checked_start(runner, runner.invocation("convert", args=args), force=True)
     assert run.stage == "convert" and len(runner.runs()) == 1
 
 
@@ -218,13 +238,17 @@ def test_download_needs_the_model_less_what_is_already_there(runner, tmp_path):
     out = tmp_path / "models" / "qwen"
     args = ["--repo", "Qwen/Qwen2.5-Coder-7B-Instruct", "--output", str(out)]
     with pytest.raises(RunError, match=r"not enough disk for download: it writes ~15\.2 GB"):
-        preflight.check(runner, "download", args, probe=FakeProbe(free=10e9))
+        preflight.check(runner.config, call(runner, "download", args), probe=FakeProbe(free=10e9))
     out.mkdir(parents=True)
     with open(out / "model-00001-of-00002.safetensors", "wb") as fh:
         fh.truncate(8_000_000_000)  # half downloaded: the rest is what it still needs
-    assert preflight.check(runner, "download", args, probe=FakeProbe(free=10e9)) == []
+    assert preflight.check(runner.config, call(runner, "download", args), probe=FakeProbe(free=10e9)) == []
     assert (
-        preflight.check(runner, "download", ["--repo", "someone/other", "--output", str(out)], probe=FakeProbe(free=0))
+        preflight.check(
+            runner.config,
+            call(runner, "download", ["--repo", "someone/other", "--output", str(out)]),
+            probe=FakeProbe(free=0),
+        )
         == []
     )  # its size is not known offline
 
@@ -246,7 +270,7 @@ def test_no_refusal_on_a_guess(runner):
         def memory(self, requested):
             return "cuda", None, None, "GPU memory (unknown without nvidia-ml-py)"
 
-    assert preflight.check(runner, "train", ["--max_seq_length", "65536"], probe=Unknown()) == []
+    assert preflight.check(runner.config, train(runner, ["--max_seq_length", "65536"]), probe=Unknown()) == []
 
 
 def test_the_logits_term_by_dtype():
@@ -270,17 +294,17 @@ def test_deploy_needs_room_in_a_local_ollamas_store(runner, tmp_path, monkeypatc
         match=r"Ollama copies the 4\.7 GB GGUF into .*ollama-models and 1\.0 GB is kept free, but "
         r"3\.0 GB is free there",
     ):
-        preflight.check(runner, "deploy", args, probe=FakeProbe(free=3e9))
-    assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=6e9)) == []
+        preflight.check(runner.config, call(runner, "deploy", args), probe=FakeProbe(free=3e9))
+    assert preflight.check(runner.config, call(runner, "deploy", args), probe=FakeProbe(free=6e9)) == []
     monkeypatch.setenv("OLLAMA_HOST", "http://gpu-box:11434")  # another machine's disk: not ours to judge
-    assert preflight.check(runner, "deploy", args, probe=FakeProbe(free=0)) == []
+    assert preflight.check(runner.config, call(runner, "deploy", args), probe=FakeProbe(free=0)) == []
 
 
 def test_cli_prints_the_battery_warning(config_file, tmp_path, monkeypatch, capsys):
     from w4tui.monitors import probe
 
     monkeypatch.setattr(probe.Probe, "power", lambda self: Power("Battery Power", 45, "discharging"))
-    monkeypatch.setattr(Runner, "_free_memory_for_training", lambda self: None)
+    monkeypatch.setattr(start, "free_memory_for_training", lambda config: None)
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "config.json").write_text(TINY)
     args = [
@@ -297,7 +321,7 @@ def test_cli_prints_the_battery_warning(config_file, tmp_path, monkeypatch, caps
 
 def test_a_malformed_flag_is_left_to_the_stage(runner):
     for args in (["--max_seq_length", "abc"], ["--batch_size", "2.5"], ["--lora_r", ""]):
-        assert preflight.check(runner, "train", args, probe=FakeProbe(ram=1e9)) == []
+        assert preflight.check(runner.config, train(runner, args), probe=FakeProbe(ram=1e9)) == []
 
 
 @pytest.mark.parametrize(
@@ -306,9 +330,9 @@ def test_a_malformed_flag_is_left_to_the_stage(runner):
 def test_every_spelling_of_a_flag_is_read(runner, flag):
     """The stages accept --base-model and --base_model alike; so does pre-flight."""
     with pytest.raises(RunError, match=r"it fits with --gradient_checkpointing"):
-        preflight.check(runner, "train", [flag], probe=FakeProbe(ram=25e9))
+        preflight.check(runner.config, train(runner, [flag]), probe=FakeProbe(ram=25e9))
     with pytest.raises(RunError, match=r"4096 tokens x 1"):
-        preflight.check(runner, "train", ["--max-seq-length", "4096"], probe=FakeProbe(ram=20e9))
+        preflight.check(runner.config, train(runner, ["--max-seq-length", "4096"]), probe=FakeProbe(ram=20e9))
 
 
 def test_a_hub_download_is_checked_on_the_hugging_face_caches_disk(runner, tmp_path, monkeypatch):
@@ -322,7 +346,7 @@ def test_a_hub_download_is_checked_on_the_hugging_face_caches_disk(runner, tmp_p
 
     args = ["--repo", "Qwen/Qwen2.5-Coder-7B-Instruct", "--output", str(tmp_path / "models" / "base")]
     with pytest.raises(RunError, match=r"free at .*hub; free some space or set HF_HUB_CACHE"):
-        preflight.check(runner, "download", args, probe=Probe())
+        preflight.check(runner.config, call(runner, "download", args), probe=Probe())
     assert seen == [tmp_path / "hub"]
 
 
@@ -341,26 +365,28 @@ class EightGpus(FakeProbe):
 
 
 def test_every_gpu_the_group_uses_is_checked(runner):
-    assert preflight.check(runner, "train", ["--gpus", "3"], probe=EightGpus()) == []  # GPUs 0-2 have room
+    assert preflight.check(runner.config, train(runner, ["--gpus", "3"]), probe=EightGpus()) == []  # GPUs 0-2 have room
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", ["--gpus", "8"], probe=EightGpus())
+        preflight.check(runner.config, train(runner, ["--gpus", "8"]), probe=EightGpus())
     assert "on each of 8 GPUs" in str(refused.value) and "GPU 3 (NVIDIA H100) has 20.0 GB free" in str(refused.value)
     assert "GPU 2" not in str(refused.value)
     with pytest.raises(RunError, match="--gpus 9 needs 9 GPUs but this machine has 8"):
-        preflight.check(runner, "train", ["--gpus", "9"], probe=EightGpus())
+        preflight.check(runner.config, train(runner, ["--gpus", "9"]), probe=EightGpus())
 
 
 def test_fsdp_counts_each_gpus_share_of_the_base_and_a_refused_ddp_run_is_told_so(runner):
     # The 7B at the defaults: ~22.4 GB a GPU with the whole base (GPU 3 has 20 GB), ~11.3 GB with 1/8 of it
     # (1.9 GB) and the two largest units gathered whole (the embeddings and the head, 2.2 GB).
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", ["--gpus", "8"], probe=EightGpus())
+        preflight.check(runner.config, train(runner, ["--gpus", "8"]), probe=EightGpus())
     assert "~22.4 GB on each of 8 GPUs" in str(refused.value)
     assert "it fits with --shard fsdp (1/8 of the base on each GPU, ~11.3 GB)" in str(refused.value)
-    assert preflight.check(runner, "train", ["--gpus", "8", "--shard", "fsdp"], probe=EightGpus()) == []
+    assert preflight.check(runner.config, train(runner, ["--gpus", "8", "--shard", "fsdp"]), probe=EightGpus()) == []
     with pytest.raises(RunError, match=r"base weights 9.8 GB \(1/2 \+ the layer in use, fsdp\)"):
         preflight.check(
-            runner, "train", ["--gpus", "2", "--shard=fsdp", "--max_seq_length", "65536"], probe=EightGpus()
+            runner.config,
+            train(runner, ["--gpus", "2", "--shard=fsdp", "--max_seq_length", "65536"]),
+            probe=EightGpus(),
         )
 
 

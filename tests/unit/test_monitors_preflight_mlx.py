@@ -6,7 +6,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from test_monitors_preflight import ALL, FakeProbe
+from test_monitors_preflight import ALL, FakeProbe, train
 
 from core.config import load_config
 from w4tui.monitors import estimate as est
@@ -44,7 +44,7 @@ def test_qlora_weights_are_a_quarter_and_a_bit_of_bf16():
 
 def test_torch_bf16_over_the_working_set_is_refused_and_mlx_named(runner):
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", ["--backend", "torch"], probe=Mac())
+        preflight.check(runner.config, train(runner, ["--backend", "torch"]), probe=Mac())
     text = str(refused.value)
     assert "train needs ~23.8 GB of memory (torch: base weights 15.2 GB bfloat16" in text
     assert "22.9 GB is available (24.0 GB free RAM + 5.0 GB Ollama will unload, Metal's working set 22.9 GB)" in text
@@ -52,16 +52,18 @@ def test_torch_bf16_over_the_working_set_is_refused_and_mlx_named(runner):
 
 
 def test_the_default_night_on_a_mac_is_mlx_4_bit_and_keeps_ollama_loaded(runner):
-    assert preflight.check(runner, "train", [], probe=Mac()) == []
-    assert preflight.ollama_can_stay(runner.config, [], probe=Mac())
+    assert preflight.check(runner.config, train(runner, []), probe=Mac()) == []
+    assert preflight.ollama_can_stay(runner.config, train(runner, []), probe=Mac())
     # Not when only unloading makes room, nor for torch, nor where mlx is not installed.
-    assert not preflight.ollama_can_stay(runner.config, [], probe=Mac(ram=10e9))
-    assert preflight.check(runner, "train", [], probe=Mac(ram=10e9)) == []  # 10 + 5 GB once unloaded: it fits
-    assert not preflight.ollama_can_stay(runner.config, ["--backend", "torch"], probe=Mac())
-    assert not preflight.ollama_can_stay(runner.config, [], probe=Mac(has_mlx=False))
+    assert not preflight.ollama_can_stay(runner.config, train(runner, []), probe=Mac(ram=10e9))
+    assert (
+        preflight.check(runner.config, train(runner, []), probe=Mac(ram=10e9)) == []
+    )  # 10 + 5 GB once unloaded: it fits
+    assert not preflight.ollama_can_stay(runner.config, train(runner, ["--backend", "torch"]), probe=Mac())
+    assert not preflight.ollama_can_stay(runner.config, train(runner, []), probe=Mac(has_mlx=False))
 
 
 def test_mlx_8_bit_that_does_not_fit_says_the_figures_in_bits(runner):
     with pytest.raises(RunError) as refused:
-        preflight.check(runner, "train", ["--quantize_base", "8"], probe=Mac(ram=8e9, ollama=0))
+        preflight.check(runner.config, train(runner, ["--quantize_base", "8"]), probe=Mac(ram=8e9, ollama=0))
     assert "(mlx: base weights 8.1 GB 8-bit" in str(refused.value)

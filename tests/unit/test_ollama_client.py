@@ -109,13 +109,15 @@ def test_importable_without_torch_or_textual():
 
 
 def test_starting_a_training_run_unloads_ollama_first(ollama, config_file, tmp_path):
-    """Through the runner, as `w4tui run train`, the TUI and the pipeline start it."""
+    """Through w4tui/runs/start.py, as `w4tui run train`, the TUI and the pipeline start it."""
     from w4tui.runs.runner import Runner
+    from w4tui.runs.start import checked_start
 
     ollama.load(LIBRARY)
-    run = Runner(load_config()).start(  # force: no pre-flight, whose 7B estimate need not fit this machine
-        "train", ["--base_model", str(tmp_path / "none"), "--dataset", "x", "--output", str(tmp_path / "o")], force=True
-    )
+    runner = Runner(load_config())
+    args = ["--base_model", str(tmp_path / "none"), "--dataset", "x", "--output", str(tmp_path / "o")]
+    # force: no pre-flight, whose 7B estimate need not fit this machine
+    run = checked_start(runner, runner.invocation("train", args=args), force=True)
     assert oc.running(load_config()) == []
     proc = subprocess.run([sys.executable, "-m", "w4tui", "unload"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "nothing loaded"

@@ -91,14 +91,14 @@ def test_cancel_escalates_on_a_stage_that_ignores_signals(runner):
 
 
 def test_conflicting_output_is_refused_while_live(runner):
-    run = start(runner, "--steps", "400", "--sleep", "0.05", "--output", "same")
+    run = start(runner, "--steps", "400", "--sleep", "0.05", "--output", "same", output="same")
     with pytest.raises(RunError, match=f"fake run {run.id} is still writing to .*same") as refused:
-        start(runner, "--output", "same")
+        start(runner, "--output", "same", output="same")
     assert str(refused.value).endswith(f"cancel it: w4tui --config {runner.config.file} cancel {run.id}")
-    start(runner, "--steps", "1", "--output", "other")  # a different output is fine
+    start(runner, "--steps", "1", "--output", "other", output="other")  # a different output is fine
     runner.cancel(run.id)
     finished(runner, run)
-    finished(runner, start(runner, "--steps", "1", "--output", "same"))  # free again once it ended
+    finished(runner, start(runner, "--steps", "1", "--output", "same", output="same"))  # free again once it ended
 
 
 def test_another_process_sees_the_same_live_run(runner, config_file):

@@ -1,48 +1,68 @@
-"""Stage specs: arguments after `--` override the config's defaults flag by flag; one input rule."""
+"""Stage specs: arguments after `--` replace the config's defaults flag by flag; one input rule; the output."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from core import specs
 from core.config import load_config
 from w4tui import cli
+from w4tui.monitors import preflight
+from w4tui.runs import start
 from w4tui.runs.runner import Runner
 
-DEFAULTS = ["--base_model", "m", "--dataset", "d", "--output", "o", "--promote"]
+
+@pytest.fixture
+def runner(config_file):
+    return Runner(load_config(config_file))
 
 
 @pytest.mark.parametrize(
-    ("extra", "expected"),
+    ("extra", "changed"),
     [
-        (["--epochs", "3"], DEFAULTS + ["--epochs", "3"]),
-        (["--dataset", "mine"], ["--base_model", "m", "--dataset", "mine", "--output", "o", "--promote"]),
-        (["--base-model", "x"], ["--base-model", "x", "--dataset", "d", "--output", "o", "--promote"]),
-        (["--output=p"], ["--base_model", "m", "--dataset", "d", "--output", "p", "--promote"]),
-        (["--no-promote"], ["--base_model", "m", "--dataset", "d", "--output", "o", "--no-promote"]),
-        ([], DEFAULTS),
+        (["--epochs", "3"], {"epochs": 3.0}),
+        (["--dataset", "mine"], {"dataset": Path("mine")}),
+        (["--base-model", "x"], {"base_model": Path("x")}),
+        (["--output=p"], {"output": Path("p")}),
+        (["--no-gradient-checkpointing"], {"gradient_checkpointing": False}),
+        ([], {}),
     ],
 )
-def test_each_flag_after_the_separator_replaces_the_same_default(extra, expected):
-    assert specs.override(DEFAULTS, extra) == expected
+def test_each_flag_after_the_separator_replaces_the_same_default(runner, extra, changed):
+    defaults = vars(runner.invocation("train").args)
+    args = vars(runner.invocation("train", extra).args)
+    assert args == {**defaults, **changed}
 
 
-def test_the_input_named_by_the_user_wins_over_the_newest_artifact():
+def test_the_input_named_by_the_user_wins_over_the_newest_artifact(runner):
     def latest(stage):
         return f"newest-{stage}"
 
     assert specs.input_for("merge", latest) == "newest-train"
-    assert specs.input_for("merge", latest, ["--adapter", "mine"]) == "mine"
+    assert specs.input_for("merge", latest, {"adapter": Path("mine")}) == "mine"
     assert specs.input_for("train", latest) is None  # the config's model dir
-    assert specs.input_for("deploy", latest, ["--tag", "t"]) == "newest-quantize"
+    assert specs.input_for("deploy", latest, {"tag": "t"}) == "newest-quantize"
+    # through the runner: the adapter named after -- is the input, and the output is named after it
+    merge = runner.invocation("merge", ["--adapter", "/x/adapters/mine"])
+    assert merge.args.adapter == Path("/x/adapters/mine") and merge.args.output.name == "mine"
+    assert runner.invocation("merge", ["--adapter=/x/adapters/mine"]).args.output.name == "mine"
 
 
-def test_output_is_read_from_the_specs_own_flag(tmp_path):
-    assert specs.output_of("deploy", ["--gguf", "g", "--tag", "build-1"]) == "build-1"
-    assert specs.output_of("merge", ["--output", str(tmp_path / "m")]) == str(tmp_path / "m")
-    assert specs.output_of("verify", ["--model", "web4-agent:b1", "--promote"]) == "web4-agent:b1"
+def test_output_is_read_from_the_specs_own_flag(config_file, tmp_path):
+    config = load_config(config_file)
+
+    def output(stage, *args):
+        return specs.BY_NAME[stage].invoke(config, list(args)).output
+
+    assert output("deploy", "--gguf", "g", "--tag", "build-1") == "build-1"
+    assert output("merge", "--adapter", "a", "--base_model", "b", "--output", str(tmp_path / "m")) == str(
+        tmp_path / "m"
+    )
+    assert output("verify", "--model", "web4-agent:b1", "--promote") == "web4-agent:b1"
+    assert output("convert", "--model", "m", "--output", "rel.gguf") == str(Path("rel.gguf").resolve())
 
 
 def test_a_deployed_build_is_named_after_its_gguf(config_file):
@@ -59,8 +79,8 @@ def test_w4tui_run_train_with_one_flag_keeps_every_default(config_file, monkeypa
         raise SystemExit(0)
 
     monkeypatch.setattr(Runner, "start_command", record)
-    monkeypatch.setattr(Runner, "_free_memory_for_training", lambda self: None)
-    monkeypatch.setattr(Runner, "_preflight", lambda self, stage, args: [])  # a 7B would not fit this machine
+    monkeypatch.setattr(start, "free_memory_for_training", lambda config: None)
+    monkeypatch.setattr(preflight, "check", lambda config, inv: [])  # a 7B would not fit this machine
     with pytest.raises(SystemExit):
         cli.main(["run", "train", "--", "--epochs", "3"])
     command = started["command"]

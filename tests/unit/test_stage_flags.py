@@ -8,7 +8,7 @@ import pytest
 
 import stages
 from core.errors import StageError
-from stages.common.stage import StageArgumentParser
+from core.parsers import StageArgumentParser
 
 PROGRAMS = sorted(m.name for m in pkgutil.iter_modules(stages.__path__) if not m.ispkg)
 

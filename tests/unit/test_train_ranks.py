@@ -85,30 +85,36 @@ def test_the_watch_names_the_rank_torchrun_blames_and_its_last_line():
 
 
 def test_the_global_batch_is_batch_times_ranks_times_accumulation(config_file):
-    from core import specs
+    from core import specs, trainsettings
     from core.config import load_config
 
     config = load_config(config_file)  # [train] batch_size 1, gradient_accumulation 16, gpus 1
-    assert specs.train_batch([], config) == {
+    required = ["--base_model", "m", "--dataset", "d", "--output", "o"]
+
+    def batch(*flags):
+        return trainsettings.batch(specs.BY_NAME["train"].invoke(config, [*required, *flags]).args)
+
+    assert batch() == {
         "ranks": 1,
         "batch_size": 1,
         "gradient_accumulation": 16,
         "global_batch": 16,
         "shard": "ddp",
     }
-    eight = specs.train_batch(["--gpus", "8", "--gradient-accumulation", "2", "--batch_size=2", "--shard=fsdp"], config)
+    eight = batch("--gpus", "8", "--gradient-accumulation", "2", "--batch_size=2", "--shard=fsdp")
     assert eight == {"ranks": 8, "batch_size": 2, "gradient_accumulation": 2, "global_batch": 32, "shard": "fsdp"}
-    assert specs.train_batch(["--gpus", "4", "--nnodes", "2"], config)["global_batch"] == 128
+    assert batch("--gpus", "4", "--nnodes", "2")["global_batch"] == 128
 
 
 def test_the_runner_records_a_trainings_ranks_and_global_batch(config_file):
     from core.config import load_config
     from w4tui.runs.pipeline import wait_for
     from w4tui.runs.runner import Runner
+    from w4tui.runs.start import checked_start
 
     runner = Runner(load_config(config_file))
     # No base model here: the stage refuses at once; what matters is the record written before it starts.
-    run = runner.start("train", extra=["--gpus", "8", "--shard", "fsdp"], force=True)
+    run = checked_start(runner, runner.invocation("train", ["--gpus", "8", "--shard", "fsdp"]), force=True)
     wait_for(runner, run, poll_s=0.1)
     assert run.record["train"] == {
         "ranks": 8,

@@ -70,6 +70,8 @@ class ModelShape:
 
 # Qwen2.5-Coder-7B-Instruct's config.json: the default when the base model is not on disk yet.
 QWEN25_7B = ModelShape(hidden=3584, layers=28, intermediate=18944, vocab=152064, heads=28, kv_heads=4)
+# Hub repos whose shape is known offline (another repo's size is not known before it downloads).
+KNOWN_REPOS = {"Qwen/Qwen2.5-Coder-7B-Instruct": QWEN25_7B}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Checks before a stage starts, with the numbers: free disk against what the stage will write, the
 training's memory estimate against what is available once Ollama has unloaded, a second training
-refused when the two cannot both fit (two 7B runs on a 32 GB Mac never can), and a warning on battery. ``Runner.start`` calls ``check`` (so the CLI, the TUI and the nightly
-all get it) unless the run is forced; a refusal is a ``RunError`` that says what would make it fit.
+refused when the two cannot both fit (two 7B runs on a 32 GB Mac never can), and a warning on battery.
+It reads the stage call parsed (``Invocation.args``, the stage's own parser: every spelling of a flag,
+the config's defaults). w4tui/runs/start.py runs ``check`` before each start (the CLI, the TUI and the
+night start stages through it) unless the run is forced; a refusal is a ``RunError`` that says what
+would make it fit.
 """
 
 from __future__ import annotations
@@ -9,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 import re
+from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import astuple, replace
 from pathlib import Path
 
+from core.config import Config
 from core.errors import RunError
 from core.events import EventWriter
 from core.ollama.client import host
-from core.specs import canonical
+from core.specs import BY_NAME, Invocation, default_args
 from core.train_backend import PIP_LINE
 from core.units import gb
 
@@ -27,25 +32,22 @@ MARGIN = 1_000_000_000  # disk kept free beyond the estimate
 GGUF_BYTES_PER_PARAM = {"F16": 2.0, "Q4_K_M": 0.6, "Q4_K_S": 0.57, "Q5_K_M": 0.71, "Q6_K": 0.82, "Q8_0": 1.07}
 
 
-def check(runner, stage: str, args: list[str], *, probe: Probe | None = None) -> list[str]:
-    """Raise ``RunError`` (figures, and the setting that would fit) when ``stage`` with ``args`` cannot
-    succeed on this machine; return warnings that do not stop it."""
-    probe = probe or Probe(runner.config)
-    args = canonical(args)  # --base-model and --base_model alike; --no_gradient_checkpointing as --help shows
-    try:
-        problems = [
-            p
-            for p in (
-                _disk(runner.config, stage, args, probe),
-                *(_training(runner.config, args, probe) if stage == "train" else ()),
-            )
-            if p
-        ]
-    except ValueError:  # a flag the stage will refuse itself (--max_seq_length abc), in its own words
-        problems = []
+def check(config: Config, inv: Invocation, *, probe: Probe | None = None) -> list[str]:
+    """Raise ``RunError`` (figures, and the setting that would fit) when ``inv`` cannot succeed on this
+    machine; return warnings that do not stop it. A call the stage refuses (``inv.args`` None) is left
+    to the stage, which says what is wrong in its own words."""
+    if inv.args is None:
+        return []
+    probe = probe or Probe(config)
+    stage, args = inv.spec.name, inv.args
+    problems = [
+        p
+        for p in (_disk(config, stage, args, probe), *(_training(config, args, probe) if stage == "train" else ()))
+        if p
+    ]
     if problems:
         # The hint names the config in use: the command is pasted into another shell.
-        raise RunError("; ".join(problems) + f" (to start it anyway: {runner.config.cli} run {stage} --force)")
+        raise RunError("; ".join(problems) + f" (to start it anyway: {config.cli} run {stage} --force)")
     warnings = []
     if stage == "train":
         power = probe.power()
@@ -67,25 +69,16 @@ def record(run, warnings: list[str]) -> None:
         writer.close()
 
 
-def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return default
-
-
 def _tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
-def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
+def _disk(config, stage: str, args: Namespace, probe: Probe) -> str | None:
     if stage == "deploy":
         return _ollama_disk(config, args, probe)
-    output = _flag(args, "--output")
+    output = getattr(args, "output", None)
     if output is None:
         return None
     out = Path(output)
@@ -95,7 +88,7 @@ def _disk(config, stage: str, args: list[str], probe: Probe) -> str | None:
     have = _tree_size(out)
     # A download lands in the Hugging Face cache (the output gets hard links to it) and fetches only what
     # is missing; any other output is replaced, and the old one stays until the new one is renamed in.
-    where = _hub_cache() if stage == "download" and not Path(_flag(args, "--repo") or "").is_dir() else out
+    where = _hub_cache() if stage == "download" and not Path(args.repo).is_dir() else out
     need = max(0, need - have) if stage == "download" else need + have
     free = probe.free_disk(where)
     if need + MARGIN <= free:
@@ -115,9 +108,9 @@ def _hub_cache() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
+def _ollama_disk(config, args: Namespace, probe: Probe) -> str | None:
     """A deploy copies the GGUF into a local Ollama's blob store (OLLAMA_MODELS, else ~/.ollama/models)."""
-    gguf = Path(_flag(args, "--gguf") or "")
+    gguf = args.gguf
     if not gguf.is_file() or not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", host(config) + "/"):
         return None  # nothing to copy, or a server whose disk is not this one
     store = Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
@@ -130,52 +123,47 @@ def _ollama_disk(config, args: list[str], probe: Probe) -> str | None:
     )
 
 
-def _disk_need(config, stage: str, args: list[str], out: Path) -> tuple[int | None, str]:
+def _disk_need(config, stage: str, args: Namespace, out: Path) -> tuple[int | None, str]:
     if stage == "download":
-        repo = _flag(args, "--repo") or config.model.base
-        if Path(repo).is_dir():
-            return _tree_size(Path(repo)), f"a copy of {repo}"
-        if repo == "Qwen/Qwen2.5-Coder-7B-Instruct":  # the default; another hub repo's size is not known offline
-            return est.QWEN25_7B.params * 2, "a 7B model in bf16, 2 bytes/param"
+        if Path(args.repo).is_dir():
+            return _tree_size(Path(args.repo)), f"a copy of {args.repo}"
+        if args.repo in est.KNOWN_REPOS:
+            return est.KNOWN_REPOS[args.repo].params * 2, "a 7B model in bf16, 2 bytes/param"
         return None, ""
     if stage == "train":
-        lora = est.lora_params(
-            _shape(args, config), int(_flag(args, "--lora_r", str(config.train.lora_r))), _targets(args, config)
-        )
+        lora = est.lora_params(_shape(args), args.lora_r, args.target_modules)
         return lora * (4 + 2 * est.LORA_BYTES_PER_PARAM), "the adapter and two checkpoints with optimizer state"
     if stage == "merge":
-        base = Path(_flag(args, "--base_model") or config.model.dir)
-        return _tree_size(base), "a merged copy of the base model"
+        return _tree_size(args.base_model), "a merged copy of the base model"
     if stage == "convert":
-        model = Path(_flag(args, "--model") or "")
-        kind = _flag(args, "--outtype", "f16")
+        kind = args.outtype
         if kind in GGUF_BYTES_PER_PARAM and kind != "F16":  # quantized in one pass: no F16 on disk
             ratio = GGUF_BYTES_PER_PARAM[kind] / GGUF_BYTES_PER_PARAM["F16"]
-            return round(_tree_size(model) * ratio), f"a {kind} GGUF ~{GGUF_BYTES_PER_PARAM[kind]} bytes/param"
-        return _tree_size(model), "an F16 GGUF, ~2 bytes/param"
+            return round(_tree_size(args.model) * ratio), f"a {kind} GGUF ~{GGUF_BYTES_PER_PARAM[kind]} bytes/param"
+        return _tree_size(args.model), "an F16 GGUF, ~2 bytes/param"
     if stage == "quantize":
-        source = Path(_flag(args, "--input") or "")
-        kind = _flag(args, "--type", config.quantize.type)
+        kind = args.type
         ratio = GGUF_BYTES_PER_PARAM.get(kind, 1.07) / GGUF_BYTES_PER_PARAM["F16"]
-        return round(_tree_size(source) * ratio), f"{kind} ~{GGUF_BYTES_PER_PARAM.get(kind, 1.07)} bytes/param"
+        return round(_tree_size(args.input) * ratio), f"{kind} ~{GGUF_BYTES_PER_PARAM.get(kind, 1.07)} bytes/param"
     return None, ""
 
 
-def _shape(args: list[str], config) -> est.ModelShape:
-    base = Path(_flag(args, "--base_model") or config.model.dir)
+def _shape(args: Namespace) -> est.ModelShape:
     try:
-        return est.ModelShape.from_config(json.loads((base / "config.json").read_text(encoding="utf-8")))
+        return est.ModelShape.from_config(json.loads((args.base_model / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return est.QWEN25_7B  # not downloaded yet: the model the config names by default
 
 
-def _unreadable_base(args: list[str]) -> str | None:
-    """``--base_model`` named and unreadable, said with why (another training's estimate); else None."""
-    base = _flag(args, "--base_model")
-    if base is None:
-        return None
+def _settings(args: Namespace) -> tuple[int, int, bool]:
+    """(max_seq_length, batch_size, gradient checkpointing) of a training."""
+    return args.max_seq_length, args.batch_size, args.gradient_checkpointing
+
+
+def _unreadable_base(base: Path) -> str | None:
+    """A base model that cannot be read, said with why (another training's estimate); else None."""
     try:
-        est.ModelShape.from_config(json.loads((Path(base) / "config.json").read_text(encoding="utf-8")))
+        est.ModelShape.from_config(json.loads((base / "config.json").read_text(encoding="utf-8")))
     except OSError as exc:
         return f"{base} cannot be read ({exc.strerror or exc})"
     except (ValueError, KeyError, TypeError):
@@ -183,38 +171,19 @@ def _unreadable_base(args: list[str]) -> str | None:
     return None
 
 
-def _targets(args: list[str], config) -> list[str]:
-    if "--target_modules" not in args:
-        return list(config.train.target_modules)
-    rest = args[args.index("--target_modules") + 1 :]
-    return [a for a in rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]]
-
-
-def _settings(config, args: list[str]) -> tuple[int, int, bool]:
-    """(max_seq_length, batch_size, gradient checkpointing) of a training's arguments over the config's."""
-    t = config.train
-    ckpt = t.gradient_checkpointing
-    for arg in args:
-        if arg in ("--gradient_checkpointing", "--no_gradient_checkpointing"):
-            ckpt = arg == "--gradient_checkpointing"
-    seq = int(_flag(args, "--max_seq_length", str(t.max_seq_length)))
-    return seq, int(_flag(args, "--batch_size", str(t.batch_size))), ckpt
-
-
-def _backend(config, args: list[str], probe: Probe) -> tuple[str, int]:
-    """(the trainer a training's arguments get, its base's bits: 4/8 for mlx QLoRA, else 0)."""
-    backend = probe.backend(_flag(args, "--backend", config.train.backend))
-    bits = int(_flag(args, "--quantize_base", str(config.train.quantize_base))) if backend == "mlx" else 0
+def _backend(config, args: Namespace, probe: Probe) -> tuple[str, int]:
+    """(the trainer a training gets, its base's bits: 4/8 for mlx QLoRA, else 0)."""
+    backend = probe.backend(args.backend)
+    bits = (config.train.quantize_base if args.quantize_base is None else args.quantize_base) if backend == "mlx" else 0
     return backend, bits
 
 
 def _needs(
-    config, args: list[str], device: str, backend: str = "torch", bits: int = 0
+    args: Namespace, device: str, backend: str = "torch", bits: int = 0
 ) -> Callable[[int, int, bool], est.TrainingMemory]:
     """The estimate for a training's model and LoRA settings, as a function of (seq, batch, checkpointing)."""
     dtype = mem_dtype(device)
-    shape, targets = _shape(args, config), _targets(args, config)
-    r = int(_flag(args, "--lora_r", str(config.train.lora_r)))
+    shape, targets, r = _shape(args), args.target_modules, args.lora_r
     # CUDA's SDPA kernels and mlx's fused attention never hold the s x s scores
     fused = device == "cuda" or backend == "mlx"
 
@@ -224,35 +193,36 @@ def _needs(
     return need
 
 
-def ollama_can_stay(config, args: list[str], probe: Probe | None = None) -> bool:
+def ollama_can_stay(config, inv: Invocation, probe: Probe | None = None) -> bool:
     """An mlx training whose estimate fits in what is free now (Ollama's model still loaded) and in
     Metal's working set leaves the served model up; any other training has Ollama unload first."""
-    probe = probe or Probe(config)
-    args = _canonical(args)
-    try:
-        backend, bits = _backend(config, args, probe)
-        if backend != "mlx":
-            return False
-        device, free, total, _ = probe.memory(_flag(args, "--device", config.train.device))
-        if free is None:
-            return False
-        ceiling = probe.working_set(total)
-        need = _needs(config, args, device, backend, bits)(*_settings(config, args)).total
-    except ValueError:
+    if inv.args is None:
         return False
+    probe = probe or Probe(config)
+    args = inv.args
+    backend, bits = _backend(config, args, probe)
+    if backend != "mlx":
+        return False
+    device, free, total, _ = probe.memory(args.device)
+    if free is None:
+        return False
+    ceiling = probe.working_set(total)
+    need = _needs(args, device, backend, bits)(*_settings(args)).total
     return need <= (free if ceiling is None else min(free, ceiling))
 
 
-def _canonical(args: list[str]) -> list[str]:
-    return canonical(args)
+def _other(config, typed: list[str]) -> Namespace | None:
+    """Another training's arguments, read as `w4tui run train -- ARGS` would: over this config's defaults
+    (a training started by hand need not name them all); None when they do not parse."""
+    return BY_NAME["train"].invoke(config, default_args("train", config, None, "other") + typed).args
 
 
-def _training(config, args: list[str], probe: Probe) -> list[str]:
+def _training(config, args: Namespace, probe: Probe) -> list[str]:
     problems = []
-    device, free, total, where = probe.memory(_flag(args, "--device", config.train.device))
-    seq, batch, ckpt = _settings(config, args)
+    device, free, total, where = probe.memory(args.device)
+    seq, batch, ckpt = _settings(args)
     backend, bits = _backend(config, args, probe)
-    need = _needs(config, args, device, backend, bits)
+    need = _needs(args, device, backend, bits)
     mem = need(seq, batch, ckpt)
     others = probe.trainings()
     if others:
@@ -260,15 +230,18 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         # cannot fit (two 7B runs on a 32 GB Mac never can), or when the memory cannot be told.
         other, unknown = 0, []
         for pid, argv in others:
-            other_args = canonical(argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else [])
-            unreadable = _unreadable_base(other_args)
+            typed = argv[argv.index(TRAIN_MODULE) + 1 :] if TRAIN_MODULE in argv else []
+            named = BY_NAME["train"].given(config, typed).get("base_model")
+            unreadable = _unreadable_base(named) if named is not None else None
             if unreadable:  # its base is gone (a deleted workspace): not the default 7B, but what it holds now
                 held = probe.resident(pid) if hasattr(probe, "resident") else 0
                 unknown.append(f"pid {pid}: its base model {unreadable}; counted at the {gb(held)} it holds now")
                 other += held
                 continue
+            if (other_args := _other(config, typed)) is None:
+                continue  # not a command line the stage would run: not a training to count
             other_backend, other_bits = _backend(config, other_args, probe)
-            other += _needs(config, other_args, device, other_backend, other_bits)(*_settings(config, other_args)).total
+            other += _needs(other_args, device, other_backend, other_bits)(*_settings(other_args)).total
         if total is None or other + mem.total > total:
             size = f" of {gb(total)}" if total else ""
             which = f" ({'; '.join(unknown)})" if unknown else ""
@@ -276,11 +249,11 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
                 f"another training is running on this machine (pid {others[0][0]}, ~{gb(other)}){which}: with this "
                 f"one (~{gb(mem.total)}) it does not fit in the memory{size}; wait for it or cancel it"
             )
-    ranks = int(_flag(args, "--gpus", str(config.train.gpus)))
+    ranks = args.gpus
     gpus = probe.gpus() if device == "cuda" and hasattr(probe, "gpus") else []
     if gpus:  # every GPU the group will use holds the base (ddp) or its share (fsdp), and its activations
-        fsdp = replace(mem, weights=est.sharded_weight_bytes(_shape(args, config), mem_dtype(device), ranks))
-        if ranks > 1 and _flag(args, "--shard", config.train.shard) == "fsdp":
+        fsdp = replace(mem, weights=est.sharded_weight_bytes(_shape(args), mem_dtype(device), ranks))
+        if ranks > 1 and args.shard == "fsdp":
             return problems + _per_gpu(gpus, ranks, fsdp, probe.ollama_loaded(on_gpu=True), "fsdp")
         return problems + _per_gpu(gpus, ranks, mem, probe.ollama_loaded(on_gpu=True), fits=fsdp if ranks > 1 else None)
     if free is None:
@@ -294,7 +267,7 @@ def _training(config, args: list[str], probe: Probe) -> list[str]:
         return problems
     fix = _what_fits(need, seq, batch, ckpt, available)
     if backend == "torch" and ceiling is not None and probe.backend("mlx") == "mlx":
-        qlora = _needs(config, args, device, "mlx", 4)(seq, batch, ckpt).total
+        qlora = _needs(args, device, "mlx", 4)(seq, batch, ckpt).total
         if qlora <= available:
             fix = f"it fits with --backend mlx --quantize_base 4 (~{gb(qlora)}); or {fix.removeprefix('it ')}"
     elif backend == "torch" and ceiling is not None:

@@ -48,14 +48,6 @@ class Plan:
     disk_needed: int = 0
     disk_free: int = 0
 
-    @property
-    def outputs(self) -> dict[str, str]:
-        return {
-            stage: dict(zip(args, args[1:]))[flag]
-            for stage, args in self.steps
-            for flag in [{"deploy": "--tag", "verify": "--model"}.get(stage, "--output")]
-        }
-
 
 def newest_data(config: Config) -> Path | None:
     """The newest file matching ``[nightly] dataset_glob``: by the date in its name, then by mtime."""

@@ -10,21 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core import trainsettings
 from core.gguf_header import NotGGUF, read_info
 from w4tui.runs.runner import Run
-
-HPARAMS = (
-    "epochs",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "replay",
-    "seed",
-    "batch_size",
-    "gradient_accumulation",
-)
 
 
 def build_fields(run: Run, fields: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +66,14 @@ def training_record(adapter: Path) -> dict[str, Any]:
         "parent_adapter": parent if parent and parent != base else None,
         "base_model": base,
         "data": dict(record.get("data") or {}),
-        "hparams": {k: args.get(k) for k in HPARAMS if k in args},
+        "hparams": hparams(args),
     }
+
+
+def hparams(args: dict[str, Any]) -> dict[str, Any]:
+    """A build's hyper-parameters as the ledger keeps them: the run record's settings of the RECORD view
+    (core/trainsettings.py)."""
+    return {k: args[k] for k in trainsettings.names(trainsettings.RECORD) if k in args}
 
 
 def _lineage(gguf: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from core.errors import EXIT_BY_STATUS, EXIT_USAGE
 from core.names import EventKind, RunStatus
 from w4tui.runs.follow import follow
 from w4tui.runs.runner import Runner
+from w4tui.runs.start import checked_start
 
 EXIT_DECLINED = 0  # not starting is what was asked for: no error
 
@@ -30,7 +31,9 @@ def eta_first(
     if stage != "train":
         print(f"error: --eta is for the train stage, not {stage}", file=sys.stderr)
         return EXIT_USAGE
-    run = runner.start("train", [*extra, "--eta"]) if no_defaults else runner.start("train", extra=[*extra, "--eta"])
+    asked = [*extra, "--eta"]
+    inv = runner.invocation("train", args=asked) if no_defaults else runner.invocation("train", asked)
+    run = checked_start(runner, inv)
     print(f"estimating: run {run.id}", file=out, flush=True)
     status = follow(runner, run, out)
     done = next((e for e in reversed(runner.get(run.id).events()) if e.get("kind") == EventKind.DONE), {})

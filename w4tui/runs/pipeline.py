@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from core import specs
 from core.names import RunStatus
 from w4tui.runs.runner import Run, RunError, Runner
+from w4tui.runs.start import checked_start
 
 
 @dataclass(frozen=True)
 class Step:
-    """One stage of a chain. ``extra`` overrides its default arguments flag by flag; ``args`` replaces
-    them (no defaults). Its input is the artifact the step before produced."""
+    """One stage of a chain. ``extra`` follows its default arguments (each flag in it replaces the
+    default); ``args`` replaces them (no defaults). Its input is the artifact the step before produced."""
 
     stage: str
     extra: list[str] = field(default_factory=list)
@@ -78,8 +79,9 @@ def run_pipeline(
         # The first step's input follows the usual rule (the newest artifact of the stage before);
         # later steps take what the step before them produced.
         input_path = previous if index else None
+        inv = runner.invocation(step.stage, step.extra, args=step.args, build=build, input_path=input_path)
         with signals_deferred():  # a cancel now must find the step it started (on_event hands it over)
-            run = runner.start(step.stage, step.args, build=build, input_path=input_path, extra=step.extra)
+            run = checked_start(runner, inv)  # pre-flight, then the run
             on_event(StepEvent("started", index, len(chain), step.stage, run.id))
         status = wait(runner, run)
         finished = runner.get(run.id)

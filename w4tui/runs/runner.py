@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import events as ev
-from core import specs
+from core import specs, trainsettings
 from core.config import Config
 from core.errors import RunError  # defined in core: pre-flight (a lower layer) raises it too
 from core.names import LIVE_STATUSES, EventKind, RunStatus
-from core.ollama.client import OllamaError, unload_all
-from w4tui.monitors import preflight
+from core.specs import Invocation
 from w4tui.runs.supervise import CANCEL_FILE, EVENTS_FILE, LOG_FILE, final_status, read_record, write_record
 
 LIVE = LIVE_STATUSES
@@ -134,69 +133,45 @@ class Runner:
         self.root = config.paths.runs
 
     # -- starting --------------------------------------------------------------------------
-    def start(
+    def invocation(
         self,
         stage: str,
+        extra: list[str] = (),
+        *,
         args: list[str] | None = None,
         build: str | None = None,
         input_path: str | None = None,
-        extra: list[str] | None = None,
-        force: bool = False,
-    ) -> Run:
-        """Start a pipeline stage. Without ``args`` its arguments come from the config and its input
-        (``input_path``, else the newest artifact of the stage before); ``extra`` then overrides those
-        defaults flag by flag. ``args`` replaces them all. Pre-flight checks refuse a run that cannot
-        succeed (RunError with the figures) unless ``force``."""
+    ) -> Invocation:
+        """A call of ``stage``, parsed. Without ``args`` its arguments come from the config and its input
+        (``input_path``, else the one ``extra`` names, else the newest artifact of the stage before), and
+        ``extra`` follows them: the stage's parser keeps a flag's last value, so each flag in ``extra``
+        replaces its default. ``args`` replaces them all. RunError: an unknown stage, or no input yet."""
         spec = specs.BY_NAME.get(stage)
         if spec is None:
             raise RunError(f"unknown stage '{stage}' (stages: {', '.join(specs.NAMES)})")
-        if args is None and {"-h", "--help"} & set(extra or []):
-            args = list(extra or [])  # the stage's help needs no input
+        if args is None and specs.HELP & set(extra):
+            args = list(extra)  # the stage's help needs no input
         if args is None:
-            args = specs.override(self.default_args(stage, build, input_path, extra or []), extra or [])
-        warnings = [] if force else self._preflight(stage, args)
-        if stage == "train" and not self._ollama_can_stay(args):
-            self._free_memory_for_training()
-        facts = {"train": specs.train_batch(args, self.config)} if stage == "train" else None
-        run = self.start_command(
-            stage, [sys.executable, "-m", spec.module, *args], output=specs.output_of(stage, args), facts=facts
-        )
-        self._preflight_record(run, warnings)
-        return run
+            args = self.default_args(stage, build, input_path, extra) + list(extra)
+        return spec.invoke(self.config, args)
 
-    # Pre-flight (issue 15): disk, memory, one training per machine, battery; see w4tui.monitors.preflight.
-    def _preflight(self, stage: str, args: list[str]) -> list[str]:
-        if {"-h", "--help"} & set(args):
-            return []
-
-        return preflight.check(self, stage, args)
-
-    @staticmethod
-    def _preflight_record(run: Run, warnings: list[str]) -> None:
-        if warnings:
-            preflight.record(run, warnings)
+    def start(self, inv: Invocation) -> Run:
+        """Start a stage call as a detached run. Pre-flight is the caller's step before this one
+        (w4tui/runs/start.py, which the CLI, the TUI and the pipeline use)."""
+        facts = {"train": trainsettings.batch(inv.args)} if inv.spec.name == "train" and inv.args else None
+        return self.start_command(inv.spec.name, inv.command, output=inv.output, facts=facts)
 
     def default_args(
         self, stage: str, build: str | None = None, input_path: str | None = None, extra: list[str] = ()
     ) -> list[str]:
         """A stage's arguments from the config and its input; RunError when it has no input yet."""
         if input_path is None:
-            input_path = specs.input_for(stage, self.latest_artifact, extra)
+            given = specs.BY_NAME[stage].given(self.config, extra) if extra else None
+            input_path = specs.input_for(stage, self.latest_artifact, given)
         try:
             return specs.default_args(stage, self.config, input_path, build or specs.stamp())
         except LookupError as exc:
             raise RunError(str(exc)) from None
-
-    def _ollama_can_stay(self, args: list[str]) -> bool:
-        """mlx QLoRA that fits beside the loaded model leaves the served model up (w4tui.monitors.preflight)."""
-        return preflight.ollama_can_stay(self.config, args)
-
-    def _free_memory_for_training(self) -> None:
-        """A 7B model loaded in Ollama holds GBs the training needs on a 32 GB Mac: unload it first."""
-        try:
-            unload_all(self.config)
-        except OllamaError:
-            pass  # a server that cannot unload is no reason not to train
 
     def start_command(
         self,
@@ -207,11 +182,10 @@ class Runner:
         output: str | None = None,
         facts: dict | None = None,
     ) -> Run:
-        """Start any command as a detached, supervised run (the tests use small fake stages).
-        ``output`` (default: the stage's output flag in ``command``) is what no two live runs may share;
-        ``facts`` go into run.json as they are (a training's ranks and global batch)."""
+        """Start any command as a detached, supervised run (the pipeline, the night; the tests' small
+        fake stages). ``output`` is what no two live runs may share; ``facts`` go into run.json as they
+        are (a training's ranks and global batch)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        output = output or specs.output_of(stage, command[1:])
         with self._lock():
             for other in self.runs():
                 if other.live and output and other.output and _overlaps(output, other.output):

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import specs
+from core import specs, trainsettings
 from core.config import Config
 from core.errors import StageError
 from core.train_backend import detect
 from w4tui.runs.pipeline_job import command
 from w4tui.runs.runner import Runner
+from w4tui.runs.start import checked_start
 from w4tui.runs.supervise import read_record
 
 PIPELINE = "pipeline"
@@ -64,25 +65,14 @@ def prepare(runner: Runner, config: Config, stage: str, input_path: str | None, 
 
 
 def training_settings(config: Config) -> list[str]:
-    """The settings a person changes before a training, as flags with the config's values."""
+    """The settings a person changes before a training (core/trainsettings.py FORM), as flags with the
+    config's values; then the profile, the trainer, and on a GPU box its ranks."""
     t = config.train
+    values = [
+        [f"--{name}", trainsettings.form_value(getattr(t, name))] for name in trainsettings.names(trainsettings.FORM)
+    ]
     return [
-        "--epochs",
-        f"{t.epochs:g}",
-        "--learning_rate",
-        f"{t.learning_rate:g}",
-        "--lora_r",
-        str(t.lora_r),
-        "--lora_alpha",
-        f"{t.lora_alpha:g}",
-        "--max_seq_length",
-        str(t.max_seq_length),
-        "--batch_size",
-        str(t.batch_size),
-        "--gradient_accumulation",
-        str(t.gradient_accumulation),
-        "--eval_fraction",
-        f"{t.eval_fraction:g}",
+        *(token for pair in values for token in pair),
         "--profile",
         "full",
         *backend_settings(config),
@@ -104,16 +94,16 @@ def prepare_resume(run_dir, run_id: str) -> Prepared:
     """The form to resume a stopped training: its own arguments, plus ``--resume`` (the stage continues
     from the newest checkpoint in its --output and refuses changed training settings). LookupError: no
     checkpoint to resume from."""
-    command = read_record(Path(run_dir))["command"]
+    record = read_record(Path(run_dir))
+    command, output = record["command"], record.get("output")  # the runner's record of its --output
     args = command[command.index("-m") + 2 :] if "-m" in command else command[1:]
-    output = dict(specs.flag_values(args)).get("--output")
-    checkpoints = sorted((Path(output[0]) / "checkpoints").glob("step-*")) if output else []
+    checkpoints = sorted((Path(output) / "checkpoints").glob("step-*")) if output else []
     if not checkpoints:
         raise LookupError(f"train run {run_id} saved no checkpoint: nothing to resume; start train again (5, s)")
     return Prepared(
         f"Resume training {run_id}  (python -m stages.train_lora … --resume)",
         [*args, *([] if "--resume" in args else ["--resume"])],
-        note=f"continues from {checkpoints[-1].name} in {output[0]}",
+        note=f"continues from {checkpoints[-1].name} in {output}",
     )
 
 
@@ -122,7 +112,8 @@ def pipeline_command(config: Config, args: list[str]) -> list[str]:
 
 
 def start(runner: Runner, config: Config, stage: str, args: list[str]):
-    """Start ``stage`` (or the pipeline) with ``args``; RunError says why not."""
+    """Start ``stage`` (or the pipeline) with the form's ``args`` (no defaults added), after pre-flight;
+    RunError says why not."""
     if stage == PIPELINE:
         return runner.start_command(PIPELINE, pipeline_command(config, args))
-    return runner.start(stage, args)
+    return checked_start(runner, runner.invocation(stage, args=args))

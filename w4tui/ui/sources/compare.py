@@ -10,24 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core import evaltable
+from core import evaltable, trainsettings
 from core.train_backend import trained_by
 from w4tui.ui.sources.artifacts import Artifact
 
-HYPER = (
-    "profile",
-    "epochs",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "batch_size",
-    "gradient_accumulation",
-    "batching",
-    "replay",
-    "seed",
-)
 LOSSES = ("final_loss", "eval_loss", "main_eval_loss")
 VERIFY = (
     "regression_score",
@@ -67,7 +53,8 @@ def build_facts(a: Artifact, artifacts: list[Artifact]) -> dict[str, str]:
         args = record.get("args") or {}
         if record:
             facts["trained by"] = trained_by(record)
-        facts.update({k: str(args[k]) for k in HYPER if args.get(k) is not None})
+        # the settings of the COMPARE view (core/trainsettings.py), one row each
+        facts.update({k: str(args[k]) for k in trainsettings.names(trainsettings.COMPARE) if args.get(k) is not None})
         facts.update({k: f"{record[k]:.4f}" for k in LOSSES if isinstance(record.get(k), int | float)})
         if record.get("train_samples") is not None:
             facts["samples"] = f"{record['train_samples']} train / {record.get('eval_samples')} eval"

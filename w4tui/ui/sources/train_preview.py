@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import trainsettings
 from core.eta import estimate
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "data" / "qwen2.5-tokenizer" / "tokenizer.json"
@@ -163,7 +164,7 @@ def preview(path: Path) -> DatasetPreview:
 
 
 # The form's flags that decide what a trained token costs (core/eta.py COST_ARGS, those the form has).
-COST_FLAGS = ("max_seq_length", "batch_size", "gradient_accumulation", "lora_r")
+COST_FLAGS = tuple(n for n in trainsettings.names(trainsettings.FORM) if n in trainsettings.names(trainsettings.COST))
 
 
 def eta_line(values: dict[str, str], tokens: int) -> str:
