@@ -1,9 +1,9 @@
 """``--gpus N``: the train stage starts itself as a group of N ranks under PyTorch's own launcher
 (``python -m torch.distributed.run``) and watches it. Standard library only: this runs before torch.
 
-- Cancel: torchrun ignores SIGINT (its default would kill the ranks 30 s after asking, a step and a
-  checkpoint of a 7B may need more; stages/train/torchrun.py); this process passes SIGINT to every rank, the ranks agree on the
-  step to stop after, rank 0 checkpoints once, all exit.
+- Cancel: torchrun ignores SIGINT (stages/train/torchrun.py: its default would kill the ranks 30 s
+  after asking, a step and a checkpoint of a 7B may need more); this process passes SIGINT to every
+  rank, the ranks agree on the step to stop after, rank 0 checkpoints once, all exit.
 - A rank that dies: torchrun notices within a tenth of a second and stops the others; this process
   then writes the one error line, naming the rank (torchrun's "Root Cause") and the last line it logged.
 - Events: rank 0 writes them (its start aside: this process wrote that); a final event only when
