@@ -117,6 +117,9 @@ def test_terminal_hangup_leaves_the_stage_running(runner, config_file, tmp_path)
     """Close the launching terminal (SIGHUP to its session); the run goes on and ends normally."""
     ready = tmp_path / "run-id"
     script = (
+        # a shell's child: hangup at its default, whatever this test process inherited or set
+        "import signal; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP}); "
         "import sys, time; from core.config import load_config; from w4tui.runs.runner import Runner; "
         f"run = Runner(load_config()).start_command('fake', [sys.executable, {FAKE!r}, '--steps', '30', "
         f"'--sleep', '0.1']); open({str(ready)!r}, 'w').write(run.id); time.sleep(60)"
